@@ -1,0 +1,467 @@
+"""Load a vqwen-family model and score frames with it.
+
+One loader serves both stock classes; which one is read from the checkpoint's config (`model_type`), never
+from its name. Scoring is one batched pass per chunk of frames::
+
+    pixels ─► vision (+ Q-Former for BLIP-2) ─► projected image tokens      (once per frame)
+           ─► LM over [frame × question] rows, left-padded                 (one forward)
+           ─► logits at the answer position ─► P(yes) and the layout distribution
+
+Example::
+
+    lm = load_model(ModelSpec("models/tiny-vqwen-qformer"))
+    scores = score_frames(lm, frames)          # frames: (N, H, W, 3) uint8
+    verdict = decide_video(scores)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from transformers import AutoConfig, AutoProcessor, Blip2ForConditionalGeneration, LlavaForConditionalGeneration
+
+from core import prompts
+from core.config import EngineConfig, ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be loaded; the message says why in words a person can act on."""
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """What differs between the two stock classes, chosen by the checkpoint's `config.model_type`."""
+
+    name: str
+    model_class: type
+    # Attention kernels per sub-model. BLIP-2's Q-Former runs eager because SDPA returns no attention
+    # weights and the explanations read its cross-attention; everything else keeps the fast kernel.
+    attn_implementation: dict | str
+    encode: Callable  # (model, pixel_values, want_attentions) -> VisualTokens
+    run_lm: Callable  # (model, inputs_embeds, attention_mask, position_ids, logits_to_keep, **kw) -> output
+
+
+@dataclass
+class VisualTokens:
+    """A chunk of frames after the vision side: what the LM sees, plus what explanations need."""
+
+    embeds: torch.Tensor  # (B, T, H_lm): the projected image tokens the LM reads
+    # BLIP-2 only: Q-Former cross-attention per cross-attention layer, each (B, heads, queries, 1 + patches).
+    cross_attentions: tuple[torch.Tensor, ...] | None = None
+    # The raw vision-encoder output, kept so a masked re-score can rerun the Q-Former without a second
+    # vision pass (B, 1 + patches, H_vision); None for LLaVA, whose tokens are the projected patches.
+    vision_states: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    """What the fast tier knows about one frame."""
+
+    p_sludge: float
+    label: bool
+    layout: str  # one of prompts.LAYOUT_CLASSES when sludge, else prompts.NO_LAYOUT
+    layout_scores: dict[str, float]
+
+    def to_dict(self) -> dict:
+        return {"p_sludge": self.p_sludge, "label": self.label, "layout": self.layout, "layout_scores": self.layout_scores}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A video's verdict: majority vote of frame labels, and the mean P(sludge)."""
+
+    label: bool
+    majority: float  # share of frames labelled sludge
+    mean_p: float
+    frames: int
+    layout: str  # most common layout among sludge frames, or "none"
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "majority": self.majority, "mean_p": self.mean_p, "frames": self.frames, "layout": self.layout}
+
+
+@dataclass
+class LoadedModel:
+    """A model, its processor and the token ids we read answers from."""
+
+    model: torch.nn.Module
+    processor: object
+    kind: ModelKind
+    spec: ModelSpec
+    device: torch.device
+    dtype: torch.dtype
+    config: EngineConfig = field(default_factory=EngineConfig)
+    _prompt_ids: dict[str, list[int]] = field(default_factory=dict, repr=False)
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def version(self) -> str:
+        """The id this model is stored under: source plus revision (a fine-tuned folder names itself)."""
+        return self.spec.label
+
+    @cached_property
+    def answer_ids(self) -> dict[str, dict[str, list[int]]]:
+        """First-token ids of each answer word, per question: {"classify": {"yes": [...], "no": [...]}, "layout": {...}}."""
+        layouts = {name: (name, name.capitalize()) for name in prompts.LAYOUT_CLASSES}
+        return {
+            "classify": distinct_first_tokens(self.tokenizer, {"yes": prompts.YES_WORDS, "no": prompts.NO_WORDS}),
+            "layout": distinct_first_tokens(self.tokenizer, layouts),
+        }
+
+    @property
+    def yes_ids(self) -> list[int]:
+        return self.answer_ids["classify"]["yes"]
+
+    @property
+    def no_ids(self) -> list[int]:
+        return self.answer_ids["classify"]["no"]
+
+    @property
+    def layout_ids(self) -> dict[str, list[int]]:
+        return self.answer_ids["layout"]
+
+    def prompt_ids(self, question: str) -> list[int]:
+        """Token ids of the chat-templated prompt for one image and `question`, image slots included.
+
+        Built by the model's own processor on a blank image, so the number of image slots is whatever the
+        processor would give a real frame (32 for BLIP-2, one per patch for LLaVA).
+        """
+        if question not in self._prompt_ids:
+            text = self.tokenizer.apply_chat_template(
+                prompts.build_messages(question), add_generation_prompt=True, tokenize=False
+            )
+            blank = np.zeros((32, 32, 3), dtype=np.uint8)
+            ids = self.processor(text=text, images=blank, return_tensors="pt")["input_ids"][0]
+            self._prompt_ids[question] = ids.tolist()
+        return self._prompt_ids[question]
+
+    @property
+    def image_token_id(self) -> int:
+        return self.model.config.image_token_id
+
+
+def distinct_first_tokens(tokenizer, classes: dict[str, Sequence[str]]) -> dict[str, list[int]]:
+    """Per class, the first token of each spelling of its words, with and without a leading space.
+
+    The answer position may emit "yes", " yes" or "Yes": scoring sums over all of them. A first token two
+    classes share (e.g. a lone space) says nothing about either and is dropped from both.
+
+    >>> distinct_first_tokens(tok, {"yes": ("yes", "Yes"), "no": ("no", "No")})  # doctest: +SKIP
+    {'yes': [88, 301, 97, 512], 'no': [77, 290, 81, 499]}
+    """
+    ids: dict[str, list[int]] = {}
+    for name, words in classes.items():
+        ids[name] = []
+        for word in words:
+            for variant in (word, " " + word):
+                toks = tokenizer.encode(variant, add_special_tokens=False)
+                if toks and toks[0] not in ids[name]:
+                    ids[name].append(toks[0])
+    owners: dict[int, int] = {}
+    for toks in ids.values():
+        for t in toks:
+            owners[t] = owners.get(t, 0) + 1
+    ids = {name: [t for t in toks if owners[t] == 1] for name, toks in ids.items()}
+    empty = [name for name, toks in ids.items() if not toks]
+    if empty:
+        raise ModelLoadError(f"the tokenizer cannot tell the answers {empty} apart from the others by their first token")
+    return ids
+
+
+# ---------------------------------------------------------------- the two kinds
+
+
+def _encode_blip2(model, pixel_values: torch.Tensor, want_attentions: bool) -> VisualTokens:
+    vision_states = model.vision_model(pixel_values=pixel_values, return_dict=True).last_hidden_state
+    return _run_qformer(model, vision_states, None, want_attentions)
+
+
+def _run_qformer(model, vision_states, patch_mask, want_attentions: bool) -> VisualTokens:
+    """Q-Former over the vision states, optionally with some patches masked out (CLS always kept)."""
+    mask = torch.ones(vision_states.shape[:2], dtype=torch.long, device=vision_states.device)
+    if patch_mask is not None:
+        mask[:, 1:] = patch_mask.to(mask.dtype)
+    queries = model.query_tokens.expand(vision_states.shape[0], -1, -1)
+    out = model.qformer(
+        query_embeds=queries,
+        encoder_hidden_states=vision_states,
+        encoder_attention_mask=mask,
+        output_attentions=want_attentions,
+        return_dict=True,
+    )
+    query_out = out.last_hidden_state.to(model.language_projection.weight.dtype)
+    cross = tuple(a.float() for a in out.cross_attentions) if want_attentions else None
+    return VisualTokens(embeds=model.language_projection(query_out), cross_attentions=cross, vision_states=vision_states)
+
+
+def _run_lm_blip2(model, inputs_embeds, attention_mask, position_ids, logits_to_keep=1, **kw):
+    return model.language_model(
+        inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+        logits_to_keep=logits_to_keep, **kw,
+    )
+
+
+def _encode_llava(model, pixel_values: torch.Tensor, want_attentions: bool) -> VisualTokens:
+    cfg = model.config
+    out = model.get_image_features(
+        pixel_values=pixel_values,
+        vision_feature_layer=cfg.vision_feature_layer,
+        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+    )
+    feats = out.pooler_output
+    return VisualTokens(embeds=torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats)
+
+
+def _run_lm_llava(model, inputs_embeds, attention_mask, position_ids, logits_to_keep=1, **kw):
+    return model(
+        inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
+        logits_to_keep=logits_to_keep, **kw,
+    )
+
+
+KINDS: dict[str, ModelKind] = {
+    "blip-2": ModelKind(
+        name="blip2",
+        model_class=Blip2ForConditionalGeneration,
+        attn_implementation={"qformer_config": "eager", "vision_config": "sdpa", "text_config": "sdpa", "": "sdpa"},
+        encode=_encode_blip2,
+        run_lm=_run_lm_blip2,
+    ),
+    "llava": ModelKind(
+        name="llava",
+        model_class=LlavaForConditionalGeneration,
+        attn_implementation="sdpa",
+        encode=_encode_llava,
+        run_lm=_run_lm_llava,
+    ),
+}
+
+
+# ---------------------------------------------------------------- loading
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    """cuda, then mps, then cpu — unless a device is named.
+
+    >>> pick_device("cpu")
+    device(type='cpu')
+    """
+    if requested != "auto":
+        return torch.device(requested)
+    if torch.cuda.is_available():
+        return torch.device(type="cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device(type="mps")
+    return torch.device(type="cpu")
+
+
+def load_model(spec: ModelSpec | str, config: EngineConfig = EngineConfig()) -> LoadedModel:
+    """Load a local folder or a hub id (+ revision) as whichever stock class its config names.
+
+    >>> lm = load_model(ModelSpec("models/tiny-vqwen-qformer"))  # doctest: +SKIP
+    >>> lm.kind.name
+    'blip2'
+    """
+    spec = ModelSpec(spec) if isinstance(spec, str) else spec
+    try:
+        hf_config = AutoConfig.from_pretrained(spec.source, revision=spec.revision)
+    except OSError as err:
+        where = "folder" if spec.is_local else "hub model (is the hub reachable from here?)"
+        raise ModelLoadError(f"Cannot load {spec.label}: no usable {where}. {err}") from err
+    kind = KINDS.get(hf_config.model_type)
+    if kind is None:
+        raise ModelLoadError(
+            f"{spec.label} is a '{hf_config.model_type}' model; sludgelens serves {sorted(KINDS)} checkpoints."
+        )
+    device = pick_device(config.device)
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    model = kind.model_class.from_pretrained(
+        spec.source, revision=spec.revision, dtype=dtype, attn_implementation=kind.attn_implementation
+    )
+    model.to(device).eval()
+    processor = AutoProcessor.from_pretrained(spec.source, revision=spec.revision)
+    processor.tokenizer.padding_side = "left"
+    return LoadedModel(model=model, processor=processor, kind=kind, spec=spec, device=device, dtype=dtype, config=config)
+
+
+# ---------------------------------------------------------------- the batched pass
+
+
+def prepare_pixels(lm: LoadedModel, frames: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+    """Frames (N, H, W, 3) uint8 -> the processor's pixel tensor on the model's device and dtype."""
+    images = list(frames)
+    pixels = lm.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    return pixels.to(lm.device, lm.dtype)
+
+
+def encode_frames(lm: LoadedModel, frames, want_attentions: bool = False) -> VisualTokens:
+    """The vision side of the model, once per frame: its output serves every question asked of the frame.
+
+    >>> vt = encode_frames(lm, frames[:4], want_attentions=True)  # doctest: +SKIP
+    >>> vt.embeds.shape, len(vt.cross_attentions)
+    (torch.Size([4, 32, 128]), 2)
+    """
+    with torch.inference_mode():
+        return lm.kind.encode(lm.model, prepare_pixels(lm, frames), want_attentions)
+
+
+def build_rows(lm: LoadedModel, visual: torch.Tensor, questions: Sequence[str], keep: torch.Tensor | None = None):
+    """Left-padded LM inputs for every (question, frame) pair, question-major.
+
+    `visual` is (B, T, H). `keep` (B, T) bool drops image tokens from the sequence (LLaVA token selection):
+    the rows really get shorter, so the LM does less work. Returns (inputs_embeds, attention_mask,
+    position_ids, image_slot_positions) where image_slot_positions[r] lists the sequence positions of row r's
+    image tokens.
+    """
+    B, T, _ = visual.shape
+    rows: list[list[int]] = []
+    sources: list[tuple[int, torch.Tensor | None]] = []
+    for q in questions:
+        ids = lm.prompt_ids(q)
+        for b in range(B):
+            if keep is None:
+                rows.append(ids)
+            else:
+                kept = int(keep[b].sum())
+                rows.append(_shrink_image_slots(ids, lm.image_token_id, T, kept))
+            sources.append((b, None if keep is None else keep[b]))
+    width = max(len(r) for r in rows)
+    pad = lm.tokenizer.pad_token_id
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, ids in enumerate(rows):
+        input_ids[r, width - len(ids):] = torch.tensor(ids)
+        attention[r, width - len(ids):] = 1
+    input_ids, attention = input_ids.to(lm.device), attention.to(lm.device)
+    embeds = lm.model.get_input_embeddings()(input_ids)
+    slot = input_ids == lm.image_token_id
+    feats = []
+    for b, k in sources:
+        feats.append(visual[b] if k is None else visual[b][k.to(visual.device)])
+    embeds = embeds.masked_scatter(slot.unsqueeze(-1), torch.cat(feats).to(embeds.dtype))
+    position_ids = (attention.cumsum(-1) - 1).clamp(min=0)
+    slot_positions = [torch.nonzero(slot[r]).flatten() for r in range(len(rows))]
+    return embeds, attention, position_ids, slot_positions
+
+
+def _shrink_image_slots(ids: list[int], image_id: int, total: int, kept: int) -> list[int]:
+    first = ids.index(image_id)
+    return ids[:first] + [image_id] * kept + ids[first + total:]
+
+
+def answer_logits(lm: LoadedModel, visual: VisualTokens, questions: Sequence[str], keep=None, **lm_kwargs):
+    """Next-token logits at the answer position, shaped (len(questions), B, vocab), from one LM forward."""
+    embeds, attention, positions, _ = build_rows(lm, visual.embeds, questions, keep)
+    with torch.inference_mode():
+        out = lm.kind.run_lm(lm.model, embeds, attention, positions, logits_to_keep=1, **lm_kwargs)
+    B = visual.embeds.shape[0]
+    return out.logits[:, -1, :].float().reshape(len(questions), B, -1)
+
+
+def p_yes(lm: LoadedModel, logits: torch.Tensor) -> torch.Tensor:
+    """P(yes) from next-token logits: softmax over the yes and no spellings, yes-mass summed."""
+    yes = torch.logsumexp(logits[..., lm.yes_ids], dim=-1)
+    no = torch.logsumexp(logits[..., lm.no_ids], dim=-1)
+    return torch.sigmoid(yes - no)
+
+
+def layout_probs(lm: LoadedModel, logits: torch.Tensor) -> torch.Tensor:
+    """Distribution over the four layouts from next-token logits, each class's spellings summed."""
+    per_class = torch.stack([torch.logsumexp(logits[..., ids], dim=-1) for ids in lm.layout_ids.values()], dim=-1)
+    return per_class.softmax(dim=-1)
+
+
+def score_frames(lm: LoadedModel, frames, batch_size: int | None = None) -> list[FrameScore]:
+    """P(sludge) and layout for every frame: per chunk, one vision pass and one LM forward.
+
+    >>> [s.label for s in score_frames(lm, frames)]  # doctest: +SKIP
+    [True, True, False, ...]
+    """
+    batch_size = batch_size or lm.config.batch_size
+    scores: list[FrameScore] = []
+    for start in range(0, len(frames), batch_size):
+        chunk = frames[start:start + batch_size]
+        visual = encode_frames(lm, chunk)
+        scores.extend(summarise_logits(lm, answer_logits(lm, visual, [prompts.CLASSIFY, prompts.LAYOUT])))
+    return scores
+
+
+def summarise_logits(lm: LoadedModel, logits: torch.Tensor) -> list[FrameScore]:
+    """Turn (2, B, vocab) classify+layout logits into FrameScores."""
+    p = p_yes(lm, logits[0]).tolist()
+    lay = layout_probs(lm, logits[1]).tolist()
+    out = []
+    for pb, lb in zip(p, lay):
+        layout_scores = dict(zip(prompts.LAYOUT_CLASSES, (round(x, 6) for x in lb)))
+        label = pb >= lm.config.threshold
+        best = max(layout_scores, key=layout_scores.get) if label else prompts.NO_LAYOUT
+        out.append(FrameScore(p_sludge=round(pb, 6), label=label, layout=best, layout_scores=layout_scores))
+    return out
+
+
+def decide_video(scores: Sequence[FrameScore]) -> Verdict:
+    """Majority vote of frame labels (ties go to sludge) with the mean P(sludge).
+
+    >>> decide_video([FrameScore(0.9, True, "pip", {}), FrameScore(0.2, False, "none", {})]).label
+    True
+    """
+    if not scores:
+        raise ValueError("no frames to decide on")
+    votes = sum(s.label for s in scores)
+    majority = votes / len(scores)
+    layouts = [s.layout for s in scores if s.label]
+    layout = max(set(layouts), key=layouts.count) if layouts else prompts.NO_LAYOUT
+    return Verdict(
+        label=majority >= 0.5,
+        majority=round(majority, 4),
+        mean_p=round(float(np.mean([s.p_sludge for s in scores])), 4),
+        frames=len(scores),
+        layout=layout,
+    )
+
+
+# ---------------------------------------------------------------- free text
+
+
+def ask(lm: LoadedModel, frame: np.ndarray, question: str, max_new_tokens: int = 48) -> str:
+    """Answer a free question about one frame with greedy generation.
+
+    >>> ask(lm, frame, "What is on the top half?")  # doctest: +SKIP
+    'a cat photo'
+    """
+    text = lm.tokenizer.apply_chat_template(prompts.build_messages(question), add_generation_prompt=True, tokenize=False)
+    inputs = lm.processor(text=text, images=frame, return_tensors="pt").to(lm.device)
+    inputs["pixel_values"] = inputs["pixel_values"].to(lm.dtype)
+    with torch.inference_mode():
+        out = lm.model.generate(
+            **inputs, max_new_tokens=max_new_tokens, do_sample=False,
+            eos_token_id=lm.tokenizer.eos_token_id, pad_token_id=lm.tokenizer.pad_token_id,
+        )
+    new = out[0][inputs["input_ids"].shape[1]:] if lm.kind.name == "llava" else _strip_prompt(out[0], inputs)
+    return lm.tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+def _strip_prompt(tokens: torch.Tensor, inputs) -> torch.Tensor:
+    # BLIP-2's generate returns the prompt ids followed by the new ones.
+    n = inputs["input_ids"].shape[1]
+    return tokens[n:] if tokens.shape[0] > n else tokens
+
+
+def describe(lm: LoadedModel, frame: np.ndarray) -> str:
+    """A short grounded description of one frame."""
+    return ask(lm, frame, prompts.DESCRIBE)
+
+
+def explain_verdict(lm: LoadedModel, frame: np.ndarray) -> str:
+    """The coupled classify+explain answer ("yes. Sludge: ...")."""
+    return ask(lm, frame, prompts.EXPLAIN)
