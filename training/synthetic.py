@@ -24,15 +24,18 @@ import colorsys
 import functools
 import importlib.util
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 LAYOUTS = ("vertical", "horizontal", "pip", "other")
 POOLS = ("train", "holdout")
+# Non-sludge layouts draw_frame_spec accepts besides LAYOUTS: any single stream, a plain one, a distractor.
+FRAME_KINDS = ("none", "single", "distractor")
 
 REFUSAL = "I can't identify specific shows, games or channels; I can only describe what is visible."
 IDENTITY_QUESTIONS = (
@@ -116,6 +119,8 @@ _CAPTIONS = (
     "pov: you finally relax",
     "this took 3 hours",
 )
+# Grass, sand, sea, earth, snow: the ground under a landscape's horizon.
+_GROUNDS = ((70, 120, 50), (200, 170, 110), (40, 90, 150), (110, 80, 50), (225, 228, 235))
 _CORNERS = ("top left", "top right", "bottom left", "bottom right")
 
 
@@ -553,7 +558,7 @@ def _draw_landscape(seed: int, w: int, h: int, t: float) -> Image.Image:
     low = np.array(colorsys.hsv_to_rgb((hue + 0.08) % 1, 0.3, 1.0), np.float32) * 255
     ramp = np.linspace(0, 1, max(yh, 1), dtype=np.float32)[:, None, None]
     sky = np.broadcast_to(top + (low - top) * ramp, (max(yh, 1), w, 3))
-    ground_colour = np.array(_vivid(rng, 0.6), np.float32)
+    ground_colour = np.array(_GROUNDS[int(rng.integers(len(_GROUNDS)))], np.float32) * rng.uniform(0.85, 1.15)
     gh = h - yh
     tex = _sample_fbm(seed, max(2, w // 3), max(2, gh // 3), 1.0, t * 0.05, 0.0)
     tex = np.asarray(Image.fromarray((tex * 255).astype(np.uint8)).resize((w, max(gh, 1)), Image.BILINEAR),
@@ -626,9 +631,10 @@ def _draw_stream(rng: np.random.Generator, source: str) -> StreamSpec:
         zoom=float(rng.uniform(1.0, 2.2)) if is_photo else 1.0,
         cx=float(rng.random()),
         cy=float(rng.random()),
-        vx=float(rng.uniform(-0.2, 0.2)),
-        vy=float(rng.uniform(-0.1, 0.1)),
-        vzoom=float(rng.uniform(-0.04, 0.08)),
+        # Short-form footage moves: a pan crosses the free range in 2-7 s, zoom drifts up to 15 %/s.
+        vx=float(rng.choice((-1, 1)) * rng.uniform(0.15, 0.5)),
+        vy=float(rng.uniform(-0.2, 0.2)),
+        vzoom=float(rng.uniform(-0.08, 0.15)),
         flip=bool(rng.random() < 0.5),
         speed=float(rng.uniform(0.5, 2.0)),
         brightness=float(rng.uniform(-25, 25)),
@@ -638,16 +644,21 @@ def _draw_stream(rng: np.random.Generator, source: str) -> StreamSpec:
     )
 
 
-def _pick_sources(rng: np.random.Generator, pool: str, k: int, exclude: tuple[str, ...] = (),
-                  photo_share: float = 0.55) -> list[str]:
-    """k distinct sources from a pool, each a photo with probability photo_share."""
+def _pick_sources(rng: np.random.Generator, pool: str, k: int, first: StreamSpec | None = None,
+                  photo_share: float = 0.55, game_last: float = 0.0) -> list[str]:
+    """k distinct sources from a pool, each a photo with probability photo_share; ``first`` fixes the
+    first; with probability ``game_last`` the last is a game-like scene (the typical bottom of a split)."""
+    exclude = (first.source,) if first else ()
     photos = [s for s in (TRAIN_PHOTOS if pool == "train" else HOLDOUT_PHOTOS) if s not in exclude]
     procedural = [s for s in PROCEDURAL_NOUNS if s not in exclude and s != "landscape"]
-    chosen: list[str] = []
-    for _ in range(k):
+    chosen: list[str] = [first.source] if first else []
+    while len(chosen) < k:
         options = photos if (rng.random() < photo_share and photos) else procedural
         options = [s for s in options if s not in chosen] or [s for s in photos + procedural if s not in chosen]
         chosen.append(options[int(rng.integers(len(options)))])
+    games = [g for g in GAME_SOURCES if g not in chosen[:-1]]
+    if k > 1 and games and rng.random() < game_last:
+        chosen[-1] = games[int(rng.integers(len(games)))]
     return chosen
 
 
@@ -705,9 +716,9 @@ def _decorate(rng: np.random.Generator, size: tuple[int, int], extras: list[str]
     return out
 
 
-def _spec_vertical(rng, size, pool) -> FrameSpec:
+def _spec_vertical(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
     H, W = size
-    a, b = _pick_sources(rng, pool, 2)
+    a, b = _pick_sources(rng, pool, 2, main, game_last=0.4)
     r = float(rng.uniform(0.35, 0.65))
     tiles = [Tile(0, (0.0, 0.0, 1.0, r)), Tile(1, (0.0, r, 1.0, 1.0))]
     extras: list[str] = []
@@ -730,13 +741,13 @@ def _spec_vertical(rng, size, pool) -> FrameSpec:
     description = _cap(templates[int(rng.integers(3))].format(a=noun_of(a), b=noun_of(b), x=_with(extras)))
     explanation = f"Sludge: two unrelated streams share the frame, split horizontally at {_pct(r)} % height."
     truth = FrameTruth(True, "vertical", description, explanation, sources=(a, b))
-    streams = (_draw_stream(rng, a), _draw_stream(rng, b))
+    streams = (main or _draw_stream(rng, a), _draw_stream(rng, b))
     return FrameSpec(truth=truth, streams=streams, tiles=tuple(tiles), **kw)
 
 
-def _spec_horizontal(rng, size, pool) -> FrameSpec:
+def _spec_horizontal(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
     H, W = size
-    a, b = _pick_sources(rng, pool, 2)
+    a, b = _pick_sources(rng, pool, 2, main, game_last=0.25)
     c = float(rng.uniform(0.35, 0.65))
     extras: list[str] = []
     kw: dict = {}
@@ -760,7 +771,7 @@ def _spec_horizontal(rng, size, pool) -> FrameSpec:
     description = _cap(templates[int(rng.integers(3))].format(a=noun_of(a), b=noun_of(b), x=_with(extras)))
     explanation = f"Sludge: two unrelated streams share the frame, split vertically at {_pct(c)} % width."
     truth = FrameTruth(True, "horizontal", description, explanation, sources=(a, b))
-    streams = (_draw_stream(rng, a), _draw_stream(rng, b))
+    streams = (main or _draw_stream(rng, a), _draw_stream(rng, b))
     return FrameSpec(truth=truth, streams=streams, tiles=tiles, **kw)
 
 
@@ -775,9 +786,9 @@ def _inset_box(rng, size, share: float, corner: str) -> tuple[float, float, floa
     return (x0, y0, x0 + share, y0 + rel_h)
 
 
-def _spec_pip(rng, size, pool) -> FrameSpec:
+def _spec_pip(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
     H, W = size
-    a, b = _pick_sources(rng, pool, 2)
+    a, b = _pick_sources(rng, pool, 2, main, game_last=0.2)
     share = float(rng.uniform(0.15, 0.4))
     corner = _CORNERS[int(rng.integers(4))]
     box = _inset_box(rng, size, share, corner)
@@ -801,11 +812,11 @@ def _spec_pip(rng, size, pool) -> FrameSpec:
     explanation = (f"Sludge: a second, unrelated stream is inset in the {corner} corner, "
                    f"{_pct(share)} % of the frame width.")
     truth = FrameTruth(True, "pip", description, explanation, sources=(a, b))
-    streams = (_draw_stream(rng, a), _draw_stream(rng, b))
+    streams = (main or _draw_stream(rng, a), _draw_stream(rng, b))
     return FrameSpec(truth=truth, streams=streams, tiles=tiles, **kw)
 
 
-def _spec_other(rng, size, pool) -> FrameSpec:
+def _spec_other(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
     H, W = size
     variant = ("grid", "rows", "t_split", "mosaic")[int(rng.integers(4))]
     u, v = float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65))
@@ -823,7 +834,7 @@ def _spec_other(rng, size, pool) -> FrameSpec:
     else:
         boxes = [(0, 0, u, 1), (u, 0, 1, v), (u, v, 1, 1)]
         shape = "a tall tile beside two stacked tiles"
-    sources = _pick_sources(rng, pool, len(boxes))
+    sources = _pick_sources(rng, pool, len(boxes), main)
     extras: list[str] = []
     kw: dict = {}
     gutter = rng.random() < 0.5
@@ -846,17 +857,18 @@ def _spec_other(rng, size, pool) -> FrameSpec:
     explanation = f"Sludge: {words} unrelated streams are tiled in one frame."
     truth = FrameTruth(True, "other", description, explanation, sources=tuple(sources))
     tiles = tuple(Tile(i, tuple(float(c) for c in box)) for i, box in enumerate(boxes))
-    return FrameSpec(truth=truth, streams=tuple(_draw_stream(rng, s) for s in sources), tiles=tiles, **kw)
+    streams = tuple(main if main and i == 0 else _draw_stream(rng, s) for i, s in enumerate(sources))
+    return FrameSpec(truth=truth, streams=streams, tiles=tiles, **kw)
 
 
-def _spec_single(rng, size, pool, distractor: bool) -> FrameSpec:
+def _spec_single(rng, size, pool, distractor: bool, main: StreamSpec | None = None) -> FrameSpec:
     H, W = size
     variant = _DISTRACTORS[int(rng.integers(len(_DISTRACTORS)))] if distractor else "plain"
     if variant == "horizon":
         source = "landscape"
     else:
-        source = _pick_sources(rng, pool, 1, photo_share=0.85 if variant != "plain" else 0.6)[0]
-    stream = _draw_stream(rng, source)
+        source = _pick_sources(rng, pool, 1, main, photo_share=0.85 if variant != "plain" else 0.6)[0]
+    stream = main if main and main.source == source else _draw_stream(rng, source)
     noun = noun_of(source)
     extras: list[str] = []
     kw: dict = {}
@@ -900,7 +912,7 @@ def _spec_single(rng, size, pool, distractor: bool) -> FrameSpec:
         explanation = "Not sludge: the same scene continues above and below the band; there is one stream."
     elif variant == "horizon":
         kw.update(_decorate(rng, size, extras, caption_p=0.3, caption_ys=caption_ys))
-        description = f"A single landscape with a sharp horizon{_with(extras)}."
+        description = f"A single scene: {noun}{_with(extras)}."
         explanation = "Not sludge: the horizon is an edge inside one scene, not a split between streams."
     elif variant == "zoom_inset":
         share = float(rng.uniform(0.25, 0.45))
@@ -926,11 +938,12 @@ def _spec_single(rng, size, pool, distractor: bool) -> FrameSpec:
 
 
 def draw_frame_spec(rng: np.random.Generator, layout: str | None = None, size: tuple[int, int] = (448, 252),
-                    pool: str = "train") -> FrameSpec:
+                    pool: str = "train", main: StreamSpec | None = None) -> FrameSpec:
     """Draw a frame's layout, streams, decorations and truth (no pixels yet).
 
-    ``layout``: one of LAYOUTS, "none" (single stream, a distractor 30 % of the time), "distractor"
-    (always a distractor), or None (sludge half the time, layout weighted toward vertical).
+    ``layout``: one of LAYOUTS, "none" (single stream, a distractor 30 % of the time), "single" (never a
+    distractor), "distractor" (always one), or None (sludge half the time, layout weighted toward
+    vertical). ``main``: a stream to keep as the first stream (a clip continuing across a layout change).
 
     >>> draw_frame_spec(np.random.default_rng(0), "pip").truth.layout
     'pip'
@@ -939,18 +952,17 @@ def draw_frame_spec(rng: np.random.Generator, layout: str | None = None, size: t
     if layout is None:
         layout = _pick_layout(rng, 0.5)
     if layout == "vertical":
-        return _spec_vertical(rng, size, pool)
+        return _spec_vertical(rng, size, pool, main)
     if layout == "horizontal":
-        return _spec_horizontal(rng, size, pool)
+        return _spec_horizontal(rng, size, pool, main)
     if layout == "pip":
-        return _spec_pip(rng, size, pool)
+        return _spec_pip(rng, size, pool, main)
     if layout == "other":
-        return _spec_other(rng, size, pool)
-    if layout == "none":
-        return _spec_single(rng, size, pool, distractor=bool(rng.random() < _DISTRACTOR_SHARE))
-    if layout == "distractor":
-        return _spec_single(rng, size, pool, distractor=True)
-    raise ValueError(f"layout must be one of {LAYOUTS + ('none', 'distractor')} or None, got {layout!r}")
+        return _spec_other(rng, size, pool, main)
+    if layout in ("none", "single", "distractor"):
+        distractor = layout == "distractor" or (layout == "none" and bool(rng.random() < _DISTRACTOR_SHARE))
+        return _spec_single(rng, size, pool, distractor, main)
+    raise ValueError(f"layout must be one of {LAYOUTS + FRAME_KINDS} or None, got {layout!r}")
 
 
 def _pick_layout(rng: np.random.Generator, sludge_share: float) -> str:
@@ -1084,3 +1096,152 @@ def make_frames(seed: int, n: int, size: tuple[int, int] = (448, 252), pool: str
         frames[i], truth = make_frame(rng, _pick_layout(rng, sludge_share), size, pool)
         truths.append(truth)
     return frames, truths
+
+
+# ---------------------------------------------------------------------------------------------------
+# Clips
+
+
+@dataclass(frozen=True)
+class ClipSegment:
+    """Frames [start, stop) of a clip share one frame spec; its streams keep moving with time."""
+
+    start: int
+    stop: int
+    frame: FrameSpec
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """A clip: size (height, width), frame rate, and segments that may change layout mid-clip."""
+
+    num_frames: int
+    fps: float
+    size: tuple[int, int]
+    segments: tuple[ClipSegment, ...]
+
+
+def _next_layout(rng: np.random.Generator, previous: str | None) -> str:
+    """A layout different from the previous segment's, so every cut is a visible layout change."""
+    if previous is None:
+        return _pick_layout(rng, 0.5)
+    if previous == "none":
+        return _pick_layout(rng, 1.0)
+    if rng.random() < 0.5:
+        return "none"
+    others = [name for name in LAYOUTS if name != previous]
+    return others[int(rng.integers(len(others)))]
+
+
+def draw_clip_spec(seed: int, num_frames: int = 48, fps: float = 12.0, size: tuple[int, int] = (448, 252),
+                   segments: int | None = None, pool: str = "train",
+                   layouts: tuple[str, ...] | None = None) -> ClipSpec:
+    """Draw a clip's segments: cut points, a layout per segment (each differs from the one before),
+    and streams; the main stream continues across a cut 60 % of the time, as in real edits.
+
+    ``segments`` None = 1 to 3 at random; ``layouts`` fixes the segments' layouts (and their count).
+
+    >>> spec = draw_clip_spec(0, num_frames=24, layouts=("single", "vertical"))
+    >>> [s.frame.truth.layout for s in spec.segments]
+    ['none', 'vertical']
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be at least 1, got {num_frames}")
+    rng = np.random.default_rng(seed)
+    count = len(layouts) if layouts else (segments if segments is not None else int(rng.integers(1, 4)))
+    count = max(1, min(count, num_frames))
+    cuts = sorted(int(c) for c in rng.choice(np.arange(1, num_frames), size=count - 1, replace=False)) \
+        if count > 1 else []
+    bounds = [0, *cuts, num_frames]
+    parts: list[ClipSegment] = []
+    previous: FrameSpec | None = None
+    for k in range(count):
+        layout = layouts[k] if layouts else _next_layout(rng, previous.truth.layout if previous else None)
+        main = previous.streams[0] if previous is not None and rng.random() < 0.6 else None
+        frame = draw_frame_spec(rng, layout, size, pool, main)
+        parts.append(ClipSegment(bounds[k], bounds[k + 1], frame))
+        previous = frame
+    return ClipSpec(num_frames=num_frames, fps=fps, size=size, segments=tuple(parts))
+
+
+def render_clip(spec: ClipSpec) -> tuple[np.ndarray, list[FrameTruth]]:
+    """Render every frame of a clip at its time i / fps, with per-frame truth.
+
+    >>> frames, truths = render_clip(draw_clip_spec(1, num_frames=6, size=(64, 36)))
+    >>> frames.shape, len(truths)
+    ((6, 64, 36, 3), 6)
+    """
+    H, W = spec.size
+    frames = np.empty((spec.num_frames, H, W, 3), dtype=np.uint8)
+    truths: list[FrameTruth] = []
+    for segment in spec.segments:
+        for i in range(segment.start, segment.stop):
+            frames[i] = render_frame(segment.frame, spec.size, t=i / spec.fps)
+            truths.append(segment.frame.truth)
+    return frames, truths
+
+
+def make_clip(seed: int, num_frames: int = 48, fps: float = 12.0, size: tuple[int, int] = (448, 252),
+              segments: int | None = None, pool: str = "train",
+              layouts: tuple[str, ...] | None = None) -> tuple[np.ndarray, list[FrameTruth]]:
+    """A moving clip (T, H, W, 3) uint8 whose layout may change between segments, and per-frame truth.
+
+    >>> frames, truths = make_clip(0, num_frames=12, size=(64, 36), layouts=("pip", "none"))
+    >>> frames.shape, truths[0].layout
+    ((12, 64, 36, 3), 'pip')
+    """
+    return render_clip(draw_clip_spec(seed, num_frames, fps, size, segments, pool, layouts))
+
+
+def write_clip(path: str | Path, frames: np.ndarray, fps: float = 12.0) -> Path:
+    """Encode RGB frames (T, H, W, 3) with PyAV: H.264 yuv420p in .mp4 where libx264 exists, else MPEG-4.
+    yuv420p needs even sides, so an odd last row or column is dropped.
+
+    >>> frames, _ = make_clip(0, num_frames=6, size=(64, 36))
+    >>> write_clip("/tmp/clip.mp4", frames).name
+    'clip.mp4'
+    """
+    path = Path(path)
+    frames = np.asarray(frames, dtype=np.uint8)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+        raise ValueError(f"frames must be (T, H, W, 3) with T >= 1, got {frames.shape}")
+    height, width = frames.shape[1] - frames.shape[1] % 2, frames.shape[2] - frames.shape[2] % 2
+    if height < 2 or width < 2:
+        raise ValueError(f"frames are too small to encode: {frames.shape[1:3]}")
+    codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if codec == "libx264":
+            stream.options = {"crf": "20", "preset": "veryfast"}
+        for frame in frames:
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]), format="rgb24")
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode(None))
+    return path
+
+
+# The app's one-click examples: file name -> layouts of its segments.
+EXAMPLE_CLIPS = {
+    "single_stream.mp4": ("single",),
+    "vertical_split.mp4": ("vertical",),
+    "side_by_side.mp4": ("horizontal",),
+    "picture_in_picture.mp4": ("pip",),
+    "layout_change.mp4": ("single", "vertical", "pip"),
+}
+
+
+def make_example_clips(folder: str | Path, seed: int = 0, num_frames: int = 24, fps: float = 12.0,
+                       size: tuple[int, int] = (448, 252)) -> list[Path]:
+    """Write the example clips (2 s each at the defaults) into a folder and return their paths.
+
+    >>> [p.name for p in make_example_clips("/tmp/examples")][:2]
+    ['single_stream.mp4', 'vertical_split.mp4']
+    """
+    folder = Path(folder)
+    paths = []
+    for k, (name, layouts) in enumerate(EXAMPLE_CLIPS.items()):
+        frames, _ = make_clip(seed + k, num_frames, fps, size, pool="train", layouts=layouts)
+        paths.append(write_clip(folder / name, frames, fps))
+    return paths

@@ -1,0 +1,174 @@
+"""Synthetic sludge data: determinism, shapes, layouts, pools, clips and real encoded video."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import pytest
+
+from training import synthetic
+
+SMALL = (64, 36)
+
+
+def test_same_seed_gives_byte_identical_frames_and_truth():
+    a, truths_a = synthetic.make_frames(11, 12, size=SMALL)
+    b, truths_b = synthetic.make_frames(11, 12, size=SMALL)
+    c, _ = synthetic.make_frames(12, 12, size=SMALL)
+    assert a.tobytes() == b.tobytes()
+    assert truths_a == truths_b
+    assert a.tobytes() != c.tobytes()
+
+
+def test_frame_i_depends_only_on_seed_and_index():
+    short, short_truths = synthetic.make_frames(5, 3, size=SMALL)
+    long, long_truths = synthetic.make_frames(5, 8, size=SMALL)
+    assert np.array_equal(short, long[:3])
+    assert short_truths == long_truths[:3]
+
+
+@pytest.mark.parametrize("size", [(448, 252), (224, 224), (64, 36), (9, 7)])
+def test_frames_are_uint8_rgb_of_the_requested_size(size):
+    frames, truths = synthetic.make_frames(1, 6, size=size)
+    assert frames.shape == (6, *size, 3)
+    assert frames.dtype == np.uint8
+    assert len(truths) == 6
+
+
+def test_make_frame_honours_layout_and_time():
+    rng = np.random.default_rng(0)
+    for layout in synthetic.LAYOUTS:
+        frame, truth = synthetic.make_frame(rng, layout=layout, size=SMALL, t=1.5)
+        assert frame.shape == (*SMALL, 3) and truth.layout == layout and truth.sludge
+    frame, truth = synthetic.make_frame(rng, layout="distractor", size=SMALL)
+    assert truth.layout == "none" and not truth.sludge and truth.distractor
+    with pytest.raises(ValueError):
+        synthetic.make_frame(rng, layout="diagonal")
+    with pytest.raises(ValueError):
+        synthetic.make_frame(rng, pool="test")
+
+
+def test_random_frames_cover_every_layout_and_distractors_with_about_half_sludge():
+    _, truths = synthetic.make_frames(2, 300, size=SMALL)
+    layouts = {t.layout for t in truths}
+    assert layouts == set(synthetic.LAYOUTS) | {"none"}
+    sludge_share = np.mean([t.sludge for t in truths])
+    assert 0.4 < sludge_share < 0.6
+    singles = [t for t in truths if not t.sludge]
+    distractor_share = np.mean([t.distractor for t in singles])
+    assert 0.15 < distractor_share < 0.45
+    assert all((t.layout == "none") != t.sludge for t in truths)
+    assert not any(t.distractor for t in truths if t.sludge)
+
+
+def test_sludge_share_is_respected():
+    _, none = synthetic.make_frames(3, 40, size=SMALL, sludge_share=0.0)
+    _, all_sludge = synthetic.make_frames(3, 40, size=SMALL, sludge_share=1.0)
+    assert not any(t.sludge for t in none)
+    assert all(t.sludge for t in all_sludge)
+
+
+def test_sludge_streams_come_from_different_sources():
+    _, truths = synthetic.make_frames(4, 200, size=SMALL, sludge_share=1.0)
+    for truth in truths:
+        assert len(truth.sources) >= 2
+        assert len(set(truth.sources)) == len(truth.sources), truth
+
+
+def test_holdout_pool_photos_never_appear_in_the_train_pool():
+    assert len(synthetic.HOLDOUT_PHOTOS) >= 4
+    assert not set(synthetic.HOLDOUT_PHOTOS) & set(synthetic.TRAIN_PHOTOS)
+    _, train = synthetic.make_frames(6, 300, size=SMALL, pool="train")
+    _, holdout = synthetic.make_frames(6, 300, size=SMALL, pool="holdout")
+    train_photos = {s for t in train for s in t.sources if s in synthetic.PHOTO_NOUNS}
+    holdout_photos = {s for t in holdout for s in t.sources if s in synthetic.PHOTO_NOUNS}
+    assert train_photos and holdout_photos
+    assert train_photos <= set(synthetic.TRAIN_PHOTOS)
+    assert holdout_photos <= set(synthetic.HOLDOUT_PHOTOS)
+
+
+def test_every_bundled_photo_loads_offline():
+    for name in synthetic.PHOTO_NOUNS:
+        photo = synthetic.load_photo(name)
+        assert photo.mode == "RGB" and max(photo.size) <= 640 and min(photo.size) > 100
+
+
+def test_truth_text_is_grounded_and_names_the_streams():
+    rng = np.random.default_rng(9)
+    for layout in synthetic.LAYOUTS + ("single", "distractor"):
+        for _ in range(10):
+            _, truth = synthetic.make_frame(rng, layout=layout, size=SMALL)
+            assert truth.description[0].isupper() and truth.description.endswith(".")
+            prefix = "Sludge:" if truth.sludge else "Not sludge:"
+            assert truth.explanation.startswith(prefix)
+            for source in truth.sources:
+                assert synthetic.noun_of(source).lower() in truth.description.lower()
+    assert synthetic.REFUSAL.startswith("I can't identify")
+    assert all(q.endswith("?") for q in synthetic.IDENTITY_QUESTIONS)
+
+
+def test_description_mentions_a_caption_exactly_when_one_is_drawn():
+    rng = np.random.default_rng(21)
+    with_caption = [synthetic.draw_frame_spec(rng, "vertical", SMALL) for _ in range(40)]
+    for spec in with_caption:
+        mentions = "caption" in spec.truth.description
+        assert mentions == bool(spec.captions)
+
+
+def test_content_moves_over_time():
+    spec = synthetic.draw_frame_spec(np.random.default_rng(3), "vertical", (112, 64))
+    first = synthetic.render_frame(spec, (112, 64), t=0.0)
+    later = synthetic.render_frame(spec, (112, 64), t=1.0)
+    assert first.shape == later.shape
+    assert np.abs(first.astype(int) - later.astype(int)).mean() > 1.0
+
+
+def test_clip_changes_layout_with_per_frame_truth():
+    frames, truths = synthetic.make_clip(3, num_frames=24, size=SMALL, layouts=("single", "vertical", "pip"))
+    assert frames.shape == (24, *SMALL, 3) and frames.dtype == np.uint8
+    assert len(truths) == 24
+    layouts = [t.layout for t in truths]
+    assert layouts[0] == "none" and layouts[-1] == "pip" and "vertical" in layouts
+    changes = [i for i in range(1, 24) if layouts[i] != layouts[i - 1]]
+    assert len(changes) == 2
+    assert not truths[0].sludge and truths[-1].sludge
+
+
+def test_random_clips_change_layout_at_every_cut_and_are_deterministic():
+    for seed in range(6):
+        spec = synthetic.draw_clip_spec(seed, num_frames=30, size=SMALL, segments=3)
+        assert [s.start for s in spec.segments][0] == 0 and spec.segments[-1].stop == 30
+        for before, after in zip(spec.segments, spec.segments[1:]):
+            assert before.stop == after.start
+            assert before.frame.truth.layout != after.frame.truth.layout
+    a, _ = synthetic.make_clip(8, num_frames=10, size=SMALL)
+    b, _ = synthetic.make_clip(8, num_frames=10, size=SMALL)
+    assert a.tobytes() == b.tobytes()
+
+
+def _decode(path):
+    with av.open(str(path)) as container:
+        return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+
+
+def test_write_clip_decodes_back_with_frame_count_size_and_content(tmp_path):
+    frames, _ = synthetic.make_clip(1, num_frames=14, size=(112, 64), layouts=("vertical",))
+    path = synthetic.write_clip(tmp_path / "clip.mp4", frames, fps=12.0)
+    decoded = _decode(path)
+    assert len(decoded) == 14
+    assert decoded[0].shape == (112, 64, 3)
+    assert np.abs(decoded[5].astype(int) - frames[5].astype(int)).mean() < 12
+
+
+def test_write_clip_crops_odd_sizes_to_even(tmp_path):
+    frames, _ = synthetic.make_clip(2, num_frames=4, size=(65, 37))
+    decoded = _decode(synthetic.write_clip(tmp_path / "odd.mp4", frames))
+    assert len(decoded) == 4 and decoded[0].shape == (64, 36, 3)
+
+
+def test_make_example_clips_writes_decodable_short_clips(tmp_path):
+    paths = synthetic.make_example_clips(tmp_path, seed=0, num_frames=12, size=(112, 64))
+    assert [p.name for p in paths] == list(synthetic.EXAMPLE_CLIPS)
+    for path in paths:
+        decoded = _decode(path)
+        assert len(decoded) == 12 and decoded[0].shape == (112, 64, 3)
