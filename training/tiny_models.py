@@ -91,9 +91,27 @@ class TinyConfig:
     text_head_dim: int = 32
     text_mlp: int = 384
     max_positions: int = 512
+    # 0 = exactly the tokenizer's size; a real-shape test config sets Qwen3's 151936 rows.
+    text_vocab_size: int = 0
     # LLaVA sibling: CLIP-style tower at 168 px -> a 12x12 grid (144 image tokens), cheaper than 24x24.
     llava_image_size: int = 168
     llava_vision_layers: int = 4
+
+
+# The true widths of alpharomercoma/vqwen-qformer-tiktok (EVA-CLIP-G/14, BLIP-2 Q-Former, Qwen3-4B) at
+# reduced depth: what tests use to run the real-model code paths offline with random weights.
+VQWEN_QFORMER_SHAPE = TinyConfig(
+    vision_hidden=1408, vision_layers=1, vision_heads=16, vision_mlp=6144,
+    qformer_hidden=768, qformer_layers=2, qformer_heads=12, qformer_mlp=3072, qformer_cross_attention_frequency=2,
+    text_hidden=2560, text_layers=1, text_heads=32, text_kv_heads=8, text_head_dim=128, text_mlp=9728,
+    text_vocab_size=151936, max_positions=40960,
+)
+# alpharomercoma/vqwen3-4b: CLIP ViT-L/14-336 (24x24 = 576 image tokens) -> MLP -> Qwen3-4B, reduced depth.
+VQWEN_LLAVA_SHAPE = TinyConfig(
+    vision_hidden=1024, llava_vision_layers=2, vision_heads=16, vision_mlp=4096, llava_image_size=336,
+    text_hidden=2560, text_layers=1, text_heads=32, text_kv_heads=8, text_head_dim=128, text_mlp=9728,
+    text_vocab_size=151936, max_positions=40960,
+)
 
 
 def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1024) -> PreTrainedTokenizerFast:
@@ -120,7 +138,7 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1024) -> PreTrained
         eos_token=IM_END,
         pad_token=PAD,
         padding_side="left",
-        model_max_length=512,
+        model_max_length=8192,
         additional_special_tokens=[AddedToken(IM_START, special=True), AddedToken(IM_END, special=True)],
     )
     tok.add_tokens([AddedToken(IMAGE, normalized=False, special=True)], special_tokens=True)
@@ -129,7 +147,7 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1024) -> PreTrained
 
 def _text_config(tok: PreTrainedTokenizerFast, cfg: TinyConfig) -> Qwen3Config:
     return Qwen3Config(
-        vocab_size=len(tok),
+        vocab_size=cfg.text_vocab_size or len(tok),
         hidden_size=cfg.text_hidden,
         intermediate_size=cfg.text_mlp,
         num_hidden_layers=cfg.text_layers,

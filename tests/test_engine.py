@@ -1,0 +1,141 @@
+"""The engine on real checkpoints of the stock classes: the embedded models and real-shape random ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core import prompts
+from core.config import EMBEDDED_BLIP2, EMBEDDED_LLAVA, ModelSpec
+from core.engine import (
+    ModelLoadError,
+    answer_logits,
+    decide_video,
+    describe,
+    encode_frames,
+    load_model,
+    p_yes,
+    score_frames,
+)
+from training import synthetic
+from training.tiny_models import VQWEN_LLAVA_SHAPE, VQWEN_QFORMER_SHAPE, build_blip2, build_llava, build_tokenizer
+
+
+@pytest.fixture(scope="module")
+def blip2():
+    return load_model(ModelSpec(str(EMBEDDED_BLIP2)))
+
+
+@pytest.fixture(scope="module")
+def llava():
+    return load_model(ModelSpec(str(EMBEDDED_LLAVA)))
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return synthetic.make_frames(seed=4242, n=48, pool="holdout")
+
+
+def test_loader_picks_the_class_from_config(blip2, llava):
+    assert type(blip2.model).__name__ == "Blip2ForConditionalGeneration" and blip2.kind.name == "blip2"
+    assert type(llava.model).__name__ == "LlavaForConditionalGeneration" and llava.kind.name == "llava"
+    # The Q-Former runs eager (its attention weights are read); the vision tower and LM keep SDPA.
+    assert blip2.model.config.qformer_config._attn_implementation == "eager"
+    assert blip2.model.config.text_config._attn_implementation == "sdpa"
+
+
+def test_batched_scores_equal_one_frame_at_a_time_and_the_stock_forward(blip2, heldout):
+    frames, _ = heldout
+    batched = score_frames(blip2, frames[:6], batch_size=6)
+    single = [score_frames(blip2, frames[i:i + 1], batch_size=1)[0] for i in range(6)]
+    for a, b in zip(batched, single):
+        assert a.p_sludge == pytest.approx(b.p_sludge, abs=1e-4)
+    # The stock forward on the processor's own inputs gives the same P(yes).
+    text = blip2.tokenizer.apply_chat_template(prompts.build_messages(prompts.CLASSIFY), add_generation_prompt=True, tokenize=False)
+    inputs = blip2.processor(text=text, images=frames[0], return_tensors="pt")
+    with torch.no_grad():
+        logits = blip2.model(**inputs).logits[0, -1]
+    assert p_yes(blip2, logits).item() == pytest.approx(batched[0].p_sludge, abs=1e-4)
+
+
+def test_vision_runs_once_per_frame_for_all_questions(blip2, heldout):
+    frames, _ = heldout
+    calls = []
+    hook = blip2.model.vision_model.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0] if i else 1))
+    try:
+        score_frames(blip2, frames[:5], batch_size=8)
+    finally:
+        hook.remove()
+    assert calls == [5]
+
+
+def test_embedded_blip2_agrees_with_truth_on_unseen_photos(blip2, heldout):
+    frames, truths = heldout
+    scores = score_frames(blip2, frames)
+    acc = np.mean([s.label == t.sludge for s, t in zip(scores, truths)])
+    assert acc >= 0.9, acc
+    layout_ok = [s.layout == t.layout for s, t in zip(scores, truths) if t.sludge and s.label]
+    assert np.mean(layout_ok) >= 0.75
+
+
+def test_llava_path_scores(llava, heldout):
+    frames, truths = heldout
+    scores = score_frames(llava, frames[:24], batch_size=12)
+    assert len(scores) == 24 and all(0.0 <= s.p_sludge <= 1.0 for s in scores)
+    assert sum(abs(sum(s.layout_scores.values()) - 1) < 1e-3 for s in scores) == 24
+    acc = np.mean([s.label == t.sludge for s, t in zip(scores, truths[:24])])
+    assert acc >= 0.8, acc
+
+
+def test_describe_generates_text(blip2, heldout):
+    frames, _ = heldout
+    text = describe(blip2, frames[0])
+    assert isinstance(text, str) and len(text.split()) >= 3
+
+
+def test_decide_video_majority_and_mean(blip2, heldout):
+    frames, truths = heldout
+    scores = score_frames(blip2, frames[:9])
+    v = decide_video(scores)
+    assert v.frames == 9
+    assert v.mean_p == pytest.approx(np.mean([s.p_sludge for s in scores]), abs=1e-3)
+    assert v.label == (sum(s.label for s in scores) * 2 >= 9)
+
+
+def test_unknown_folder_gives_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match="Cannot load"):
+        load_model(ModelSpec(str(tmp_path / "nothing-here")))
+
+
+def test_a_model_of_another_family_is_refused(tmp_path):
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    Qwen3ForCausalLM(Qwen3Config(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                 num_attention_heads=2, num_key_value_heads=1, head_dim=8)).save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="qwen3"):
+        load_model(ModelSpec(str(tmp_path)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("build,shape,tokens", [(build_blip2, VQWEN_QFORMER_SHAPE, 32), (build_llava, VQWEN_LLAVA_SHAPE, 576)])
+def test_real_shape_vqwen_configs_load_and_score(tmp_path, build, shape, tokens):
+    """True widths (1408/768/2560 or 1024/2560, vocab 151936), reduced depth, random weights."""
+    tok = build_tokenizer([prompts.CLASSIFY, prompts.LAYOUT, "yes no vertical horizontal pip other"] * 20, 400)
+    torch.manual_seed(0)
+    model, processor = build(tok, shape)
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    del model
+    lm = load_model(ModelSpec(str(tmp_path)))
+    assert lm.model.config.text_config.vocab_size == 151936
+    assert lm.model.config.text_config.hidden_size == 2560
+    frames = synthetic.make_frames(seed=1, n=2)[0]
+    visual = encode_frames(lm, frames, want_attentions=True)
+    assert visual.embeds.shape == (2, tokens, 2560)
+    if lm.kind.name == "blip2":
+        assert [a.shape for a in visual.cross_attentions] == [(2, 12, 32, 257)]
+    logits = answer_logits(lm, visual, [prompts.CLASSIFY, prompts.LAYOUT])
+    assert logits.shape == (2, 2, 151936)
+    scores = score_frames(lm, frames, batch_size=2)
+    assert len(scores) == 2 and all(0 <= s.p_sludge <= 1 for s in scores)
