@@ -75,6 +75,18 @@ class Settings:
     # The store: one SQLite file under a git-ignored folder.
     db_path: Path = REPO_ROOT / "data" / "sludgelens.db"
     media_dir: Path = REPO_ROOT / "data" / "media"
+    # Where exports of the labels are written (annotations.exports); git-ignored like the store.
+    export_dir: Path = REPO_ROOT / "data" / "exports"
+    # Durable copies of the store: a folder or "hf://datasets/owner/name". A Space has no persistent disk,
+    # so without a target the labels live only as long as the container; None switches snapshots off.
+    snapshot_target: str | None = None
+    # 15 minutes: at most a quarter hour of corrections at risk, and ~100 small Hub commits a day.
+    snapshot_every_s: float = 900.0
+    # A day of snapshots at the default interval; older ones add little once newer ones exist.
+    snapshot_keep: int = 96
+    # How long the labelling queue holds a frame for one labeler: long enough to look at its heatmaps and
+    # decide, short enough that a closed tab frees its frames soon.
+    queue_lease_s: float = 180.0
     video: VideoLimits = field(default_factory=VideoLimits)
     engine: EngineConfig = field(default_factory=EngineConfig)
     # Frames sampled per video by default: 16 is what the vqwen card evaluates per clip.
