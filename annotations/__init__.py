@@ -1,0 +1,95 @@
+"""The annotation store: labelers' corrections in one SQLite file, review, queue, metrics, exports, snapshots.
+
+Every function takes an injected ``sqlite_utils.Database`` (as returned by :func:`open_store`) and is named
+by what it does:
+
+    db = open_store(settings.db_path, settings.media_dir)
+    add_labeler(db, "ana", "labeler")
+    video_id = add_video(db, "clip.mp4", "clip.mp4", {"fps": 30.0})
+    frame_ids = add_frames(db, video_id, frames, timestamps, indices)
+    register_model(db, "tiny@1", "models/tiny-vqwen-qformer", "1")
+    record_predictions(db, "tiny@1", frame_ids, p_sludge, layout_scores)
+    for frame in next_frames(db, "ana", "uncertain", n=10):
+        correct_label(db, frame["frame_id"], "sludge", True, "ana", seen_revision=frame["revision"])
+    compute_metrics(db, "tiny@1")
+    export_training_set(db, "data/exports/run1")
+    snapshot_store(settings.db_path, "/backups", media_dir=settings.media_dir)
+
+The command line is ``python -m annotations --help``.
+"""
+
+from annotations.exports import (
+    ExportConfig,
+    collect_records,
+    export_imagefolder,
+    export_label_studio,
+    export_training_set,
+    push_export_to_hub,
+    split_for_video,
+)
+from annotations.imports import import_ground_truth, read_ground_truth_rows
+from annotations.metrics import compute_metrics, format_metrics_table, labeler_agreement, truth_labels
+from annotations.queue import STRATEGIES, next_frames, release_frames
+from annotations.schema import (
+    FIELDS,
+    LAYOUTS,
+    RAW_GT,
+    ROLES,
+    InvalidLabelError,
+    NotFoundError,
+    PermissionDeniedError,
+    StaleRevisionError,
+    Store,
+    StoreConfig,
+    StoreError,
+    connect_store,
+    open_store,
+    write_transaction,
+)
+from annotations.snapshots import (
+    SnapshotScheduler,
+    backup_store,
+    check_integrity,
+    list_snapshots,
+    restore_latest_snapshot,
+    restore_store,
+    schedule_snapshots,
+    snapshot_store,
+)
+from annotations.writes import (
+    LabelEvent,
+    Review,
+    add_frames,
+    add_labeler,
+    add_video,
+    apply_range,
+    correct_label,
+    current_labels,
+    frame_image_path,
+    frame_revision,
+    get_frame,
+    label_history,
+    latest_model_id,
+    list_videos,
+    model_version_id,
+    pending_reviews,
+    record_predictions,
+    register_model,
+    review,
+    undo,
+    video_frames,
+)
+
+__all__ = [
+    "FIELDS", "LAYOUTS", "RAW_GT", "ROLES", "STRATEGIES",
+    "ExportConfig", "InvalidLabelError", "LabelEvent", "NotFoundError", "PermissionDeniedError", "Review",
+    "SnapshotScheduler", "StaleRevisionError", "Store", "StoreConfig", "StoreError",
+    "add_frames", "add_labeler", "add_video", "apply_range", "backup_store", "check_integrity", "collect_records",
+    "compute_metrics", "connect_store", "correct_label", "current_labels", "export_imagefolder",
+    "export_label_studio", "export_training_set", "format_metrics_table", "frame_image_path", "frame_revision",
+    "get_frame", "import_ground_truth", "label_history", "labeler_agreement", "latest_model_id", "list_snapshots",
+    "list_videos", "model_version_id", "next_frames", "open_store", "pending_reviews", "push_export_to_hub",
+    "read_ground_truth_rows", "record_predictions", "register_model", "release_frames", "restore_latest_snapshot",
+    "restore_store", "review", "schedule_snapshots", "snapshot_store", "split_for_video", "truth_labels", "undo",
+    "video_frames", "write_transaction",
+]

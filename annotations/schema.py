@@ -357,14 +357,23 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Databa
             raise
 
 
+def resolve_inside(root: str | Path, relative: str, what: str = "path") -> Path:
+    """``root / relative`` resolved, refusing anything that would leave ``root`` (``..``, absolute, links).
+
+    >>> resolve_inside("/data/exports", "run1/manifest.json")
+    PosixPath('/data/exports/run1/manifest.json')
+    """
+    base = Path(root).resolve()
+    candidate = (base / relative).resolve()
+    if not candidate.is_relative_to(base) or candidate == base:
+        raise InvalidLabelError(f"{what} {relative!r} points outside the folder {str(base)!r}")
+    return candidate
+
+
 def resolve_media_path(media_dir: str | Path, relative: str) -> Path:
     """The absolute path of a stored image, refusing anything that would leave the media folder.
 
     >>> resolve_media_path("/data/media", "ab/abcd.png")
     PosixPath('/data/media/ab/abcd.png')
     """
-    root = Path(media_dir).resolve()
-    candidate = (root / relative).resolve()
-    if not candidate.is_relative_to(root) or candidate == root:
-        raise InvalidLabelError(f"image path {relative!r} points outside the media folder {str(root)!r}")
-    return candidate
+    return resolve_inside(media_dir, relative, "image path")
