@@ -1,0 +1,479 @@
+"""Exports of the labels for retraining and for other tools; the same store gives byte-identical files.
+
+Every export folder holds a ``manifest.json``: kind, snapshot id (the last label event id plus a hash of the
+exported files), counts (records, per split, per provenance), the model versions whose predictions filled
+in, and the sha256 of every file in the folder. Each export is also recorded in the ``exports`` table.
+
+Training JSONL (``export_training_set`` -> ``training.jsonl``), read by the fine-tuning scripts
+---------------------------------------------------------------------------------------------------
+One JSON object per line, one line per frame, sorted by (video_id, frame_index), UTF-8, keys sorted::
+
+    {"image": "images/ab12….png",     # relative to the export folder ("copy"), or absolute ("absolute")
+     "image_sha256": "ab12…",
+     "sludge": true,                  # bool
+     "layout": "vertical",            # vertical | horizontal | pip | other | none ("none" when not sludge)
+     "description": "…",              # the labelled description, else the model's, else ""
+     "explanation": "Sludge: …",      # one sentence derived from sludge + layout, in the training data's style
+     "provenance": "corrected",       # of the sludge label: corrected (a person) | raw (imported) | model
+     "provenance_fields": {"sludge": "corrected", "layout": "model", "description": "none"},
+     "labeler": "ana",                # who set the sludge label (null for model)
+     "split": "train",                # train | val | test, by a hash of the video id: no video spans two splits
+     "video_id": "9f86…", "frame_id": 12, "frame_index": 30, "time_s": 1.0,
+     "model_id": "tiny@1", "p_sludge": 0.91}   # the model version used for fill-ins and its score (or null)
+
+``provenance_fields`` values: corrected | raw | model | derived ("none" layout of a non-sludge frame) |
+default (a sludge frame nobody, not even a model, gave a layout: "other") | none (empty description).
+Frames with no sludge label are written with provenance "model" when ``include_model_labels`` is true and
+the model version has scored them; otherwise they are left out (counted in the manifest).
+
+Imagefolder (``export_imagefolder``): ``{train,validation,test}/<video>-<index>.<ext>`` plus a
+``metadata.jsonl`` per split with ``file_name`` and the fields above, loadable with
+``datasets.load_dataset("imagefolder", data_dir=...)``.
+
+Label Studio (``export_label_studio``): ``tasks.json`` (one task per frame, our scores as pre-annotations
+under ``predictions``), ``label_config.xml`` for the project, and ``images/``.
+
+    manifest = export_training_set(db, "data/exports/run1", model_id="tiny@1")
+    push_export_to_hub("data/exports/run1", "hf://datasets/me/sludge-labels")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from annotations.schema import InvalidLabelError, resolve_inside, resolve_media_path, utc_now, write_transaction
+from annotations.targets import copy_tree, parse_target, upload_folder_to_hub
+from annotations.writes import _media_dir, latest_model_id
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+# datasets' imagefolder recognises these folder names as the three splits.
+IMAGEFOLDER_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+
+EXPLANATIONS = {
+    "vertical": "Sludge: two unrelated streams share the frame, stacked top and bottom.",
+    "horizontal": "Sludge: two unrelated streams share the frame, side by side.",
+    "pip": "Sludge: a second, unrelated stream is inset in the frame.",
+    "other": "Sludge: several unrelated streams are tiled in one frame.",
+    "none": "Not sludge: the frame shows a single stream.",
+}
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What goes into an export and how it is split."""
+
+    # 80/10/10 by video: enough validation videos to pick a checkpoint, without starving training.
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    # Changing the salt reshuffles which videos land in which split; keep it fixed across retrainings so a
+    # test video never becomes a training video.
+    split_salt: str = "sludgelens-split-v1"
+    # Unlabelled frames the model scored are useful pseudo-labels; the fine-tuning scripts may filter them
+    # out by provenance.
+    include_model_labels: bool = True
+    # P(sludge) at or above this makes a model pseudo-label "sludge", as in EngineConfig.
+    threshold: float = 0.5
+
+
+def split_for_video(video_id: str, config: ExportConfig = ExportConfig()) -> str:
+    """The split of a video: deterministic from its id, so every frame of it lands in the same split.
+
+    >>> split_for_video("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08") in SPLITS
+    True
+    """
+    digest = hashlib.sha256(f"{config.split_salt}:{video_id}".encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2 ** 64
+    if u < config.test_fraction:
+        return "test"
+    if u < config.test_fraction + config.val_fraction:
+        return "val"
+    return "train"
+
+
+@contextmanager
+def _read_snapshot(db: sqlite_utils.Database) -> Iterator[None]:
+    """One read transaction, so an export sees one consistent state while labelers keep writing."""
+    lock = getattr(db, "write_lock", None)
+    if lock is not None:
+        lock.acquire()
+    try:
+        if db.conn.in_transaction:
+            yield
+            return
+        db.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            db.conn.execute("COMMIT")
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+_RECORDS_SQL = """
+SELECT c.frame_id, c.video_id, c.frame_index, c.time_s,
+       c.sludge, c.sludge_labeler, c.sludge_source,
+       c.layout, c.layout_source, c.description, c.description_source,
+       f.image_path, f.image_sha256,
+       p.p_sludge, p.layout AS model_layout, p.description AS model_description
+FROM current_labels c
+JOIN frames f ON f.id = c.frame_id
+LEFT JOIN predictions p ON p.frame_id = c.frame_id AND p.model_id = :model
+ORDER BY c.video_id, c.frame_index
+"""
+
+
+def _provenance(source: str | None) -> str:
+    return {"human": "corrected", "import": "raw"}.get(source, "model")
+
+
+def collect_records(db: sqlite_utils.Database, model_id: str | None = None,
+                    config: ExportConfig = ExportConfig()) -> tuple[list[dict], dict]:
+    """The training records (without the image key) and what was left out, read in one transaction.
+
+    >>> records, info = collect_records(db, "tiny@1")  # doctest: +SKIP
+    >>> records[0]["provenance"], info["skipped_unlabelled"]  # doctest: +SKIP
+    ('corrected', 12)
+    """
+    model_id = model_id or latest_model_id(db)
+    records, skipped = [], 0
+    splits: dict[str, str] = {}
+    for row in db.query(_RECORDS_SQL, {"model": model_id}):
+        p = row["p_sludge"]
+        if row["sludge"] is not None:
+            sludge, sludge_prov = bool(row["sludge"]), _provenance(row["sludge_source"])
+        elif config.include_model_labels and p is not None:
+            sludge, sludge_prov = p >= config.threshold, "model"
+        else:
+            skipped += 1
+            continue
+        if row["layout"] is not None:
+            layout, layout_prov = row["layout"], _provenance(row["layout_source"])
+        elif not sludge:
+            layout, layout_prov = "none", "derived"
+        elif p is not None and row["model_layout"] not in (None, "none"):
+            layout, layout_prov = row["model_layout"], "model"
+        else:
+            layout, layout_prov = "other", "default"
+        if row["description"] is not None:
+            description, description_prov = row["description"], _provenance(row["description_source"])
+        elif row["model_description"]:
+            description, description_prov = row["model_description"], "model"
+        else:
+            description, description_prov = "", "none"
+        video_id = row["video_id"]
+        if video_id not in splits:
+            splits[video_id] = split_for_video(video_id, config)
+        records.append({
+            "frame_id": row["frame_id"],
+            "video_id": video_id,
+            "frame_index": row["frame_index"],
+            "time_s": row["time_s"],
+            "image_path": row["image_path"],
+            "image_sha256": row["image_sha256"],
+            "sludge": sludge,
+            "layout": layout,
+            "description": description,
+            "explanation": EXPLANATIONS["none" if not sludge else layout],
+            "provenance": sludge_prov,
+            "provenance_fields": {"sludge": sludge_prov, "layout": layout_prov, "description": description_prov},
+            "labeler": row["sludge_labeler"] if sludge_prov != "model" else None,
+            "split": splits[video_id],
+            "model_id": model_id if p is not None else None,
+            "p_sludge": p,
+        })
+    last_event = db.execute("SELECT coalesce(max(id), 0) FROM label_events").fetchone()[0]
+    return records, {"skipped_unlabelled": skipped, "last_event": last_event, "model_id": model_id}
+
+
+def _dumps(obj) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _copy_media(media_dir: Path, relative: str, expected_sha: str, target: Path, copied: dict[Path, str]) -> str:
+    """Copy one stored image into the export (checking its hash); returns its sha256."""
+    if target in copied:
+        return copied[target]
+    source = resolve_media_path(media_dir, relative)
+    data = source.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
+    if sha != expected_sha:
+        raise InvalidLabelError(f"media file {relative!r} does not match its recorded sha256; the media folder is "
+                                "damaged (restore it from a snapshot)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    copied[target] = sha
+    return sha
+
+
+@contextmanager
+def _export_folder(out_dir: str | Path) -> Iterator[Path]:
+    """A fresh staging folder that replaces ``out_dir`` when the export succeeds.
+
+    ``out_dir`` must be missing, empty, or a previous export (it has a manifest.json), so nothing else is
+    ever deleted.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "manifest.json").is_file():
+        raise InvalidLabelError(f"{str(out_dir)!r} is not empty and holds no export; choose an empty folder")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield staging
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging)
+
+
+def _finish(db, staging: Path, out_dir: Path, kind: str, counts: dict, model_versions: list[str],
+            last_event: int, extra: dict, hashed: dict[str, str]) -> dict:
+    """Hash every file, write manifest.json into the staging folder, record the export."""
+    files = {}
+    for path in sorted(p for p in staging.rglob("*") if p.is_file()):
+        rel = path.relative_to(staging).as_posix()
+        files[rel] = hashed.get(rel) or _sha256_file(path)
+    listing = hashlib.sha256("".join(f"{k}\t{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
+    manifest = {
+        "kind": kind,
+        "format_version": FORMAT_VERSION,
+        "snapshot_id": f"ev{last_event}-{listing[:16]}",
+        "last_label_event": last_event,
+        "counts": counts,
+        "model_versions": model_versions,
+        "files": files,
+        **extra,
+    }
+    text = json.dumps(manifest, sort_keys=True, ensure_ascii=False, indent=2) + "\n"
+    (staging / "manifest.json").write_text(text, encoding="utf-8")
+    with write_transaction(db):
+        db["exports"].insert({
+            "snapshot_id": manifest["snapshot_id"],
+            "kind": kind,
+            "out_dir": str(Path(out_dir).resolve()),
+            "counts": json.dumps(counts, sort_keys=True),
+            "manifest_sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "created_at": utc_now(),
+        })
+    return manifest
+
+
+def _counts(records: list[dict], info: dict) -> dict:
+    return {
+        "records": len(records),
+        "videos": len({r["video_id"] for r in records}),
+        "by_split": dict(sorted(Counter(r["split"] for r in records).items())),
+        "by_provenance": dict(sorted(Counter(r["provenance"] for r in records).items())),
+        "sludge": sum(r["sludge"] for r in records),
+        "skipped_unlabelled": info["skipped_unlabelled"],
+    }
+
+
+def _model_versions(records: list[dict]) -> list[str]:
+    return sorted({r["model_id"] for r in records if r["model_id"]})
+
+
+def export_training_set(db: sqlite_utils.Database, out_dir: str | Path, model_id: str | None = None,
+                        images: str = "copy", config: ExportConfig = ExportConfig()) -> dict:
+    """Write ``training.jsonl`` (format in the module docstring) and ``manifest.json``; returns the manifest.
+
+    ``images="copy"`` copies each distinct image to ``images/<sha256>.<ext>`` and writes relative paths, so
+    the folder is self-contained (and can be pushed to the Hub); ``"absolute"`` writes absolute paths into
+    the media folder and copies nothing.
+
+    >>> export_training_set(db, "data/exports/run1", model_id="tiny@1")["counts"]["by_provenance"]  # doctest: +SKIP
+    {'corrected': 310, 'model': 2900, 'raw': 1200}
+    """
+    if images not in ("copy", "absolute"):
+        raise InvalidLabelError(f"images must be 'copy' or 'absolute', not {images!r}")
+    media_dir = _media_dir(db).resolve()
+    with _read_snapshot(db):
+        records, info = collect_records(db, model_id, config)
+    out_dir = Path(out_dir)
+    with _export_folder(out_dir) as staging:
+        copied: dict[Path, str] = {}
+        hashed = {}
+        lines = []
+        for record in records:
+            relative = record.pop("image_path")
+            if images == "copy":
+                name = f"images/{record['image_sha256']}{Path(relative).suffix}"
+                hashed[name] = _copy_media(media_dir, relative, record["image_sha256"], staging / name, copied)
+                record["image"] = name
+            else:
+                record["image"] = str(resolve_media_path(media_dir, relative))
+            lines.append(_dumps(record))
+        (staging / "training.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        manifest = _finish(db, staging, out_dir, "training-jsonl", _counts(records, info), _model_versions(records),
+                           info["last_event"], {"images": images, "split": _split_info(config)}, hashed)
+    return manifest
+
+
+def _split_info(config: ExportConfig) -> dict:
+    return {"by": "video_id", "salt": config.split_salt, "val_fraction": config.val_fraction,
+            "test_fraction": config.test_fraction}
+
+
+def export_imagefolder(db: sqlite_utils.Database, out_dir: str | Path, model_id: str | None = None,
+                       config: ExportConfig = ExportConfig()) -> dict:
+    """Write an imagefolder dataset (one folder per split with metadata.jsonl); returns the manifest.
+
+    >>> export_imagefolder(db, "data/exports/hf")  # doctest: +SKIP
+    >>> datasets.load_dataset("imagefolder", data_dir="data/exports/hf")["train"][0]["layout"]  # doctest: +SKIP
+    'vertical'
+    """
+    media_dir = _media_dir(db).resolve()
+    with _read_snapshot(db):
+        records, info = collect_records(db, model_id, config)
+    out_dir = Path(out_dir)
+    with _export_folder(out_dir) as staging:
+        per_split: dict[str, list[str]] = {}
+        hashed, copied = {}, {}
+        for record in records:
+            relative = record.pop("image_path")
+            folder = IMAGEFOLDER_SPLITS[record["split"]]
+            file_name = f"{record['video_id'][:16]}-{record['frame_index']:06d}{Path(relative).suffix}"
+            hashed[f"{folder}/{file_name}"] = _copy_media(media_dir, relative, record["image_sha256"],
+                                                          staging / folder / file_name, copied)
+            meta = {k: v for k, v in record.items() if k not in ("provenance_fields", "model_id", "p_sludge")}
+            meta["labeler"] = meta["labeler"] or ""
+            per_split.setdefault(folder, []).append(_dumps({"file_name": file_name, **meta}))
+        for folder, lines in sorted(per_split.items()):
+            (staging / folder / "metadata.jsonl").write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+        manifest = _finish(db, staging, out_dir, "imagefolder", _counts(records, info), _model_versions(records),
+                           info["last_event"], {"split": _split_info(config)}, hashed)
+    return manifest
+
+
+def label_studio_config() -> str:
+    """The Label Studio labeling config matching our fields and the pre-annotations we export.
+
+    >>> "<Choices name=\\"sludge\\"" in label_studio_config()
+    True
+    """
+    layouts = "\n".join(f'    <Choice value="{name}"/>' for name in EXPLANATIONS)
+    return (
+        "<View>\n"
+        '  <Image name="image" value="$image"/>\n'
+        '  <Choices name="sludge" toName="image" choice="single" showInline="true">\n'
+        '    <Choice value="sludge"/>\n'
+        '    <Choice value="not_sludge"/>\n'
+        "  </Choices>\n"
+        '  <Choices name="layout" toName="image" choice="single" showInline="true">\n'
+        f"{layouts}\n"
+        "  </Choices>\n"
+        '  <TextArea name="description" toName="image" rows="3"/>\n'
+        "</View>\n"
+    )
+
+
+def export_label_studio(db: sqlite_utils.Database, out_dir: str | Path, model_id: str | None = None,
+                        image_url_prefix: str = "/data/local-files/?d=images/") -> dict:
+    """Write Label Studio ``tasks.json`` with our predictions as pre-annotations; returns the manifest.
+
+    Images are copied to ``images/``; with the default prefix, serve them by starting Label Studio with
+    LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT set to the export folder.
+
+    >>> export_label_studio(db, "data/exports/ls", model_id="tiny@1")["counts"]["tasks"]  # doctest: +SKIP
+    480
+    """
+    media_dir = _media_dir(db).resolve()
+    model_id = model_id or latest_model_id(db)
+    with _read_snapshot(db):
+        rows = list(db.query(
+            "SELECT c.*, f.image_path, f.image_sha256, p.p_sludge, p.layout AS model_layout,"
+            " p.description AS model_description FROM current_labels c JOIN frames f ON f.id = c.frame_id"
+            " LEFT JOIN predictions p ON p.frame_id = c.frame_id AND p.model_id = ?"
+            " ORDER BY c.video_id, c.frame_index", [model_id]))
+        last_event = db.execute("SELECT coalesce(max(id), 0) FROM label_events").fetchone()[0]
+    out_dir = Path(out_dir)
+    with _export_folder(out_dir) as staging:
+        tasks, hashed, copied = [], {}, {}
+        for row in rows:
+            name = f"{row['image_sha256']}{Path(row['image_path']).suffix}"
+            hashed[f"images/{name}"] = _copy_media(media_dir, row["image_path"], row["image_sha256"],
+                                                   staging / "images" / name, copied)
+            task = {
+                "id": row["frame_id"],
+                "data": {
+                    "image": image_url_prefix + name,
+                    "frame_id": row["frame_id"],
+                    "video_id": row["video_id"],
+                    "frame_index": row["frame_index"],
+                    "time_s": row["time_s"],
+                    "current_sludge": None if row["sludge"] is None else bool(row["sludge"]),
+                    "current_layout": row["layout"],
+                },
+            }
+            p = row["p_sludge"]
+            if p is not None:
+                predicted = p >= 0.5
+                result = [
+                    {"id": f"{row['frame_id']}-sludge", "from_name": "sludge", "to_name": "image", "type": "choices",
+                     "value": {"choices": ["sludge" if predicted else "not_sludge"]}},
+                    {"id": f"{row['frame_id']}-layout", "from_name": "layout", "to_name": "image", "type": "choices",
+                     "value": {"choices": [row["model_layout"] if predicted else "none"]}},
+                ]
+                if row["model_description"]:
+                    result.append({"id": f"{row['frame_id']}-description", "from_name": "description",
+                                   "to_name": "image", "type": "textarea",
+                                   "value": {"text": [row["model_description"]]}})
+                task["predictions"] = [{"model_version": model_id, "score": round(max(p, 1 - p), 6),
+                                        "result": result}]
+            tasks.append(task)
+        (staging / "tasks.json").write_text(json.dumps(tasks, sort_keys=True, ensure_ascii=False, indent=1) + "\n",
+                                            encoding="utf-8")
+        (staging / "label_config.xml").write_text(label_studio_config(), encoding="utf-8")
+        counts = {"tasks": len(tasks), "with_predictions": sum("predictions" in t for t in tasks)}
+        versions = [model_id] if model_id and counts["with_predictions"] else []
+        manifest = _finish(db, staging, out_dir, "label-studio", counts, versions, last_event,
+                           {"image_url_prefix": image_url_prefix}, hashed)
+    return manifest
+
+
+def push_export_to_hub(export_dir: str | Path, target: str | Path, token: str | None = None,
+                       path_in_repo: str | None = None) -> str:
+    """Push an export folder to a Hub dataset repo, or copy it into a local target folder; returns where.
+
+    ``path_in_repo`` defaults to ``exports/<snapshot id>``. Refuses a folder without a manifest, and a
+    training export with absolute image paths (they would mean nothing elsewhere).
+
+    >>> push_export_to_hub("data/exports/run1", "hf://datasets/me/sludge-labels")  # doctest: +SKIP
+    'https://huggingface.co/datasets/me/sludge-labels/commit/…'
+    """
+    export_dir = Path(export_dir)
+    manifest_path = export_dir / "manifest.json"
+    if not manifest_path.is_file():
+        raise InvalidLabelError(f"{str(export_dir)!r} has no manifest.json; push a folder an export wrote")
+    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    if manifest.get("images") == "absolute":
+        raise InvalidLabelError("this export points at images by absolute path; export again with images='copy'")
+    path_in_repo = path_in_repo or f"exports/{manifest['snapshot_id']}"
+    kind, where = parse_target(target)
+    if kind == "local":
+        destination = resolve_inside(where, path_in_repo, "path_in_repo")
+        return str(copy_tree(export_dir, destination))
+    return upload_folder_to_hub(export_dir, str(where), path_in_repo, token=token,
+                                commit_message=f"Export {manifest['kind']} {manifest['snapshot_id']}")
