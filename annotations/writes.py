@@ -499,10 +499,8 @@ def _current_value(db, frame_id: int, field: str) -> str | None:
     return row[0] if row else None
 
 
-def _append_event(db, frame_id: int, field: str, new_value: str | None, labeler: str, seen_revision: int | None,
-                  note: str, model_seen: str | None, kind: str, ref_event: int | None = None,
-                  batch: str | None = None, source: str = "human") -> LabelEvent:
-    """Insert one event inside the caller's write transaction; refuses a stale revision."""
+def _check_seen(db, frame_id: int, seen_revision: int | None) -> int:
+    """The frame's revision, refusing the write when the caller saw another one (None: no check)."""
     row = db.execute("SELECT revision FROM frames WHERE id = ?", [frame_id]).fetchone()
     if row is None:
         raise NotFoundError(f"frame {frame_id} is not in the store")
@@ -512,6 +510,14 @@ def _append_event(db, frame_id: int, field: str, new_value: str | None, labeler:
             f"frame {frame_id} is at revision {revision} but this change was made against revision "
             f"{seen_revision}: someone changed it in the meantime. Nothing was written; reload the frame "
             f"and apply your change again.")
+    return revision
+
+
+def _append_event(db, frame_id: int, field: str, new_value: str | None, labeler: str, seen_revision: int | None,
+                  note: str, model_seen: str | None, kind: str, ref_event: int | None = None,
+                  batch: str | None = None, source: str = "human") -> LabelEvent:
+    """Insert one event inside the caller's write transaction; refuses a stale revision."""
+    revision = _check_seen(db, frame_id, seen_revision)
     record = {
         "frame_id": frame_id,
         "field": field,
@@ -645,10 +651,9 @@ def undo(db: sqlite_utils.Database, frame_id: int, field: str, labeler: str, see
     with write_transaction(db):
         _require_role(db, labeler, WRITE_ROLES, "undo labels")
         frame_id = int(frame_id)
+        _check_seen(db, frame_id, seen_revision)
         changes = _effective_human_changes(db, frame_id, field)
         if not changes:
-            if db.execute("SELECT 1 FROM frames WHERE id = ?", [frame_id]).fetchone() is None:
-                raise NotFoundError(f"frame {frame_id} is not in the store")
             raise InvalidLabelError(f"frame {frame_id} has no {field} change left to undo")
         target, before = changes[0], (changes[1].new_value if len(changes) > 1 else None)
         return _append_event(db, frame_id, field, _stored(field, before), labeler, seen_revision, note, None, "undo",
