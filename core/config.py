@@ -32,6 +32,20 @@ class VideoLimits:
     decord_timeout_s: float = 20.0
     # A Space's CPU is shared; two decode threads keep the UI responsive while decoding.
     decode_threads: int = 2
+    # "decord" tries decord first (in a child process it can kill) and falls back to PyAV;
+    # "pyav" skips decord, e.g. where decord is not installed or to compare the two.
+    decoder: str = "decord"
+    # fps sampling stops being "every 1/fps s" above this many frames and spreads this many uniformly
+    # instead: 64 frames of 1080p RGB are ~400 MB, about what a Space can hold next to a model.
+    max_sampled_frames: int = 64
+    # PyAV: a target nearer than this to the last decoded frame is reached by decoding on; a seek would
+    # land on a keyframe we already passed (short-form encoders put one every 1-2 s).
+    seek_gap_s: float = 1.0
+    # A file whose pictures stop this much before the duration its header claims was cut short
+    # (a faststart mp4 truncated mid-upload); less than this is ordinary container rounding.
+    truncation_tolerance_s: float = 1.0
+    # Packets read while probing for a first decodable picture before we call the track empty.
+    probe_max_packets: int = 300
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,351 @@
+"""core.video on real clips encoded with PyAV in a temporary folder, decoded by real decord and PyAV.
+
+Every clip paints its frame index into the picture (grey level 8·(i+1)) and a red block in the top-left
+corner of the picture as it should be shown, so tests read back from pixels which frame they got and
+which way up it is.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.config import VideoLimits
+from core.video import (
+    AudioOnlyError,
+    CorruptVideoError,
+    EmptyFileError,
+    FileTooLargeError,
+    ImageNotVideoError,
+    MissingFileError,
+    NoFramesError,
+    NotMediaError,
+    ResolutionError,
+    SampledVideo,
+    VideoError,
+    VideoMeta,
+    VideoTooLongError,
+    plan_timestamps,
+    probe_video,
+    sample_frames,
+)
+
+DECORD = VideoLimits(decoder="decord")
+PYAV = VideoLimits(decoder="pyav")
+
+
+def scene(i: int, width: int, height: int) -> np.ndarray:
+    """Frame i as it should be displayed: grey 8·(i+1) mod 256 everywhere, a red block in the top-left corner."""
+    frame = np.full((height, width, 3), 8 * (i + 1) % 256, np.uint8)
+    frame[: height // 3, : width // 3] = (255, 0, 0)
+    return frame
+
+
+def read_index(frame: np.ndarray) -> int:
+    """The frame index painted by `scene`, read from the bottom-right corner (grey, away from the block)."""
+    h, w = frame.shape[:2]
+    return int(round(frame[-h // 4:, -w // 4:].mean() / 8)) - 1
+
+
+def red_corner(frame: np.ndarray) -> str:
+    """Which corner holds the red block."""
+    h, w = frame.shape[:2]
+    corners = {
+        "top-left": frame[: h // 4, : w // 4], "top-right": frame[: h // 4, -w // 4:],
+        "bottom-left": frame[-h // 4:, : w // 4], "bottom-right": frame[-h // 4:, -w // 4:],
+    }
+    redness = {name: float(c[..., 0].mean()) - float(c[..., 1].mean()) for name, c in corners.items()}
+    return max(redness, key=redness.get)
+
+
+def encode_clip(path, frames: int, fps: int = 10, size=(96, 64), codec: str = "libx264", turn: int = 0,
+                options: dict | None = None, container_options: dict | None = None, painter=scene):
+    """Write a clip whose displayed picture is `painter(i, *size)`.
+
+    `turn` (counter-clockwise degrees) is what the display matrix says; the stored picture is the
+    displayed one turned back the other way, the way a phone stores a portrait recording.
+    """
+    width, height = size
+    stored_w, stored_h = (height, width) if turn in (90, 270) else (width, height)
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=fps, options=options or {})
+        stream.width, stream.height, stream.pix_fmt = stored_w, stored_h, "yuv420p"
+        if turn:
+            stream.set_display_rotation(turn)
+        for i in range(frames):
+            stored = np.ascontiguousarray(np.rot90(painter(i, width, height), k=-turn // 90))
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
+        container.mux(stream.encode(None))
+    return path
+
+
+def encode_audio(path, seconds: float = 1.0, codec: str = "aac", rate: int = 16000):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        fmt = "fltp" if codec == "aac" else "s16"
+        for k in range(int(seconds * rate / 1024)):
+            samples = np.zeros((1, 1024), np.float32 if fmt == "fltp" else np.int16)
+            frame = av.AudioFrame.from_ndarray(samples, format=fmt, layout="mono")
+            frame.sample_rate, frame.pts = rate, k * 1024
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("clips")
+    return {
+        "mp4": encode_clip(d / "h264.mp4", frames=30),  # 3 s at 10 fps
+        "mkv": encode_clip(d / "h264.mkv", frames=30),
+        "webm": encode_clip(d / "vp9.webm", frames=30, codec="libvpx-vp9",
+                            options={"deadline": "realtime", "cpu-used": "8"}),
+        "avi": encode_clip(d / "mpeg4.avi", frames=30, codec="mpeg4", options={"qscale": "2"}),
+        "short": encode_clip(d / "short.mp4", frames=5, fps=5),  # 1 s, 5 frames
+        # 12 s with a keyframe every 2 s, so that sampling it seeks.
+        "long": encode_clip(d / "long.mp4", frames=30 * 12, fps=30, options={"g": "60"}),
+        "turn90": encode_clip(d / "turn90.mp4", frames=10, size=(64, 96), turn=90),
+        "turn180": encode_clip(d / "turn180.mp4", frames=10, size=(64, 96), turn=180),
+        "turn270": encode_clip(d / "turn270.mp4", frames=10, size=(64, 96), turn=270),
+    }
+
+
+# ---------------------------------------------------------------------------------------- sampling
+
+
+@pytest.mark.parametrize("kind", ["mp4", "mkv", "webm", "avi"])
+@pytest.mark.parametrize("limits", [DECORD, PYAV], ids=["decord", "pyav"])
+def test_samples_the_frames_it_names_in_every_container(clips, kind, limits):
+    video = sample_frames(clips[kind], num_frames=8, limits=limits)
+    assert isinstance(video, SampledVideo)
+    assert video.meta.decoder == limits.decoder
+    assert video.frames.shape == (8, 64, 96, 3) and video.frames.dtype == np.uint8
+    assert len(video.timestamps) == len(video.indices) == 8
+    # Centres of 8 segments of 0.375 s, shown by these frames at 10 fps:
+    assert video.indices == [1, 5, 9, 13, 16, 20, 24, 28]
+    assert [read_index(f) for f in video.frames] == video.indices
+    assert all(red_corner(f) == "top-left" for f in video.frames)
+
+
+def test_timestamps_are_segment_centres_within_the_duration(clips):
+    video = sample_frames(clips["mp4"], num_frames=10, limits=DECORD)
+    duration, fps = video.meta.duration_s, video.meta.fps
+    # Centres of 10 segments of 0.3 s: 0.15, 0.45, ... shown by frames 1, 4, 7, ...
+    assert video.indices == [int((k + 0.5) * 0.3 * fps) for k in range(10)]
+    assert all(0 <= t < duration for t in video.timestamps)
+    assert np.allclose(np.diff(video.timestamps), duration / 10, atol=1 / fps)
+    assert np.allclose(video.timestamps, [i / fps for i in video.indices], atol=1e-3)
+
+
+def test_probe_reports_what_the_file_is(clips):
+    meta = probe_video(clips["mp4"])
+    assert isinstance(meta, VideoMeta)
+    assert (meta.width, meta.height, meta.rotation, meta.codec) == (96, 64, 0, "h264")
+    assert meta.fps == pytest.approx(10.0)
+    assert meta.duration_s == pytest.approx(3.0, abs=0.11)
+    assert meta.frame_count == 30
+    assert meta.size_bytes == os.path.getsize(clips["mp4"])
+    assert meta.path == str(clips["mp4"])
+    webm = probe_video(clips["webm"])
+    assert (webm.codec, webm.frame_count) == ("vp9", 30)
+    assert webm.duration_s == pytest.approx(3.0, abs=0.11)
+
+
+def test_a_one_second_clip_gives_each_of_its_frames_once(clips):
+    video = sample_frames(clips["short"], num_frames=16)
+    assert video.indices == [0, 1, 2, 3, 4]
+    assert [read_index(f) for f in video.frames] == [0, 1, 2, 3, 4]
+    assert video.frames.shape == (5, 64, 96, 3)
+
+
+def test_fps_mode_samples_every_interval(clips):
+    video = sample_frames(clips["mp4"], fps=2.0)
+    assert video.indices == [2, 7, 12, 17, 22, 27]
+    assert np.allclose(np.diff(video.timestamps), 0.5, atol=1e-3)
+    assert [read_index(f) for f in video.frames] == video.indices
+
+
+def test_fps_mode_spreads_the_cap_over_the_whole_video(clips):
+    capped = replace(DECORD, max_sampled_frames=4)
+    video = sample_frames(clips["long"], fps=30.0, limits=capped)
+    assert len(video.frames) == 4
+    assert video.timestamps[0] < 2.0 and video.timestamps[-1] > 10.0
+    assert plan_timestamps(12.0, fps=30.0, max_frames=4) == [1.5, 4.5, 7.5, 10.5]
+
+
+@pytest.mark.parametrize("limits", [DECORD, PYAV], ids=["decord", "pyav"])
+def test_seeking_through_a_longer_clip_lands_on_the_named_frames(clips, limits):
+    video = sample_frames(clips["long"], num_frames=6, limits=limits)
+    assert video.meta.decoder == limits.decoder
+    assert [read_index(f) % 32 for f in video.frames] == [i % 32 for i in video.indices]
+    assert video.indices == [30, 90, 150, 210, 270, 330]
+
+
+@pytest.mark.parametrize("turn", [90, 180, 270])
+def test_rotation_metadata_is_honoured(clips, turn):
+    meta = probe_video(clips[f"turn{turn}"])
+    assert meta.rotation == turn
+    assert (meta.width, meta.height) == (64, 96)
+    video = sample_frames(clips[f"turn{turn}"], num_frames=4)
+    assert video.meta.decoder == "pyav"  # decord 0.6.0 mangles turned files; they go to PyAV
+    assert video.frames.shape == (4, 96, 64, 3)
+    assert all(red_corner(f) == "top-left" for f in video.frames)
+    assert [read_index(f) for f in video.frames] == video.indices
+
+
+def test_decord_that_runs_too_long_is_stopped_and_pyav_takes_over(clips):
+    by_decord = sample_frames(clips["mp4"], num_frames=8, limits=DECORD)
+    impatient = replace(DECORD, decord_timeout_s=0.001)
+    fallback = sample_frames(clips["mp4"], num_frames=8, limits=impatient)
+    assert by_decord.meta.decoder == "decord"
+    assert fallback.meta.decoder == "pyav"
+    assert fallback.indices == by_decord.indices
+    assert np.allclose(fallback.timestamps, by_decord.timestamps, atol=1e-3)
+    assert np.abs(fallback.frames.astype(int) - by_decord.frames.astype(int)).mean() < 2.0
+
+
+def test_a_file_decord_refuses_is_decoded_by_pyav(tmp_path):
+    # decord 0.6.0 cannot measure an animated GIF ("broken metadata") and exits with an error.
+    path = tmp_path / "animation.gif"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("gif", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "rgb8"
+        for i in range(20):
+            frame = av.VideoFrame.from_ndarray(scene(i, 96, 64), format="rgb24").reformat(format="rgb8")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    video = sample_frames(path, num_frames=4, limits=DECORD)
+    assert video.meta.decoder == "pyav"
+    assert video.indices == [2, 7, 12, 17]
+    assert all(red_corner(f) == "top-left" for f in video.frames)
+
+
+def test_asking_for_nothing_is_a_programming_error(clips):
+    with pytest.raises(ValueError):
+        sample_frames(clips["mp4"], num_frames=None, fps=None)
+    with pytest.raises(ValueError):
+        sample_frames(clips["mp4"], num_frames=0)
+
+
+# ------------------------------------------------------------------------------------- bad inputs
+
+
+def expect(error_class, code: str, words: str, path, limits: VideoLimits = VideoLimits()):
+    """Both entry points refuse `path` with `error_class`; its message mentions `words`."""
+    for call in (probe_video, sample_frames):
+        with pytest.raises(error_class) as caught:
+            call(path, limits=limits)
+        err = caught.value
+        assert isinstance(err, VideoError) and isinstance(err, ValueError)
+        assert err.code == code
+        assert words.lower() in str(err).lower(), str(err)
+    return err
+
+
+def test_missing_file(tmp_path):
+    expect(MissingFileError, "missing_file", "no file", tmp_path / "nope.mp4")
+    expect(MissingFileError, "missing_file", "folder", tmp_path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"")
+    expect(EmptyFileError, "empty_file", "empty (0 bytes)", path)
+
+
+def test_random_bytes_are_not_media(tmp_path):
+    path = tmp_path / "noise.mp4"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    expect(NotMediaError, "not_media", "not a video", path)
+
+
+def test_text_is_not_media(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("these are my notes about the video\n" * 200)
+    expect(NotMediaError, "not_media", "text file", path)
+
+
+@pytest.mark.parametrize("fmt,name", [("PNG", "PNG"), ("JPEG", "JPEG"), ("BMP", "BMP")])
+def test_images_renamed_to_mp4(tmp_path, fmt, name):
+    path = tmp_path / "photo.mp4"
+    Image.fromarray(scene(0, 96, 64)).save(path, format=fmt)
+    expect(ImageNotVideoError, "image_not_video", f"{name} image, not a video", path)
+
+
+@pytest.mark.parametrize("codec,suffix", [("aac", "m4a"), ("pcm_s16le", "wav"), ("mp3", "mp3")])
+def test_audio_files(tmp_path, codec, suffix):
+    path = encode_audio(tmp_path / f"song.{suffix}", codec=codec)
+    expect(AudioOnlyError, "audio_only", "no picture", path)
+
+
+def test_video_track_without_pictures(tmp_path):
+    # An mkv whose video track never got a packet (a recording that stopped before the first frame).
+    path = tmp_path / "blank.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=10)
+        video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+        audio = container.add_stream("aac", rate=16000)
+        for k in range(10):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, k * 1024
+            container.mux(audio.encode(frame))
+        container.mux(audio.encode(None))
+    expect(NoFramesError, "no_frames", "holds no pictures", path)
+
+
+def test_video_track_whose_pictures_do_not_decode(tmp_path):
+    path = tmp_path / "garbage.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        for i in range(10):
+            packet = av.Packet(bytes(range(256)) * 2)
+            packet.stream, packet.pts, packet.dts, packet.time_base = stream, i, i, Fraction(1, 10)
+            packet.is_keyframe = True
+            container.mux(packet)
+    expect(NoFramesError, "no_frames", "could be decoded", path)
+
+
+def test_mp4_cut_in_half_loses_its_index(tmp_path, clips):
+    data = clips["long"].read_bytes()
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    expect(CorruptVideoError, "corrupt_video", "damaged or incomplete", path)
+
+
+def test_faststart_mp4_cut_in_half_stops_early(tmp_path):
+    rng = np.random.default_rng(0)
+    noisy = lambda i, w, h: rng.integers(0, 256, (h, w, 3), dtype=np.uint8)  # noqa: E731 - incompressible frames
+    whole = encode_clip(tmp_path / "whole.mp4", frames=40, painter=noisy, container_options={"movflags": "faststart"})
+    data = whole.read_bytes()
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(data[: len(data) // 2])
+    assert probe_video(path).duration_s == pytest.approx(4.0, abs=0.11)  # the header still promises 4 s
+    for limits in (DECORD, PYAV):
+        with pytest.raises(CorruptVideoError, match="cut short") as caught:
+            sample_frames(path, num_frames=8, limits=limits)
+        assert caught.value.code == "corrupt_video"
+
+
+def test_too_large_is_refused_before_decoding(tmp_path, clips):
+    expect(FileTooLargeError, "file_too_large", "the limit is", clips["mp4"], VideoLimits(max_bytes=1024))
+    # Not even a video: the size check comes first, without opening the file.
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"\x00" * 4096)
+    expect(FileTooLargeError, "file_too_large", "4.0 KB", junk, VideoLimits(max_bytes=1024))
+
+
+def test_too_long(clips):
+    expect(VideoTooLongError, "video_too_long", "3 s long", clips["mp4"], VideoLimits(max_duration_s=2.0))
+
+
+def test_too_small_and_too_wide(tmp_path):
+    expect(ResolutionError, "bad_resolution", "8×8", encode_clip(tmp_path / "tiny.mp4", frames=3, size=(8, 8)))
+    wide = encode_clip(tmp_path / "wide.mp4", frames=3, size=(4112, 32))
+    expect(ResolutionError, "bad_resolution", "at most 4096", wide)
