@@ -1,0 +1,183 @@
+"""Exports: training JSONL, imagefolder (loaded by datasets for real), Label Studio, push to a folder target."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+import annotations as store
+from store_helpers import build_store
+
+RECORD_KEYS = {"image", "sludge", "layout", "description", "explanation", "provenance", "split", "video_id",
+               "frame_index", "time_s"}
+
+
+@pytest.fixture
+def labelled(tmp_path):
+    """12 videos x 3 frames: some corrected, some raw-gt, the rest only scored by the model."""
+    db, videos = build_store(tmp_path, videos=12, frames_per_video=3, seed=4)
+    ids = list(videos.items())
+    truth = tmp_path / "truth.csv"
+    truth.write_text("video,sludge,layout\n" + "".join(f"{v},{i % 2},{'pip' if i % 2 else ''}\n"
+                                                       for i, (v, _) in enumerate(ids[:6])))
+    store.import_ground_truth(db, truth)
+    for video, frames in ids[:3]:
+        store.correct_label(db, frames[0], "sludge", True, "ana", store.frame_revision(db, frames[0]))
+        store.correct_label(db, frames[0], "layout", "horizontal", "ana", store.frame_revision(db, frames[0]))
+        store.correct_label(db, frames[0], "description", "a game <b>above</b>, a podcast below", "ana",
+                            store.frame_revision(db, frames[0]))
+    yield db, videos, tmp_path
+    db.close()
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def tree_bytes(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_training_jsonl_records_and_manifest(labelled):
+    db, videos, tmp = labelled
+    manifest = store.export_training_set(db, tmp / "run1")
+    records = read_jsonl(tmp / "run1" / "training.jsonl")
+    assert len(records) == 36 and all(RECORD_KEYS <= set(r) for r in records)
+    assert [(r["video_id"], r["frame_index"]) for r in records] == sorted((r["video_id"], r["frame_index"])
+                                                                          for r in records)
+    by_prov = {}
+    for r in records:
+        by_prov.setdefault(r["provenance"], []).append(r)
+        assert isinstance(r["sludge"], bool) and r["layout"] in store.LAYOUTS and r["split"] in ("train", "val", "test")
+        assert r["explanation"].startswith("Sludge:" if r["sludge"] else "Not sludge:")
+        assert r["layout"] == "none" or r["sludge"]
+        image = tmp / "run1" / r["image"]
+        assert image.is_file() and hashlib.sha256(image.read_bytes()).hexdigest() == r["image_sha256"]
+    assert {k: len(v) for k, v in by_prov.items()} == {"corrected": 3, "raw": 15, "model": 18}
+    corrected = by_prov["corrected"][0]
+    assert (corrected["sludge"], corrected["layout"], corrected["labeler"]) == (True, "horizontal", "ana")
+    assert corrected["description"] == "a game <b>above</b>, a podcast below"
+    assert corrected["provenance_fields"] == {"sludge": "corrected", "layout": "corrected",
+                                              "description": "corrected"}
+    model = by_prov["model"][0]
+    assert model["labeler"] is None and model["model_id"] == "tiny@1"
+    assert model["sludge"] == (model["p_sludge"] >= 0.5) and model["description"].startswith("frame ")
+    splits = {}
+    for r in records:
+        splits.setdefault(r["video_id"], set()).add(r["split"])
+        assert r["split"] == store.split_for_video(r["video_id"])
+    assert all(len(s) == 1 for s in splits.values())  # no video spans two splits
+    assert manifest["counts"]["records"] == 36 and manifest["counts"]["by_provenance"] == {"corrected": 3,
+                                                                                         "model": 18, "raw": 15}
+    assert manifest["model_versions"] == ["tiny@1"]
+    on_disk = json.loads((tmp / "run1" / "manifest.json").read_text())
+    assert on_disk == manifest
+    files = {p.relative_to(tmp / "run1").as_posix() for p in (tmp / "run1").rglob("*") if p.is_file()}
+    assert set(manifest["files"]) == files - {"manifest.json"}
+    for name, sha in manifest["files"].items():
+        assert hashlib.sha256((tmp / "run1" / name).read_bytes()).hexdigest() == sha
+    row = db.execute("SELECT snapshot_id, kind FROM exports").fetchone()
+    assert row == (manifest["snapshot_id"], "training-jsonl")
+
+
+def test_exports_are_byte_identical_for_the_same_store(labelled):
+    db, videos, tmp = labelled
+    ids = {}
+    for kind, export in (("t", store.export_training_set), ("i", store.export_imagefolder),
+                         ("l", store.export_label_studio)):
+        first = export(db, tmp / f"{kind}1")
+        second = export(db, tmp / f"{kind}2")
+        assert first["snapshot_id"] == second["snapshot_id"]
+        assert tree_bytes(tmp / f"{kind}1") == tree_bytes(tmp / f"{kind}2")
+        ids[kind] = first["snapshot_id"]
+    # Exporting again into the same folder replaces it; a new correction changes the snapshot id.
+    frame = next(iter(videos.values()))[1]
+    store.correct_label(db, frame, "sludge", False, "bob", store.frame_revision(db, frame))
+    third = store.export_training_set(db, tmp / "t1")
+    assert third["snapshot_id"] != ids["t"]
+    assert json.loads((tmp / "t1" / "manifest.json").read_text())["snapshot_id"] == third["snapshot_id"]
+    assert tree_bytes(tmp / "t1") != tree_bytes(tmp / "t2")
+
+
+def test_absolute_images_and_no_model_labels(labelled):
+    db, _, tmp = labelled
+    manifest = store.export_training_set(db, tmp / "abs", images="absolute",
+                                         config=store.ExportConfig(include_model_labels=False))
+    records = read_jsonl(tmp / "abs" / "training.jsonl")
+    assert len(records) == 18 and manifest["counts"]["skipped_unlabelled"] == 18
+    assert all(Path(r["image"]).is_absolute() and Path(r["image"]).is_file() for r in records)
+    assert not (tmp / "abs" / "images").exists()
+    with pytest.raises(store.InvalidLabelError, match="absolute"):
+        store.push_export_to_hub(tmp / "abs", tmp / "target")
+
+
+def test_refuses_to_overwrite_a_folder_that_is_not_an_export(labelled):
+    db, _, tmp = labelled
+    (tmp / "precious").mkdir()
+    (tmp / "precious" / "notes.txt").write_text("keep me")
+    with pytest.raises(store.InvalidLabelError, match="not empty"):
+        store.export_training_set(db, tmp / "precious")
+    assert (tmp / "precious" / "notes.txt").read_text() == "keep me"
+
+
+def test_imagefolder_loads_with_datasets(labelled):
+    datasets = pytest.importorskip("datasets")
+    db, _, tmp = labelled
+    manifest = store.export_imagefolder(db, tmp / "hf")
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(tmp / "hf"), cache_dir=str(tmp / "cache"))
+    sizes = {name: len(split) for name, split in loaded.items()}
+    expected = {{"train": "train", "val": "validation", "test": "test"}[k]: v
+                for k, v in manifest["counts"]["by_split"].items()}
+    assert sizes == expected and sum(sizes.values()) == 36
+    row = loaded["train"][0]
+    assert row["image"].size == (16, 16)
+    assert {"sludge", "layout", "description", "explanation", "provenance", "video_id", "frame_index"} <= set(row)
+    assert loaded["train"].features["sludge"].dtype == "bool"
+    corrected = [r for split in loaded.values() for r in split if r["provenance"] == "corrected"]
+    assert len(corrected) == 3 and all(r["layout"] == "horizontal" for r in corrected)
+
+
+def test_label_studio_tasks_carry_predictions(labelled):
+    db, _, tmp = labelled
+    manifest = store.export_label_studio(db, tmp / "ls")
+    tasks = json.loads((tmp / "ls" / "tasks.json").read_text())
+    assert manifest["counts"] == {"tasks": 36, "with_predictions": 36}
+    p = dict(db.execute("SELECT frame_id, p_sludge FROM predictions").fetchall())
+    config = (tmp / "ls" / "label_config.xml").read_text()
+    for task in tasks:
+        (prediction,) = task["predictions"]
+        assert prediction["model_version"] == "tiny@1"
+        by_name = {r["from_name"]: r for r in prediction["result"]}
+        sludge = by_name["sludge"]["value"]["choices"] == ["sludge"]
+        assert sludge == (p[task["data"]["frame_id"]] >= 0.5)
+        for result in prediction["result"]:
+            assert f'name="{result["from_name"]}"' in config and result["to_name"] == "image"
+        image = task["data"]["image"].removeprefix("/data/local-files/?d=")
+        assert (tmp / "ls" / image).is_file()
+
+
+def test_push_to_a_local_folder_target(labelled):
+    db, _, tmp = labelled
+    manifest = store.export_training_set(db, tmp / "run1")
+    where = Path(store.push_export_to_hub(tmp / "run1", str(tmp / "hub-mirror")))
+    assert where == (tmp / "hub-mirror" / "exports" / manifest["snapshot_id"]).resolve()
+    assert tree_bytes(where) == tree_bytes(tmp / "run1")
+    with pytest.raises(store.InvalidLabelError, match="outside"):
+        store.push_export_to_hub(tmp / "run1", str(tmp / "hub-mirror"), path_in_repo="../../escape")
+    with pytest.raises(store.InvalidLabelError, match="manifest"):
+        store.push_export_to_hub(tmp, str(tmp / "hub-mirror"))
+
+
+def test_parse_target():
+    from annotations.targets import parse_target
+
+    assert parse_target("hf://datasets/me/labels") == ("hub", "me/labels")
+    assert parse_target("me/labels") == ("hub", "me/labels")
+    assert parse_target("/mnt/backups") == ("local", Path("/mnt/backups"))
+    assert parse_target("./me/labels") == ("local", Path("me/labels"))
+    assert parse_target("file:///srv/x") == ("local", Path("/srv/x"))
+    with pytest.raises(store.InvalidLabelError):
+        parse_target("hf://datasets/../../x")
