@@ -47,6 +47,7 @@ from annotations.schema import (
     write_transaction,
 )
 from annotations.snapshots import (
+    SNAPSHOT_PREFIX,
     SnapshotScheduler,
     backup_store,
     check_integrity,
@@ -81,7 +82,7 @@ from annotations.writes import (
 )
 
 __all__ = [
-    "FIELDS", "LAYOUTS", "RAW_GT", "ROLES", "STRATEGIES",
+    "FIELDS", "LAYOUTS", "RAW_GT", "ROLES", "SNAPSHOT_PREFIX", "STRATEGIES",
     "ExportConfig", "InvalidLabelError", "LabelEvent", "NotFoundError", "PermissionDeniedError", "Review",
     "SnapshotScheduler", "StaleRevisionError", "Store", "StoreConfig", "StoreError",
     "add_frames", "add_labeler", "add_video", "apply_range", "backup_store", "check_integrity", "collect_records",
