@@ -26,6 +26,7 @@ from core import prompts
 from core.config import EMBEDDED_BLIP2, EMBEDDED_LLAVA, EngineConfig, ModelSpec
 from core.engine import KINDS, LoadedModel, score_frames
 from training import synthetic
+from training.tasks import build_training_rows, explain_answer, pick_task, task_of, training_loss
 from training.tiny_models import TinyConfig, build_blip2, build_llava, build_tokenizer
 
 BUILDERS = {"blip2": (build_blip2, "blip-2", EMBEDDED_BLIP2), "llava": (build_llava, "llava", EMBEDDED_LLAVA)}
@@ -70,61 +71,8 @@ def build_corpus(seed: int, n: int = 3000) -> list[str]:
     texts += [f"{w} {w.capitalize()}" for w in prompts.LAYOUT_CLASSES] * 50
     for _ in range(n):
         _, truth = synthetic.make_frame(rng, size=(64, 36))
-        texts += [truth.description, _explain_answer(truth)]
+        texts += [truth.description, explain_answer(truth)]
     return texts
-
-
-def _explain_answer(truth) -> str:
-    return f"{'yes' if truth.sludge else 'no'}. {truth.explanation}"
-
-
-def pick_task(rng: np.random.Generator, truth, mix: dict[str, float], exclude: str | None = None) -> tuple[str, str]:
-    """One (question, answer) pair for a frame, drawn from the task mix."""
-    names = [t for t in mix if t != exclude and not (t == "layout" and not truth.sludge)]
-    weights = np.array([mix[t] for t in names], dtype=float)
-    task = names[rng.choice(len(names), p=weights / weights.sum())]
-    if task == "classify":
-        return prompts.CLASSIFY, "yes" if truth.sludge else "no"
-    if task == "layout":
-        return prompts.LAYOUT, truth.layout
-    if task == "describe":
-        return prompts.DESCRIBE, truth.description
-    if task == "explain":
-        return prompts.EXPLAIN, _explain_answer(truth)
-    return synthetic.IDENTITY_QUESTIONS[rng.integers(len(synthetic.IDENTITY_QUESTIONS))], synthetic.REFUSAL
-
-
-def build_training_rows(lm: LoadedModel, qa_pairs: list[tuple[str, str]]):
-    """Right-padded ids, attention mask and labels (loss on the answer and its end token only)."""
-    tok = lm.tokenizer
-    seqs, labels = [], []
-    for question, answer in qa_pairs:
-        prompt = lm.prompt_ids(question)
-        target = tok.encode(answer, add_special_tokens=False) + [tok.eos_token_id]
-        seqs.append(prompt + target)
-        labels.append([-100] * len(prompt) + target)
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), tok.pad_token_id, dtype=torch.long)
-    lab = torch.full((len(seqs), width), -100, dtype=torch.long)
-    att = torch.zeros((len(seqs), width), dtype=torch.long)
-    for r, (s, l) in enumerate(zip(seqs, labels)):
-        ids[r, : len(s)] = torch.tensor(s)
-        lab[r, : len(l)] = torch.tensor(l)
-        att[r, : len(s)] = 1
-    return ids, att, lab
-
-
-def training_loss(lm: LoadedModel, pixels: torch.Tensor, rows_to_frame: torch.Tensor, ids, att, labels) -> torch.Tensor:
-    """Teacher-forced cross-entropy over the answers; the vision side runs once per frame."""
-    visual = lm.kind.encode(lm.model, pixels, False).embeds
-    embeds = lm.model.get_input_embeddings()(ids)
-    slots = (ids == lm.image_token_id).unsqueeze(-1)
-    embeds = embeds.masked_scatter(slots, visual.index_select(0, rows_to_frame).to(embeds.dtype))
-    positions = (att.cumsum(-1) - 1).clamp(min=0)
-    logits = lm.kind.run_lm(lm.model, embeds, att, positions, logits_to_keep=0).logits
-    return torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
-    )
 
 
 # ---------------------------------------------------------------- eval
@@ -181,7 +129,7 @@ def train_kind(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyConf
         qa, rows = [], []
         for i, truth in enumerate(truths):
             first = pick_task(rng, truth, cfg.task_mix)
-            qa += [first, pick_task(rng, truth, cfg.task_mix, exclude=_task_name(first))]
+            qa += [first, pick_task(rng, truth, cfg.task_mix, exclude=task_of(first))]
             rows += [i, i]
         ids, att, labels = build_training_rows(lm, qa)
         loss = training_loss(lm, pixels, torch.tensor(rows), ids, att, labels)
@@ -204,12 +152,6 @@ def train_kind(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyConf
     }
     print(f"[{kind}] {json.dumps(figures)}", flush=True)
     return lm, figures
-
-
-def _task_name(qa: tuple[str, str]) -> str:
-    question = qa[0]
-    return {prompts.CLASSIFY: "classify", prompts.LAYOUT: "layout", prompts.DESCRIBE: "describe",
-            prompts.EXPLAIN: "explain"}.get(question, "refuse")
 
 
 # ---------------------------------------------------------------- save
