@@ -359,13 +359,40 @@ def _shrink_image_slots(ids: list[int], image_id: int, total: int, kept: int) ->
     return ids[:first] + [image_id] * kept + ids[first + total:]
 
 
-def answer_logits(lm: LoadedModel, visual: VisualTokens, questions: Sequence[str], keep=None, **lm_kwargs):
-    """Next-token logits at the answer position, shaped (len(questions), B, vocab), from one LM forward."""
-    embeds, attention, positions, _ = build_rows(lm, visual.embeds, questions, keep)
+@dataclass
+class AnswerPass:
+    """One LM forward over [question x frame] rows: the answer logits and the layout of the rows.
+
+    The layout is what explanations need to read the same forward: which positions are padding and where
+    each row's image slots sit (so attention at the answer position can be mapped back to image tokens).
+    """
+
+    logits: torch.Tensor  # (len(questions), B, vocab) at the answer position
+    attention_mask: torch.Tensor  # (rows, seq) 1 = real token, rows are question-major
+    image_slots: list[torch.Tensor]  # per row, the sequence positions of its image tokens
+
+
+def run_answer_pass(lm: LoadedModel, visual: VisualTokens, questions: Sequence[str], keep=None, **lm_kwargs) -> AnswerPass:
+    """One LM forward for every (question, frame) pair, keeping the row layout with the logits.
+
+    Forward hooks registered on LM layers around this call see exactly the scoring forward, so whatever they
+    read (e.g. attention at the answer position) comes from the pass that produced the scores.
+
+    >>> ap = run_answer_pass(lm, encode_frames(lm, frames), [prompts.CLASSIFY])  # doctest: +SKIP
+    >>> ap.logits.shape, len(ap.image_slots)
+    (torch.Size([1, 8, 1024]), 8)
+    """
     with torch.inference_mode():
+        embeds, attention, positions, slots = build_rows(lm, visual.embeds, questions, keep)
         out = lm.kind.run_lm(lm.model, embeds, attention, positions, logits_to_keep=1, **lm_kwargs)
     B = visual.embeds.shape[0]
-    return out.logits[:, -1, :].float().reshape(len(questions), B, -1)
+    logits = out.logits[:, -1, :].float().reshape(len(questions), B, -1)
+    return AnswerPass(logits=logits, attention_mask=attention, image_slots=slots)
+
+
+def answer_logits(lm: LoadedModel, visual: VisualTokens, questions: Sequence[str], keep=None, **lm_kwargs):
+    """Next-token logits at the answer position, shaped (len(questions), B, vocab), from one LM forward."""
+    return run_answer_pass(lm, visual, questions, keep, **lm_kwargs).logits
 
 
 def p_yes(lm: LoadedModel, logits: torch.Tensor) -> torch.Tensor:
