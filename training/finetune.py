@@ -1,0 +1,670 @@
+"""Fine-tune a vqwen-family checkpoint with LoRA on a training export of the annotation store.
+
+Reads top to bottom: seed -> model -> data -> train -> eval -> save. The recipe is the vqwen card's
+stage 2: LoRA (r 16, alpha 32, dropout 0.15) on the language model's q/k/v/o/gate/up/down projections,
+the vision->LM projector (BLIP-2 ``language_projection``, LLaVA ``multi_modal_projector``) trained fully
+at its own, lower learning rate, a cosine schedule with 3 % warmup, an evaluation every k steps and the
+step with the lowest eval loss kept. The vision tower (and BLIP-2's Q-Former) stay frozen, so their
+output per frame is computed once and reused by every epoch.
+
+Under ``data/checkpoints/<name>/`` it writes:
+
+    config.json, model.safetensors, processor files   the merged checkpoint (merge_and_unload), loaded by
+                                                      the app and ``python -m core`` like any model
+    adapter/                                          the LoRA adapter and projector (PeftModel format)
+    README.md                                         a model card with the eval table
+    report/eval.json, report/eval.md                  the card's table on the held-out split, before/after
+    report/finetune.json, report/train_log.jsonl      config + lineage, the loss log
+
+and registers the new version in the store, with its lineage (export snapshot, base model, config,
+metrics) and its predictions on the held-out frames, so the Review tab can set it beside the base.
+
+    python -m training.finetune --export data/exports/run1 --name lora-run1
+    python -m training.finetune --config finetune.json --device cuda --batch-size 16 --grad-accum 8
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+import annotations as store
+from core.config import EMBEDDED_BLIP2, REPO_ROOT, EngineConfig, ModelSpec, load_settings
+from core.engine import LoadedModel, load_model, prepare_pixels
+from core.session import model_reference
+from training.cli import parse_config
+from training.evaluate import evaluate_records, format_markdown, load_image, read_export, write_report
+from training.tasks import CARD_TASK_MIX, answer_loss, build_training_rows, pick_task, task_of
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tuning run. Defaults are the vqwen card's stage-2 recipe; each field says why."""
+
+    # Folder written by annotations.export_training_set (training.jsonl + manifest.json).
+    export: str = ""
+    # The checkpoint to adapt: a local folder or a hub id. The embedded model works offline.
+    base: str = str(EMBEDDED_BLIP2)
+    base_revision: str | None = None
+    # Folder name of the new version under out_dir; "" names it after the base and the export snapshot.
+    name: str = ""
+    # The app lists the folders under data/checkpoints as fine-tuned model versions.
+    out_dir: str = str(REPO_ROOT / "data" / "checkpoints")
+    seed: int = 0
+    # "auto" picks cuda, then mps, then cpu; bf16 on cuda, fp32 elsewhere (as core.engine loads models).
+    device: str = "auto"
+    # CPU threads for torch; 0 keeps torch's default.
+    threads: int = 0
+
+    # --- data
+    # One random task per frame per epoch, in the card's proportions; tasks a frame cannot answer (layout
+    # of a non-sludge frame, describe without a description) are skipped and the rest renormalised.
+    task_mix: dict = field(default_factory=lambda: dict(CARD_TASK_MIX))
+    # The card draws one task per frame; more rows per frame reuse its vision pass at no extra cost.
+    tasks_per_frame: int = 1
+    # Which sludge labels to learn from: a person's correction, imported raw ground truth, or a model's
+    # own pseudo-label (leave "model" out to train on human labels only).
+    provenance: tuple[str, ...] = ("corrected", "raw", "model")
+    # The export splits by video, so no video's frames are both trained on and evaluated on.
+    train_split: str = "train"
+    eval_split: str = "val"
+    test_split: str = "test"
+
+    # --- LoRA on the language model
+    lora_r: int = 16
+    lora_alpha: int = 32
+    # 0.15 as on the card: the fine-tuning sets are small (thousands of frames) and easy to overfit.
+    lora_dropout: float = 0.15
+    # Matched only under the language model, because the vision tower and Q-Former of some classes have
+    # layers with the same names (CLIP's q_proj / k_proj / v_proj).
+    lora_targets: tuple[str, ...] = LORA_TARGETS
+
+    # --- optimisation
+    # The LoRA matrices start at zero and need the larger step; the projector is already aligned (stage 1)
+    # and only needs nudging, so it moves ten times slower.
+    lr: float = 2e-4
+    projector_lr: float = 2e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    # The card trains 10 epochs at a global batch of 128 (batch_size x grad_accum); max_steps > 0 overrides.
+    epochs: float = 10.0
+    max_steps: int = 0
+    # Frames per forward; raise it on a GPU until memory is full, and lower grad_accum to keep 128.
+    batch_size: int = 16
+    grad_accum: int = 8
+    max_grad_norm: float = 1.0
+    # Eval loss every this many optimizer steps; the step with the lowest one is what gets saved.
+    eval_every: int = 25
+    log_every: int = 5
+    # The frozen vision output of every frame is kept in host memory when it fits in this many GB
+    # (BLIP-2: 32 x 768 per frame, ~50 KB in bf16); above it, it is recomputed every step.
+    cache_vision_gb: float = 8.0
+    eval_batch_size: int = 16
+    progress: bool = True
+
+    # --- the store
+    # Register the new version (and the base's and its predictions on the held-out frames) in this store;
+    # "" = the app's store (SLUDGELENS_DB or data/sludgelens.db).
+    db: str = ""
+    media: str = ""
+    register: bool = True
+
+
+@dataclass(frozen=True)
+class FrameLabels:
+    """The labels of one exported frame, in the shape the task mix reads (like synthetic.FrameTruth)."""
+
+    sludge: bool
+    layout: str
+    description: str
+    explanation: str
+
+    @classmethod
+    def of(cls, record: dict) -> "FrameLabels":
+        return cls(bool(record["sludge"]), record.get("layout") or "none", record.get("description") or "",
+                   record.get("explanation") or "")
+
+
+# ---------------------------------------------------------------- the two kinds, split at the projector
+
+
+def _frozen_blip2(model, pixels: torch.Tensor) -> torch.Tensor:
+    states = model.vision_model(pixel_values=pixels, return_dict=True).last_hidden_state
+    mask = torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
+    queries = model.query_tokens.expand(states.shape[0], -1, -1)
+    return model.qformer(query_embeds=queries, encoder_hidden_states=states, encoder_attention_mask=mask,
+                         return_dict=True).last_hidden_state
+
+
+def _frozen_llava(model, pixels: torch.Tensor) -> torch.Tensor:
+    cfg = model.config
+    tower = model.get_submodule("model.vision_tower")
+    hidden = tower(pixels, output_hidden_states=True, return_dict=True).hidden_states
+    layers = cfg.vision_feature_layer
+    layers = layers if isinstance(layers, (list, tuple)) else [layers]
+    pool = [hidden[i][:, 1:] if cfg.vision_feature_select_strategy == "default" else hidden[i] for i in layers]
+    return torch.cat(pool, dim=-1)
+
+
+@dataclass(frozen=True)
+class KindParts:
+    """Where a stock class splits into its frozen vision side, the projector and the language model."""
+
+    frozen: Callable  # (model, pixel_values) -> features the projector reads (B, T, H_vision)
+    projector: str  # submodule path of the projector
+    language_model: str  # submodule path of the language model
+
+
+PARTS = {
+    "blip2": KindParts(_frozen_blip2, "language_projection", "language_model"),
+    "llava": KindParts(_frozen_llava, "model.multi_modal_projector", "model.language_model"),
+}
+
+
+def frozen_features(lm: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
+    """The output of the frozen vision side (BLIP-2: Q-Former queries; LLaVA: selected patch features).
+
+    >>> frozen_features(lm, prepare_pixels(lm, frames)).shape  # doctest: +SKIP
+    torch.Size([4, 32, 96])
+    """
+    with torch.no_grad():
+        return PARTS[lm.kind.name].frozen(lm.model, pixels)
+
+
+def project(lm: LoadedModel, features: torch.Tensor) -> torch.Tensor:
+    """Frozen features -> the image tokens the LM reads, through the (trainable) projector.
+
+    ``project(lm, frozen_features(lm, pixels))`` equals ``lm.kind.encode(lm.model, pixels, False).embeds``.
+    """
+    projector = lm.model.get_submodule(PARTS[lm.kind.name].projector)
+    # Under peft the projector holds the frozen original and the trainable copy; feed the one that runs.
+    params = [p for p in projector.parameters() if p.requires_grad] or list(projector.parameters())
+    return projector(features.to(params[0].device, params[0].dtype))
+
+
+def lora_target_pattern(lm: LoadedModel, targets: Sequence[str]) -> str:
+    """A regex peft matches against full module names: the target projections of the language model only.
+
+    >>> lora_target_pattern(lm, ["q_proj", "v_proj"])  # doctest: +SKIP
+    '^language_model\\\\..*\\\\.(q_proj|v_proj)$'
+    """
+    prefix = PARTS[lm.kind.name].language_model.replace(".", r"\.")
+    return rf"^{prefix}\..*\.({'|'.join(targets)})$"
+
+
+def attach_lora(lm: LoadedModel, cfg: FinetuneConfig):
+    """Wrap the model with LoRA on the LM and a trainable copy of the projector; returns the PeftModel.
+
+    The adapter is injected into ``lm.model``'s own modules, so the app's forward functions train it.
+    Trainable weights are kept in fp32 (bf16 compute for the frozen rest on a GPU).
+
+    >>> peft_model = attach_lora(lm, FinetuneConfig())  # doctest: +SKIP
+    >>> peft_model.print_trainable_parameters()  # doctest: +SKIP
+    """
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+        target_modules=lora_target_pattern(lm, cfg.lora_targets),
+        modules_to_save=[PARTS[lm.kind.name].projector.rsplit(".", 1)[-1]],
+        bias="none",
+    )
+    peft_model = get_peft_model(lm.model, config)
+    for param in peft_model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+    return peft_model
+
+
+def set_train_mode(lm: LoadedModel, training: bool) -> None:
+    """Dropout on in the LM (LoRA dropout) and the projector only; the frozen vision side stays in eval."""
+    lm.model.eval()
+    if training:
+        parts = PARTS[lm.kind.name]
+        lm.model.get_submodule(parts.language_model).train()
+        lm.model.get_submodule(parts.projector).train()
+
+
+# ---------------------------------------------------------------- data
+
+
+class FeatureBank:
+    """Frozen features per frame image, computed once and kept when they fit in ``limit_gb``.
+
+    Keys are the image's sha256 (or its path), so two runs over the same export share one bank.
+
+    >>> bank = FeatureBank(lm, limit_gb=8.0)  # doctest: +SKIP
+    >>> bank.get(records[:4]).shape  # doctest: +SKIP
+    torch.Size([4, 32, 96])
+    """
+
+    def __init__(self, lm: LoadedModel, limit_gb: float = 8.0, batch_size: int = 16):
+        self.lm, self.limit_bytes, self.batch_size = lm, limit_gb * 2**30, batch_size
+        self.cache: dict[str, torch.Tensor] = {}
+        self.keep = True
+
+    @staticmethod
+    def key(record: dict) -> str:
+        return record.get("image_sha256") or record["image"]
+
+    def fill(self, records: Sequence[dict], progress: bool = False) -> None:
+        """Compute and keep the features of every record, or stop keeping them once they would not fit."""
+        todo = list({self.key(r): r for r in records if self.key(r) not in self.cache}.values())
+        bar = tqdm(total=len(todo), desc="vision features", disable=not progress, leave=False)
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            feats = self._compute(chunk)
+            per_frame = feats[0].numel() * feats.element_size()
+            if per_frame * (len(self.cache) + len(todo) - start) > self.limit_bytes:
+                self.keep = False
+                self.cache.clear()
+                bar.close()
+                return
+            for record, feat in zip(chunk, feats):
+                self.cache[self.key(record)] = feat.cpu()
+            bar.update(len(chunk))
+        bar.close()
+
+    def _compute(self, records: Sequence[dict]) -> torch.Tensor:
+        pixels = prepare_pixels(self.lm, [load_image(r["image"]) for r in records])
+        return frozen_features(self.lm, pixels)
+
+    def get(self, records: Sequence[dict]) -> torch.Tensor:
+        """Features of these records, (B, T, H), on the model's device."""
+        if self.keep and all(self.key(r) in self.cache for r in records):
+            return torch.stack([self.cache[self.key(r)] for r in records]).to(self.lm.device)
+        return self._compute(records)
+
+
+def make_examples(records: Sequence[dict], mix: dict[str, float], rng: np.random.Generator,
+                  tasks_per_frame: int = 1) -> list[tuple[int, str, str]]:
+    """(record index, question, answer) rows: `tasks_per_frame` distinct tasks per frame from the mix.
+
+    >>> make_examples([{"sludge": False, "layout": "none"}], {"classify": 1.0}, np.random.default_rng(0))
+    [(0, 'Is this sludge content? Answer yes or no.', 'no')]
+    """
+    rows = []
+    for i, record in enumerate(records):
+        labels, used = FrameLabels.of(record), set()
+        for _ in range(tasks_per_frame):
+            remaining = {t: w for t, w in mix.items() if t not in used}
+            if not remaining:
+                break
+            qa = pick_task(rng, labels, remaining)
+            used.add(task_of(qa))
+            rows.append((i, *qa))
+    return rows
+
+
+def batch_loss(lm: LoadedModel, bank: FeatureBank, records: Sequence[dict],
+               rows: Sequence[tuple[int, str, str]]) -> tuple[torch.Tensor, int]:
+    """Mean answer-token loss of some example rows, and how many answer tokens it averages over."""
+    frames = sorted({i for i, _, _ in rows})
+    where = {i: k for k, i in enumerate(frames)}
+    visual = project(lm, bank.get([records[i] for i in frames]))
+    ids, att, labels = build_training_rows(lm, [(q, a) for _, q, a in rows])
+    rows_to_frame = torch.tensor([where[i] for i, _, _ in rows], device=lm.device)
+    loss = answer_loss(lm, visual, rows_to_frame, ids.to(lm.device), att.to(lm.device), labels.to(lm.device))
+    return loss, int((labels[:, 1:] != -100).sum())
+
+
+def answer_tokens(lm: LoadedModel, rows: Sequence[tuple[int, str, str]]) -> int:
+    """How many tokens the loss of these rows averages over: each answer plus its end token."""
+    tok = lm.tokenizer
+    return sum(len(tok.encode(answer, add_special_tokens=False)) + 1 for _, _, answer in rows)
+
+
+def eval_loss(lm: LoadedModel, bank: FeatureBank, records: Sequence[dict], rows: Sequence[tuple[int, str, str]],
+              batch_size: int) -> float | None:
+    """Answer-token-weighted mean loss over fixed eval rows, without dropout; None when there are none."""
+    if not rows:
+        return None
+    set_train_mode(lm, False)
+    total, tokens = 0.0, 0
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            loss, n = batch_loss(lm, bank, records, rows[start:start + batch_size])
+            total, tokens = total + loss.item() * n, tokens + n
+    return total / max(tokens, 1)
+
+
+# ---------------------------------------------------------------- train
+
+
+@dataclass
+class TrainResult:
+    """What a training run did: steps, the loss log, the eval losses and which step was kept."""
+
+    steps: int
+    losses: list[float]
+    eval_losses: dict[int, float]
+    best_step: int | None
+    best_eval_loss: float | None
+    seconds: float
+
+
+def _batches(records: Sequence[dict], cfg: FinetuneConfig, rng: np.random.Generator) -> Iterator[list]:
+    """Endless micro-batches of example rows; each epoch reshuffles frames and redraws their tasks."""
+    while True:
+        order = rng.permutation(len(records))
+        for start in range(0, len(order), cfg.batch_size):
+            picked = [int(i) for i in order[start:start + cfg.batch_size]]
+            rows = make_examples([records[i] for i in picked], cfg.task_mix, rng, cfg.tasks_per_frame)
+            yield [(picked[i], q, a) for i, q, a in rows]
+
+
+def total_steps(n_frames: int, cfg: FinetuneConfig) -> int:
+    """Optimizer steps of a run: max_steps, else epochs x ceil(frames / (batch_size x grad_accum)).
+
+    >>> total_steps(8487, FinetuneConfig(batch_size=16, grad_accum=8))  # the card: 10 epochs of 67 steps
+    670
+    """
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    per_epoch = math.ceil(n_frames / (cfg.batch_size * cfg.grad_accum))
+    return max(1, math.ceil(cfg.epochs * per_epoch))
+
+
+def train(lm: LoadedModel, peft_model, bank: FeatureBank, train_records: Sequence[dict],
+          eval_records: Sequence[dict], cfg: FinetuneConfig, log_path: Path | None = None) -> TrainResult:
+    """AdamW (LoRA at ``lr``, projector at ``projector_lr``), cosine with warmup, gradient accumulation,
+    eval loss every ``eval_every`` steps; the trainable weights of the best eval step are restored at the end.
+
+    >>> result = train(lm, peft_model, bank, train_records, eval_records, cfg)  # doctest: +SKIP
+    >>> result.best_step, result.losses[0] > result.losses[-1]  # doctest: +SKIP
+    (50, True)
+    """
+    from transformers import get_cosine_schedule_with_warmup
+
+    if not train_records:
+        raise ValueError("no training frames: the export's train split is empty after the provenance filter")
+    rng = np.random.default_rng(cfg.seed)
+    projector_name = PARTS[lm.kind.name].projector.rsplit(".", 1)[-1]
+    named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for n, p in named if "lora_" in n], "lr": cfg.lr},
+        {"params": [p for n, p in named if "lora_" not in n and projector_name in n], "lr": cfg.projector_lr},
+    ]
+    groups = [g for g in groups if g["params"]]
+    optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=lm.device.type == "cuda")
+    steps = total_steps(len(train_records), cfg)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * steps), steps)
+    eval_rows = make_examples(eval_records, cfg.task_mix, np.random.default_rng(cfg.seed + 1), cfg.tasks_per_frame)
+
+    log = open(log_path, "w", encoding="utf-8") if log_path else None
+    started = time.time()
+    losses: list[float] = []
+    evals: dict[int, float] = {}
+    best: tuple[float, int, dict] | None = None
+
+    def evaluate_at(step: int) -> None:
+        nonlocal best
+        value = eval_loss(lm, bank, eval_records, eval_rows, cfg.eval_batch_size)
+        if value is None:
+            return
+        evals[step] = value
+        if log:
+            log.write(json.dumps({"step": step, "eval_loss": round(value, 6)}) + "\n")
+        # Step 0 is the base model: logged for reference, never "the best checkpoint" (as in HF's Trainer).
+        if step > 0 and (best is None or value < best[0]):
+            best = (value, step, {n: p.detach().clone() for n, p in named})
+
+    evaluate_at(0)
+    batches = _batches(train_records, cfg, rng)
+    bar = tqdm(total=steps, desc=f"fine-tune {lm.kind.name}", disable=not cfg.progress)
+    try:
+        for step in range(1, steps + 1):
+            set_train_mode(lm, True)
+            optimizer.zero_grad(set_to_none=True)
+            micro = [next(batches) for _ in range(cfg.grad_accum)]
+            counts = [answer_tokens(lm, rows) for rows in micro]
+            step_loss, step_tokens = 0.0, sum(counts)
+            for rows, n in zip(micro, counts):
+                loss, _ = batch_loss(lm, bank, train_records, rows)
+                # Token-weighted across micro-batches: the gradient of one batch holding all their rows.
+                (loss * n / max(step_tokens, 1)).backward()
+                step_loss += loss.item() * n
+            torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(step_loss / max(step_tokens, 1))
+            if log:
+                log.write(json.dumps({"step": step, "loss": round(losses[-1], 6),
+                                      "lr": scheduler.get_last_lr()[0]}) + "\n")
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            if cfg.log_every and step % cfg.log_every == 0:
+                tqdm.write(f"step {step}/{steps} loss {np.mean(losses[-cfg.log_every:]):.4f} "
+                           f"lr {scheduler.get_last_lr()[0]:.2e} {time.time() - started:.0f}s")
+            if step % cfg.eval_every == 0 or step == steps:
+                evaluate_at(step)
+                if step in evals:
+                    tqdm.write(f"step {step} eval loss {evals[step]:.4f}")
+    finally:
+        bar.close()
+        if log:
+            log.close()
+    set_train_mode(lm, False)
+    if best is not None:
+        with torch.no_grad():
+            for n, p in named:
+                p.copy_(best[2][n])
+    return TrainResult(steps=steps, losses=losses, eval_losses=evals, best_step=best[1] if best else None,
+                       best_eval_loss=best[0] if best else None, seconds=round(time.time() - started, 1))
+
+
+# ---------------------------------------------------------------- save and register
+
+
+def save_checkpoint(lm: LoadedModel, peft_model, folder: Path) -> None:
+    """The adapter under ``folder/adapter`` (save_pretrained), then the merged model and processor in ``folder``.
+
+    >>> save_checkpoint(lm, peft_model, Path("data/checkpoints/lora-run1"))  # doctest: +SKIP
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    peft_model.save_pretrained(folder / "adapter")
+    merged = peft_model.merge_and_unload()
+    merged.to(lm.dtype)
+    merged.save_pretrained(folder)
+    lm.processor.save_pretrained(folder)
+    lm.model = merged
+
+
+def open_run_store(cfg: FinetuneConfig):
+    """The store named by the config, else the app's (SLUDGELENS_DB / data/sludgelens.db)."""
+    settings = load_settings()
+    db_path = Path(cfg.db) if cfg.db else settings.db_path
+    media = Path(cfg.media) if cfg.media else (db_path.parent / "media" if cfg.db else settings.media_dir)
+    return store.open_store(db_path, media)
+
+
+def register_version(db, reference: tuple[str, str, str | None], lineage: dict | None = None) -> str:
+    """Register a model version under the id the app stores its predictions by (core.session.model_reference).
+
+    >>> lm = load_model("data/checkpoints/lora-run1")  # doctest: +SKIP
+    >>> register_version(db, model_reference(lm), {"base_id": "models/tiny-vqwen-qformer@3fa9"})  # doctest: +SKIP
+    'data/checkpoints/lora-run1@a1b2c3d4e5f6'
+    """
+    model_id, source, revision = reference
+    store.register_model(db, model_id, source, revision, lineage)
+    return model_id
+
+
+def store_predictions(db, model_id: str, predictions: Sequence[dict]) -> int:
+    """Store a version's predictions on exported frames that belong to this store; returns how many."""
+    rows = [p for p in predictions if p.get("frame_id") is not None]
+    if not rows:
+        return 0
+    store.record_predictions(db, model_id, [p["frame_id"] for p in rows], [p["p_sludge"] for p in rows],
+                             [p["layout_scores"] for p in rows])
+    return len(rows)
+
+
+def _model_card(name: str, base: str, manifest: dict, cfg: FinetuneConfig, result: TrainResult, table: str) -> str:
+    return f"""---
+library_name: transformers
+pipeline_tag: image-text-to-text
+tags: [sludge, lora, sludgelens]
+base_model: {base}
+---
+# {name}
+
+`{base}` fine-tuned with LoRA on the sludgelens training export `{manifest.get('snapshot_id', '?')}`
+({manifest.get('counts', {}).get('records', '?')} frames; sludge labels by provenance:
+{manifest.get('counts', {}).get('by_provenance', {})}), then merged (`merge_and_unload`). The adapter alone is
+in `adapter/` (load it with `PeftModel.from_pretrained(base, "adapter")`).
+
+Recipe: LoRA r={cfg.lora_r}, alpha={cfg.lora_alpha}, dropout={cfg.lora_dropout} on the language model's
+{", ".join(cfg.lora_targets)}; projector trained at {cfg.projector_lr} vs {cfg.lr} for LoRA; cosine schedule,
+warmup {cfg.warmup_ratio}; {result.steps} steps of {cfg.batch_size} x {cfg.grad_accum} frames; task mix
+{cfg.task_mix}; kept step {result.best_step} (eval loss {result.best_eval_loss}); {result.seconds:.0f} s.
+
+## Held-out split ({cfg.test_split}), against the exported labels
+
+{table}
+Made by `python -m training.finetune`; `report/finetune.json` holds the full config and lineage,
+`report/eval.json` the per-frame predictions behind the table.
+"""
+
+
+# ---------------------------------------------------------------- main
+
+
+@dataclass
+class FinetuneResult:
+    """Where the new version went and how it did."""
+
+    folder: Path
+    model_id: str | None
+    base_id: str | None
+    before: dict
+    after: dict
+    train: TrainResult
+    manifest: dict
+
+
+def default_name(cfg: FinetuneConfig, manifest: dict) -> str:
+    """"<base folder name>-lora-<snapshot id>", e.g. "tiny-vqwen-qformer-lora-ev812-0a1b2c3d"."""
+    snapshot = manifest.get("snapshot_id") or time.strftime("%Y%m%d-%H%M%S")
+    return f"{Path(cfg.base).name}-lora-{snapshot[:24]}"
+
+
+def run(cfg: FinetuneConfig, bank: FeatureBank | None = None, db=None) -> FinetuneResult:
+    """The whole run: seed -> model -> data -> train -> eval -> save -> register.
+
+    `bank` reuses frozen vision features across runs on one base (e.g. the learning-loop experiment);
+    `db` is an open store to register in (else the config's).
+
+    >>> run(FinetuneConfig(export="data/exports/run1", name="lora-run1")).after["frames"]["accuracy"]  # doctest: +SKIP
+    0.953
+    """
+    # seed
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+
+    # model
+    engine = EngineConfig(device=cfg.device, batch_size=cfg.eval_batch_size)
+    lm = load_model(ModelSpec(cfg.base, cfg.base_revision), engine)
+    # (id, source, revision) the app stores the base's predictions under; taken before training changes it.
+    base_ref = model_reference(lm)
+
+    # data
+    records, manifest = read_export(cfg.export)
+    unknown = set(cfg.provenance) - {"corrected", "raw", "model"}
+    if unknown:
+        raise ValueError(f"unknown provenance {sorted(unknown)}; expected corrected, raw or model")
+    records = [r for r in records if r["provenance"] in cfg.provenance]
+    by_split = {name: [r for r in records if r["split"] == name] for name in (cfg.train_split, cfg.eval_split,
+                                                                              cfg.test_split)}
+    train_records, eval_records, test_records = (by_split[cfg.train_split], by_split[cfg.eval_split],
+                                                 by_split[cfg.test_split])
+    name = cfg.name or default_name(cfg, manifest)
+    folder = Path(cfg.out_dir) / name
+    if folder.exists() and any(folder.iterdir()):
+        # Only a previous run's output is replaced, so a mistyped --name never deletes anything else.
+        if not (folder / "report" / "finetune.json").is_file():
+            raise FileExistsError(f"{folder} is not empty and holds no fine-tuned checkpoint; choose another --name")
+        shutil.rmtree(folder)
+    # Reports go in a subfolder: the app's model version id is a digest of the checkpoint's top-level files.
+    reports = folder / "report"
+    reports.mkdir(parents=True, exist_ok=True)
+    print(f"{len(train_records)} train / {len(eval_records)} eval / {len(test_records)} test frames from export "
+          f"{manifest.get('snapshot_id', cfg.export)}; base {cfg.base} on {lm.device}", flush=True)
+
+    # eval before
+    before = evaluate_records(lm, test_records, cfg.eval_batch_size)
+
+    # train
+    bank = bank if bank is not None else FeatureBank(lm, cfg.cache_vision_gb, cfg.eval_batch_size)
+    bank.lm = lm
+    bank.fill(train_records + eval_records, cfg.progress)
+    peft_model = attach_lora(lm, cfg)
+    result = train(lm, peft_model, bank, train_records, eval_records, cfg, reports / "train_log.jsonl")
+
+    # save, then eval the saved folder through the app's loader
+    save_checkpoint(lm, peft_model, folder)
+    tuned = load_model(ModelSpec(str(folder)), engine)
+    after = evaluate_records(tuned, test_records, cfg.eval_batch_size)
+    table = format_markdown({"before": before["metrics"], "after": after["metrics"]})
+    write_report(reports, {"before": before, "after": after},
+                 {"title": f"{name} on the {cfg.test_split} split of {manifest.get('snapshot_id', cfg.export)}",
+                  "export": manifest.get("snapshot_id"), "base": cfg.base})
+    lineage = {
+        "export_snapshot": manifest.get("snapshot_id"),
+        "export_dir": str(Path(cfg.export).resolve()),
+        "export_counts": manifest.get("counts"),
+        "base": cfg.base,
+        "base_revision": cfg.base_revision,
+        "config": asdict(cfg),
+        "metrics": {"before": before["metrics"], "after": after["metrics"]},
+        "best_step": result.best_step,
+        "best_eval_loss": result.best_eval_loss,
+        "adapter": "adapter",
+    }
+
+    # register
+    model_id = base_id = None
+    if cfg.register:
+        db = db if db is not None else open_run_store(cfg)
+        base_id = register_version(db, base_ref)
+        model_id = register_version(db, model_reference(tuned), {**lineage, "base_id": base_id})
+        lineage["base_id"] = base_id
+        exported_here = bool(manifest.get("snapshot_id")) and db.execute(
+            "SELECT 1 FROM exports WHERE snapshot_id = ?", [manifest["snapshot_id"]]).fetchone() is not None
+        if exported_here:
+            store_predictions(db, base_id, before["predictions"])
+            store_predictions(db, model_id, after["predictions"])
+    lineage["model_id"] = model_id
+    (reports / "finetune.json").write_text(json.dumps(
+        {**lineage, "train": asdict(result)}, indent=2, sort_keys=True, default=str) + "\n")
+    (folder / "README.md").write_text(_model_card(name, cfg.base, manifest, cfg, result, table))
+    print(table, flush=True)
+    print(f"saved {folder}" + (f", registered as {model_id}" if model_id else ""), flush=True)
+    return FinetuneResult(folder=folder, model_id=model_id, base_id=base_id, before=before["metrics"],
+                          after=after["metrics"], train=result, manifest=manifest)
+
+
+def main(argv: list[str] | None = None) -> FinetuneResult:
+    cfg = parse_config(FinetuneConfig, argv, prog="python -m training.finetune", description=__doc__.split("\n\n")[0])
+    if not cfg.export:
+        raise SystemExit("--export is required: a folder written by annotations.export_training_set")
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    main()
