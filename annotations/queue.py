@@ -6,7 +6,8 @@ Strategies:
                     that no human has labelled yet;
 - ``disagreement``  frames where labelers' latest values differ (raw-gt counts as a labeler), then frames
                     where the model and the current label differ, most confident model first; a field is
-                    settled (left out) once its current event is a reviewer's or has been accepted in review;
+                    settled (left out) once its current event is a reviewer's or has been accepted in review,
+                    and a frame whose latest event is the asking labeler's own is left for someone else;
 - ``unlabeled``     frames with no sludge label at all, in the order they were stored;
 - ``random``        any frame, uniformly (for unbiased spot checks); ``seed`` makes it repeatable.
 
@@ -87,6 +88,8 @@ FROM frames f
 LEFT JOIN labeler_conflicts lc ON lc.frame_id = f.id
 LEFT JOIN model_conflicts mc ON mc.frame_id = f.id
 WHERE (lc.frame_id IS NOT NULL OR mc.frame_id IS NOT NULL) AND {_AVAILABLE}
+  AND coalesce((SELECT e.labeler FROM label_events e WHERE e.frame_id = f.id ORDER BY e.id DESC LIMIT 1), '')
+      != :labeler
 ORDER BY score DESC, f.id
 LIMIT :n
 """

@@ -94,6 +94,9 @@ def test_disagreement_puts_labeler_conflicts_first_then_confident_model_errors(q
     # Label every other frame the opposite of the model: all of them disagree with it.
     for f in ids[1:8]:
         store.correct_label(db, f, "sludge", p[f] < 0.5, "ana", 0)
+    # ana had the last word on the model disagreements; bob answered her on the conflict.
+    assert [f["frame_id"] for f in store.next_frames(db, "ana", "disagreement", n=20)] == [conflict]
+    store.release_frames(db, "ana")
     got = store.next_frames(db, "rita", "disagreement", n=20)
     assert got[0]["frame_id"] == conflict and got[0]["reason"] == "labelers disagree"
     model_part = [f["frame_id"] for f in got[1:]]
