@@ -117,9 +117,10 @@ def compute_metrics(db: sqlite_utils.Database, model_id: str | None = None, agai
     for name in LAYOUTS:
         sludge_pairs = [(t, p) for (fid, _, _), t, p in zip(pairs, y_true, y_pred) if truth[fid]["layout"] == name]
         layout_hits = [t == p for t, p in layout_pairs if t == name]
+        sludge_errors = sum(t != p for t, p in sludge_pairs)
         per_layout[name] = {
             "n": len(sludge_pairs),
-            "sludge_error_rate": _ratio(sum(t != p for t, p in sludge_pairs) / len(sludge_pairs)) if sludge_pairs else None,
+            "sludge_error_rate": _ratio(sludge_errors / len(sludge_pairs)) if sludge_pairs else None,
             "layout_error_rate": _ratio(1 - sum(layout_hits) / len(layout_hits)) if layout_hits else None,
         }
     result["per_layout"] = per_layout
@@ -180,7 +181,8 @@ def format_metrics_table(metrics: dict) -> str:
 
     f, v = metrics["frames"], metrics["videos"]
     lines = [
-        f"Model {cell(metrics['model_id'])} against {cell(metrics['against'])} labels (threshold {metrics['threshold']})",
+        f"Model {cell(metrics['model_id'])} against {cell(metrics['against'])} labels "
+        f"(threshold {metrics['threshold']})",
         "",
         "| frames | accuracy | precision | recall | F1 | videos | video accuracy (majority) |",
         "|---:|---:|---:|---:|---:|---:|---:|",

@@ -48,7 +48,7 @@ def test_snapshots_while_another_process_writes(tmp_path):
         while not pending.ready() or not counts:
             snapshot = store.snapshot_store(tmp_path / "store.db", tmp_path / "backups", keep=100)
             counts.append(assert_consistent(snapshot))
-            time.sleep(0.02)
+            time.sleep(0.005)
         result = pending.get()
     assert result["errors"] == []
     final = store.snapshot_store(tmp_path / "store.db", tmp_path / "backups", media_dir=tmp_path / "media", keep=100)
