@@ -101,6 +101,10 @@ class Settings:
     # How long the labelling queue holds a frame for one labeler: long enough to look at its heatmaps and
     # decide, short enough that a closed tab frees its frames soon.
     queue_lease_s: float = 180.0
+    # SQLite synchronous mode of the store. FULL fsyncs every correction (it survives power loss, not only a
+    # killed process); NORMAL skips that fsync and keeps p99 latency low on a contended disk. On a Space the
+    # local disk dies with the container anyway and the snapshots carry durability, so NORMAL suffices there.
+    store_synchronous: str = "FULL"
     video: VideoLimits = field(default_factory=VideoLimits)
     engine: EngineConfig = field(default_factory=EngineConfig)
     # Frames sampled per video by default: 16 is what the vqwen card evaluates per clip.
