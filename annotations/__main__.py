@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"nothing restored ({args.db} exists; --force replaces it)" if args.db.exists() else
                   f"no intact snapshot under {args.target}")
             return 0
-        db = store.open_store(args.db, args.media)
+        db = store.open_store(args.db, args.media, store.StoreConfig(synchronous=settings.store_synchronous))
         if args.command == "import":
             print(json.dumps(store.import_ground_truth(db, args.file, args.format), indent=2, ensure_ascii=False))
         elif args.command == "export":
