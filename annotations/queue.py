@@ -119,30 +119,42 @@ def next_frames(db: sqlite_utils.Database, labeler: str, strategy: str = "uncert
         raise InvalidLabelError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
     if n < 1:
         return []
+    row = next(db.query("SELECT role, kind FROM labelers WHERE name = ?", [labeler]), None)
+    if row is None or row["kind"] != "human":
+        raise PermissionDeniedError(f"unknown labeler {labeler!r}: add it with add_labeler to use the queue")
+    model_id = model_id or latest_model_id(db)
+    now = time.time()
+    # Candidates are chosen outside the write lock (the disagreement query reads every label of the store),
+    # with room to spare for frames another labeler leases in the meantime; the short write transaction
+    # below drops those and takes the leases.
+    spare = 3 * int(n) + 10
+    params = {"labeler": labeler, "now": now, "n": spare, "threshold": float(threshold), "model": model_id}
+    if strategy == "uncertain":
+        candidates = [] if model_id is None else db.execute(_UNCERTAIN, params).fetchall()
+    elif strategy == "disagreement":
+        candidates = db.execute(_DISAGREEMENT, params).fetchall()
+    elif strategy == "unlabeled":
+        candidates = db.execute(_UNLABELED, params).fetchall()
+    else:
+        ids = [r[0] for r in db.execute(f"SELECT f.id FROM frames f WHERE {_AVAILABLE} ORDER BY f.id", params)]
+        candidates = [(fid, 0.0, "random") for fid in random.Random(seed).sample(ids, min(spare, len(ids)))]
+    expires = now + float(lease_s)
     with write_transaction(db):
-        row = next(db.query("SELECT role, kind FROM labelers WHERE name = ?", [labeler]), None)
-        if row is None or row["kind"] != "human":
-            raise PermissionDeniedError(f"unknown labeler {labeler!r}: add it with add_labeler to use the queue")
-        model_id = model_id or latest_model_id(db)
-        now = time.time()
         db.execute("DELETE FROM leases WHERE expires_at <= ?", [now])
-        params = {"labeler": labeler, "now": now, "n": int(n), "threshold": float(threshold), "model": model_id}
-        if strategy == "uncertain":
-            picked = [] if model_id is None else db.execute(_UNCERTAIN, params).fetchall()
-        elif strategy == "disagreement":
-            picked = db.execute(_DISAGREEMENT, params).fetchall()
-        elif strategy == "unlabeled":
-            picked = db.execute(_UNLABELED, params).fetchall()
-        else:
-            ids = [r[0] for r in db.execute(f"SELECT f.id FROM frames f WHERE {_AVAILABLE} ORDER BY f.id", params)]
-            picked = [(fid, 0.0, "random") for fid in random.Random(seed).sample(ids, min(int(n), len(ids)))]
-        expires = now + float(lease_s)
+        ids = [c[0] for c in candidates]
+        taken = set()
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            taken |= {r[0] for r in db.execute(
+                f"SELECT frame_id FROM leases WHERE labeler != ? AND frame_id IN ({','.join('?' * len(chunk))})",
+                [labeler, *chunk])}
+        picked = [c for c in candidates if c[0] not in taken][:int(n)]
         if row["role"] != "viewer":
             db.conn.executemany(
                 "INSERT INTO leases (frame_id, labeler, expires_at) VALUES (?, ?, ?) ON CONFLICT (frame_id)"
                 " DO UPDATE SET labeler = excluded.labeler, expires_at = excluded.expires_at",
                 [(fid, labeler, expires) for fid, _, _ in picked])
-        return _describe(db, picked, model_id, expires if row["role"] != "viewer" else None)
+    return _describe(db, picked, model_id, expires if row["role"] != "viewer" else None)
 
 
 def _describe(db, picked: Sequence[tuple], model_id: str | None, expires: float | None) -> list[dict]:
