@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AddedToken,
@@ -176,6 +177,9 @@ def build_blip2(tok: PreTrainedTokenizerFast, cfg: TinyConfig = TinyConfig()):
         image_size=cfg.image_size,
         patch_size=cfg.patch_size,
         qkv_bias=True,
+        # Blip2VisionConfig defaults to 1e-10, which only makes sense when pretrained EVA weights are loaded
+        # over it; a tower trained from scratch needs the usual ViT scale or it never leaves zero.
+        initializer_range=0.02,
     )
     qformer = Blip2QFormerConfig(
         hidden_size=cfg.qformer_hidden,
@@ -195,6 +199,10 @@ def build_blip2(tok: PreTrainedTokenizerFast, cfg: TinyConfig = TinyConfig()):
         image_token_index=tok.convert_tokens_to_ids(IMAGE),
     )
     model = Blip2ForConditionalGeneration(config)
+    # Stock init sets the 32 query tokens to zeros (they are always loaded from a checkpoint); identical
+    # queries get identical gradients and never tell apart, so a from-scratch model draws them at random.
+    with torch.no_grad():
+        model.query_tokens.normal_(0.0, 0.02)
     image_processor = BlipImageProcessor(
         size={"height": cfg.image_size, "width": cfg.image_size},
         image_mean=CLIP_MEAN,
