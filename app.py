@@ -5,19 +5,18 @@ from __future__ import annotations
 import os
 
 from core.config import load_settings
+from ui import build_demo, launch_options
 from ui.services import build_services
 
 
 def main() -> None:
     settings = load_settings()
     services = build_services(settings)
-    from ui import build_demo
-
     demo = build_demo(services)
     demo.queue(default_concurrency_limit=2).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", os.environ.get("PORT", "7860"))),
-        show_error=True,
+        **launch_options(services),
     )
 
 

@@ -76,6 +76,72 @@ class ModelSpec:
         return f"{self.source}@{self.revision}" if self.revision else self.source
 
 
+ROLES = ("viewer", "labeler", "reviewer")
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    """A local account: who may sign in to the Label tab and to the corrections API, and with what role."""
+
+    name: str
+    password: str = field(repr=False)
+    # viewer: analyze and look; labeler: write labels; reviewer: also accept or reject others' labels.
+    role: str = "labeler"
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who may write labels. Anyone may analyze; every label write names a signed-in person."""
+
+    # Local accounts "name:password:role" from SLUDGELENS_USERS (a Space secret when deployed). They also
+    # authenticate API writes, which cannot go through the browser's OAuth flow.
+    users: tuple[UserSpec, ...] = ()
+    # An explicit development mode: every browser session is this person, with no password. Never set on a
+    # Space; it exists so a laptop session can label without inventing passwords.
+    dev_user: UserSpec | None = None
+    # Hugging Face OAuth (a Space with `hf_oauth: true` gets OAUTH_CLIENT_ID): the Label tab shows
+    # "Sign in with Hugging Face" instead of the password form.
+    oauth: bool = False
+    # Roles of Hugging Face users by name; anyone else signing in gets `oauth_default_role`.
+    oauth_roles: tuple[tuple[str, str], ...] = ()
+    # A public Space lets anyone sign in, so an unlisted account may look but not write until named above.
+    oauth_default_role: str = "viewer"
+
+
+def parse_users(text: str) -> tuple[UserSpec, ...]:
+    """Accounts from "name:password:role,..." (the password may contain ':'; the role defaults to labeler).
+
+    >>> [(u.name, u.role) for u in parse_users("alice:pw:labeler, bob:s:e:cret:reviewer")]
+    [('alice', 'labeler'), ('bob', 'reviewer')]
+    """
+    users = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, rest = item.partition(":")
+        password, role = rest, "labeler"
+        head, _, tail = rest.rpartition(":")
+        if head and tail in ROLES:
+            password, role = head, tail
+        if not name or not password:
+            raise ValueError(f"a user must look like name:password:role, not {item.split(':')[0]!r}:…")
+        users.append(UserSpec(name.strip(), password, role))
+    return tuple(users)
+
+
+def parse_roles(text: str) -> tuple[tuple[str, str], ...]:
+    """"name:role,..." pairs (OAuth roles, the dev user), each role checked.
+
+    >>> parse_roles("ana:reviewer,ben:labeler")
+    (('ana', 'reviewer'), ('ben', 'labeler'))
+    """
+    pairs = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, _, role = item.rpartition(":")
+        if not name or role not in ROLES:
+            raise ValueError(f"expected name:role with role one of {', '.join(ROLES)}, not {item!r}")
+        pairs.append((name.strip(), role))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the app wires together; built once by :func:`load_settings`."""
@@ -109,6 +175,13 @@ class Settings:
     engine: EngineConfig = field(default_factory=EngineConfig)
     # Frames sampled per video by default: 16 is what the vqwen card evaluates per clip.
     num_frames: int = 16
+    # Who may write labels (the Label tab and the corrections API).
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    # The one-click example clips of the Analyze tab, written by the synthetic generator on first start.
+    examples_dir: Path = REPO_ROOT / "data" / "examples"
+    # Where the Export tab's "Push to the Hub" sends an export ("hf://datasets/owner/name" or a folder);
+    # None hides the button, because a push without a configured target has nowhere sensible to go.
+    export_target: str | None = None
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
@@ -135,4 +208,35 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         s = replace(s, video=replace(s.video, max_bytes=int(float(env["SLUDGELENS_MAX_MB"]) * 1024 * 1024)))
     if env.get("SLUDGELENS_MAX_SECONDS"):
         s = replace(s, video=replace(s.video, max_duration_s=float(env["SLUDGELENS_MAX_SECONDS"])))
-    return s
+    if env.get("SLUDGELENS_EXPORTS"):
+        s = replace(s, export_dir=Path(env["SLUDGELENS_EXPORTS"]))
+    if env.get("SLUDGELENS_EXAMPLES"):
+        s = replace(s, examples_dir=Path(env["SLUDGELENS_EXAMPLES"]))
+    if env.get("SLUDGELENS_SNAPSHOT_TARGET"):
+        s = replace(s, snapshot_target=env["SLUDGELENS_SNAPSHOT_TARGET"])
+    if env.get("SLUDGELENS_EXPORT_TARGET"):
+        s = replace(s, export_target=env["SLUDGELENS_EXPORT_TARGET"])
+    return replace(s, auth=load_auth(env))
+
+
+def load_auth(env) -> AuthConfig:
+    """Accounts and roles from SLUDGELENS_USERS, SLUDGELENS_DEV_USER, SLUDGELENS_ROLES, SLUDGELENS_DEFAULT_ROLE;
+    OAuth is on where the Space was built with `hf_oauth: true` (it sets OAUTH_CLIENT_ID).
+
+    >>> load_auth({"SLUDGELENS_DEV_USER": "dev:reviewer"}).dev_user.role
+    'reviewer'
+    """
+    dev = None
+    if env.get("SLUDGELENS_DEV_USER"):
+        ((name, role),) = parse_roles(env["SLUDGELENS_DEV_USER"])
+        dev = UserSpec(name, "", role)
+    default_role = env.get("SLUDGELENS_DEFAULT_ROLE") or "viewer"
+    if default_role not in ROLES:
+        raise ValueError(f"SLUDGELENS_DEFAULT_ROLE must be one of {', '.join(ROLES)}, not {default_role!r}")
+    return AuthConfig(
+        users=parse_users(env.get("SLUDGELENS_USERS", "")),
+        dev_user=dev,
+        oauth=bool(env.get("SPACE_ID") and env.get("OAUTH_CLIENT_ID")),
+        oauth_roles=parse_roles(env.get("SLUDGELENS_ROLES", "")),
+        oauth_default_role=default_role,
+    )

@@ -1,46 +1,74 @@
-"""Build the Gradio Blocks app."""
+"""The Blocks app: header with the model selector, then the Analyze, Label, Review and Export tabs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import gradio as gr
 
-from core.analyze import analyze_video
 from core.engine import ModelLoadError
-from core.video import VideoError
+from ui.analyze import build_analyze_tab
+from ui.api import build_api
+from ui.export import build_export_tab
+from ui.format import model_status
+from ui.gpu import MODEL_QUEUE
+from ui.label import build_label_tab
+from ui.review import build_review_tab
 
-
-def format_verdict(data: dict) -> str:
-    v = data["verdict"]
-    word = "Sludge" if v["label"] else "Not sludge"
-    return (f"## {word}\n{v['majority']:.0%} of {v['frames']} frames vote sludge · mean P(sludge) "
-            f"{v['mean_p']:.2f} · dominant layout **{v['layout']}** · model `{data['model']}`")
+STATIC = Path(__file__).resolve().parent / "static"
+TABS = ("Analyze", "Label", "Review", "Export")
 
 
 def build_demo(services) -> gr.Blocks:
-    limits = services.settings.video
-
-    def run_analyze(video_path, num_frames):
-        if not video_path:
-            raise gr.Error("Upload a video first.")
-        try:
-            data = analyze_video(services.models.get(), video_path, num_frames=int(num_frames), limits=limits).to_dict()
-        except (VideoError, ModelLoadError) as err:
-            raise gr.Error(str(err)) from err
-        rows = [[f["index"], f["time_s"], f["p_sludge"], "sludge" if f["label"] else "-", f["layout"]] for f in data["frames"]]
-        return format_verdict(data), rows, data
-
+    """The whole app for these services; launch it with ``demo.launch(**launch_options(services))``."""
+    settings = services.settings
     with gr.Blocks(title="sludgelens") as demo:
-        gr.Markdown("# sludgelens\nUpload a short video: each sampled frame is scored for sludge "
-                    f"(two or more unrelated streams at once). Limits: {limits.max_bytes // 2**20} MB, "
-                    f"{limits.max_duration_s:.0f} s.")
-        with gr.Tab("Analyze"):
-            with gr.Row():
-                video = gr.Video(label="Video", sources=["upload"])
-                with gr.Column():
-                    frames = gr.Slider(4, 64, value=services.settings.num_frames, step=1, label="Frames to sample")
-                    go = gr.Button("Analyze", variant="primary")
-            verdict = gr.Markdown()
-            table = gr.Dataframe(headers=["frame", "time (s)", "P(sludge)", "label", "layout"], interactive=False)
-            result = gr.JSON(label="Result (JSON)")
-        go.click(run_analyze, [video, frames], [verdict, table, result], api_name="analyze")
+        identity = gr.State(None)
+        with gr.Row(equal_height=True, elem_classes=["sl-header"]):
+            with gr.Column(scale=3):
+                gr.HTML("<h1>sludgelens</h1><p>See and correct what a vision-language classifier thinks of "
+                        "short-form video. <b>Sludge</b> = two or more unrelated streams in one frame: stacked "
+                        "(vertical), side by side (horizontal), picture-in-picture (pip) or a collage (other).</p>")
+            with gr.Column(scale=2, min_width=320):
+                model = gr.Dropdown(services.models.choices(), value=settings.model.source, label="Model",
+                                    elem_id="model-select", allow_custom_value=False)
+                status = gr.Markdown(model_status(services), elem_id="model-status")
+        with gr.Tabs():
+            with gr.Tab("Analyze", id="analyze"):
+                build_analyze_tab(services, model, status)
+            with gr.Tab("Label", id="label"):
+                build_label_tab(services, identity, demo, status)
+            with gr.Tab("Review", id="review") as review_tab:
+                review_refresh, review_in, review_out = build_review_tab(services, identity)
+            with gr.Tab("Export", id="export") as export_tab:
+                export_refresh, export_in, export_out = build_export_tab(services, identity)
+        build_api(services)
+
+        def choose_model(source):
+            try:
+                services.models.get(source)
+            except ModelLoadError as err:
+                gr.Warning(str(err), title="Model not available")
+                current = services.models.current
+                return gr.update(value=current.spec.source if current else settings.model.source), \
+                    model_status(services, error=str(err))
+            return gr.skip(), model_status(services)
+
+        model.input(choose_model, model, [model, status], api_visibility="private", **MODEL_QUEUE)
+        review_tab.select(review_refresh, review_in, review_out, api_visibility="private")
+        export_tab.select(export_refresh, export_in, export_out, api_visibility="private")
     return demo
+
+
+def launch_options(services) -> dict:
+    """What ``launch`` needs besides the server address: theme, CSS, the keyboard/timeline script, limits,
+    and the folders whose files the app may serve (frames, examples, exports)."""
+    settings = services.settings
+    return {
+        "theme": gr.themes.Soft(primary_hue="orange", secondary_hue="blue", neutral_hue="slate"),
+        "css": (STATIC / "app.css").read_text(encoding="utf-8"),
+        "head": f"<script>{(STATIC / 'app.js').read_text(encoding='utf-8')}</script>",
+        "max_file_size": settings.video.max_bytes,
+        "allowed_paths": [str(settings.media_dir), str(settings.examples_dir), str(settings.export_dir)],
+        "show_error": True,
+    }

@@ -2,18 +2,48 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
 
+from annotations import SnapshotScheduler, Store, StoreError, open_store, restore_store, schedule_snapshots
+from core.auth import register_accounts
 from core.config import Settings
 from core.registry import ModelRegistry
+from training.synthetic import EXAMPLE_CLIPS, make_example_clips
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class Services:
     settings: Settings
     models: ModelRegistry
+    db: Store
+    examples: list[Path]
+    snapshots: SnapshotScheduler | None = None
 
 
 def build_services(settings: Settings) -> Services:
-    """Wire the registry (and, later, the store) for the UI. Loads nothing yet: models load on first use."""
-    return Services(settings=settings, models=ModelRegistry(settings))
+    """Open the store (restoring the newest snapshot first when the file is missing and a target is set),
+    register the configured accounts, write the example clips if they are missing, start snapshots.
+
+    Loads no model: models load on first use.
+    """
+    if settings.snapshot_target and not Path(settings.db_path).exists():
+        try:
+            restored = restore_store(settings.snapshot_target, settings.db_path, settings.media_dir)
+            log.info("restored the store from %s", restored)
+        except (OSError, StoreError) as err:
+            # A Space whose snapshot repo is new or unreachable still starts, on an empty store.
+            log.warning("no snapshot restored from %s: %s", settings.snapshot_target, err)
+    db = open_store(settings.db_path, settings.media_dir)
+    register_accounts(db, settings.auth)
+    examples = [settings.examples_dir / name for name in EXAMPLE_CLIPS]
+    if not all(p.exists() for p in examples):
+        examples = make_example_clips(settings.examples_dir)
+    snapshots = None
+    if settings.snapshot_target:
+        snapshots = schedule_snapshots(settings.db_path, settings.snapshot_target, settings.snapshot_every_s,
+                                       media_dir=settings.media_dir, keep=settings.snapshot_keep)
+    return Services(settings=settings, models=ModelRegistry(settings), db=db, examples=examples, snapshots=snapshots)

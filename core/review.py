@@ -1,0 +1,119 @@
+"""Two model versions side by side on a fixed holdout: the labelled frames of the videos in one split.
+
+The holdout is fixed by the store's own split rule (``annotations.split_for_video``: a hash of the video
+id), so it never changes as labels accumulate elsewhere and never overlaps the training split an export
+writes. Both versions are scored on exactly the same frames: those both have predictions for.
+
+    cmp = compare_models(db, "models/tiny@a1", "data/checkpoints/lora-1@b2", against="current", split="test")
+    cmp["models"][0]["f1"], cmp["models"][1]["f1"], cmp["disagreements"][:3]
+"""
+
+from __future__ import annotations
+
+import annotations as store
+
+HOLDOUT_SPLITS = ("test", "val", "train", "all")
+
+
+def holdout_truth(db, against: str = "current", split: str = "test") -> dict[int, dict]:
+    """frame_id -> truth ({"video_id", "sludge", "layout"}) for labelled frames of videos in `split`.
+
+    >>> len(holdout_truth(db, "raw-gt", "test"))  # doctest: +SKIP
+    48
+    """
+    if split not in HOLDOUT_SPLITS:
+        raise store.InvalidLabelError(f"split must be one of {', '.join(HOLDOUT_SPLITS)}, not {split!r}")
+    truth = store.truth_labels(db, against)
+    if split == "all":
+        return truth
+    splits: dict[str, str] = {}
+    out = {}
+    for frame_id, values in truth.items():
+        video_id = values["video_id"]
+        if video_id not in splits:
+            splits[video_id] = store.split_for_video(video_id)
+        if splits[video_id] == split:
+            out[frame_id] = values
+    return out
+
+
+def _scores(y_true: list[bool], y_pred: list[bool]) -> dict:
+    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+    if not y_true:
+        return {"accuracy": None, "precision": None, "recall": None, "f1": None}
+    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="binary", pos_label=True,
+                                                               zero_division=0)
+    return {"accuracy": round(float(accuracy_score(y_true, y_pred)), 4), "precision": round(float(precision), 4),
+            "recall": round(float(recall), 4), "f1": round(float(f1), 4)}
+
+
+def compare_models(db, model_a: str, model_b: str, against: str = "current", split: str = "test",
+                   threshold: float = 0.5) -> dict:
+    """Sludge accuracy / precision / recall / F1 and layout accuracy of two versions on the same holdout frames.
+
+    Returns {"split", "against", "frames" (shared holdout frames), "holdout" (labelled frames in the split),
+    "models": [{model_id, scored, accuracy, precision, recall, f1, layout_accuracy}, ...],
+    "disagreements": [{frame_id, truth, a, b}, ...] (frames where the versions' labels differ)}.
+
+    >>> compare_models(db, "tiny@1", "tiny@2", split="all")["frames"]  # doctest: +SKIP
+    120
+    """
+    truth = holdout_truth(db, against, split)
+    preds = {}
+    for model_id in (model_a, model_b):
+        if db.execute("SELECT 1 FROM models WHERE id = ?", [model_id]).fetchone() is None:
+            raise store.NotFoundError(f"model {model_id!r} has no predictions in the store")
+        preds[model_id] = {fid: (p, layout) for fid, p, layout in db.execute(
+            "SELECT frame_id, p_sludge, layout FROM predictions WHERE model_id = ?", [model_id])}
+    shared = sorted(fid for fid in truth if all(fid in preds[m] for m in (model_a, model_b)))
+    y_true = [truth[f]["sludge"] for f in shared]
+    models = []
+    for model_id in (model_a, model_b):
+        y_pred = [preds[model_id][f][0] >= threshold for f in shared]
+        layout_pairs = [(truth[f]["layout"], preds[model_id][f][1] if preds[model_id][f][0] >= threshold else "none")
+                        for f in shared if truth[f]["sludge"] and truth[f]["layout"] not in (None, "none")]
+        layout_accuracy = (round(sum(t == p for t, p in layout_pairs) / len(layout_pairs), 4)
+                           if layout_pairs else None)
+        models.append({"model_id": model_id, "scored": sum(f in preds[model_id] for f in truth),
+                       **_scores(y_true, y_pred), "layout_accuracy": layout_accuracy})
+    disagreements = []
+    for f in shared:
+        a, b = preds[model_a][f][0], preds[model_b][f][0]
+        if (a >= threshold) != (b >= threshold):
+            disagreements.append({"frame_id": f, "truth": truth[f]["sludge"], "a": round(a, 4), "b": round(b, 4)})
+    return {"split": split, "against": against, "threshold": threshold, "holdout": len(truth),
+            "frames": len(shared), "models": models, "disagreements": disagreements}
+
+
+def list_model_versions(db) -> list[str]:
+    """Model versions with predictions in the store, newest first.
+
+    >>> list_model_versions(db)  # doctest: +SKIP
+    ['data/checkpoints/lora-1@b2c3d4e5f6a7', 'models/tiny-vqwen-qformer@a1b2c3d4e5f6']
+    """
+    return [r[0] for r in db.execute(
+        "SELECT m.id FROM models m WHERE EXISTS (SELECT 1 FROM predictions p WHERE p.model_id = m.id)"
+        " ORDER BY m.created_at DESC, m.rowid DESC")]
+
+
+def list_truth_sources(db) -> list[str]:
+    """What metrics can be computed against: the current labels, imported ground truth, each labeler.
+
+    >>> list_truth_sources(db)  # doctest: +SKIP
+    ['current', 'raw-gt', 'alice', 'rita']
+    """
+    names = [r[0] for r in db.execute("SELECT name FROM labelers WHERE kind = 'human' ORDER BY name")]
+    return ["current", store.RAW_GT, *names]
+
+
+def score_holdout(lm, db, against: str = "current", split: str = "test") -> dict:
+    """Score the labelled holdout frames with a model (skipping ones it already scored); returns what it did.
+
+    >>> score_holdout(lm, db, split="test")  # doctest: +SKIP
+    {'model_id': 'data/checkpoints/lora-1@b2c3d4e5f6a7', 'frames': 48}
+    """
+    from core.session import score_stored_frames
+
+    frame_ids = sorted(holdout_truth(db, against, split))
+    return {"model_id": score_stored_frames(lm, db, frame_ids), "frames": len(frame_ids)}

@@ -1,0 +1,262 @@
+"""What the app does with an analysis besides showing it: store it, summarise it, score stored frames, export.
+
+Each function is what one UI callback (or API endpoint) calls; they join core/ and the annotation store.
+
+    stored = analyze_and_store(lm, db, "clip.mp4", num_frames=16)
+    stored.to_dict()["store"]        {'video_id': '9f86…', 'model_id': 'models/tiny-vqwen-qformer@3fa9…'}
+    verdict_card(stored.to_dict())   {'headline': 'Sludge', 'tone': 'sludge', ...}
+    event = correct_as(db, settings.auth, "alice", "pw", frame_id=12, field="sludge", value=True, seen_revision=0)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import annotations as store
+from core.analyze import Analysis, analyze_video
+from core.auth import AuthConfig, authenticate, register_identity, require_writer
+from core import prompts
+from core.config import REPO_ROOT, VideoLimits
+from core.engine import LoadedModel, ask, describe, explain_verdict, score_frames
+from core.explain import ClipExplanation, FrameExplanation, explain_clip, explain_frames
+
+# Weight files up to this size are hashed whole for the model version id; bigger ones (a 4B model is
+# ~8 GB) by size and safetensors header, which is what changes when a checkpoint is rewritten.
+FULL_HASH_BYTES = 256 * 2**20
+
+
+@dataclass
+class StoredAnalysis:
+    """An analysis and where it lives in the store."""
+
+    analysis: Analysis
+    video_id: str
+    frame_ids: list[int]
+    model_id: str
+    # Each frame's label revision when stored: what a correction names as the revision it saw.
+    revisions: list[int]
+
+    def to_dict(self) -> dict:
+        """The CLI's JSON (``Analysis.to_dict``) plus each frame's store id and revision, and the video and
+        model ids. The video's server-side ``path`` becomes its file ``name``: the path means nothing to a
+        remote caller, and JSON clients such as gradio_client take any {"path": ...} object for a file."""
+        data = self.analysis.to_dict()
+        data["video"] = {"name": Path(data["video"].pop("path")).name, **data["video"]}
+        for frame, frame_id, revision in zip(data["frames"], self.frame_ids, self.revisions):
+            frame["frame_id"] = frame_id
+            frame["revision"] = revision
+        data["store"] = {"video_id": self.video_id, "model_id": self.model_id}
+        return data
+
+
+def model_reference(lm: LoadedModel) -> tuple[str, str, str | None]:
+    """(model id, source, revision) under which a model's predictions are stored.
+
+    A folder inside the repo is named relative to it, so a store copied between machines keeps its ids; its
+    revision is a digest of the weights, so a checkpoint retrained in place becomes a new model version.
+
+    >>> model_reference(lm)  # doctest: +SKIP
+    ('models/tiny-vqwen-qformer@3fa9c2d1e0b4', 'models/tiny-vqwen-qformer', '3fa9c2d1e0b4')
+    """
+    spec = lm.spec
+    if not spec.is_local:
+        return store.model_version_id(spec.source, spec.revision), spec.source, spec.revision
+    folder = Path(spec.source).resolve()
+    source = folder.relative_to(REPO_ROOT).as_posix() if folder.is_relative_to(REPO_ROOT) else str(folder)
+    revision = spec.revision or weights_digest(folder)
+    return store.model_version_id(source, revision), source, revision
+
+
+def weights_digest(folder: str | Path) -> str:
+    """12 hex digits identifying the weights in a checkpoint folder (config and weight files).
+
+    >>> len(weights_digest("models/tiny-vqwen-qformer"))  # doctest: +SKIP
+    12
+    """
+    digest = hashlib.sha256()
+    folder = Path(folder)
+    for path in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+        digest.update(path.name.encode())
+        size = path.stat().st_size
+        digest.update(str(size).encode())
+        with open(path, "rb") as fh:
+            if size <= FULL_HASH_BYTES:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(chunk)
+            else:
+                digest.update(fh.read(1 << 20))
+    return digest.hexdigest()[:12]
+
+
+def analyze_and_store(lm: LoadedModel, db, path, num_frames: int = 16, limits: VideoLimits = VideoLimits(),
+                      name: str | None = None) -> StoredAnalysis:
+    """Analyze a video and store its frames and this model version's predictions.
+
+    Raises core.video.VideoError (with a human message) for a file we cannot use; nothing is stored then.
+
+    >>> analyze_and_store(lm, db, "clip.mp4", num_frames=8).to_dict()["verdict"]["label"]  # doctest: +SKIP
+    True
+    """
+    analysis = analyze_video(lm, path, num_frames=num_frames, limits=limits)
+    started = time.perf_counter()
+    meta = analysis.video.meta
+    video_id = store.add_video(db, path, name or Path(path).name, {
+        "duration_s": meta.duration_s, "fps": meta.fps, "width": meta.width, "height": meta.height,
+        "codec": meta.codec, "rotation": meta.rotation})
+    frame_ids = store.add_frames(db, video_id, analysis.video.frames, analysis.video.timestamps,
+                                 analysis.video.indices)
+    model_id, source, revision = model_reference(lm)
+    store.register_model(db, model_id, source, revision)
+    store.record_predictions(db, model_id, frame_ids, [s.p_sludge for s in analysis.scores],
+                             [s.layout_scores for s in analysis.scores])
+    revisions = {row["frame_id"]: row["revision"] for row in store.current_labels(db, frame_ids=frame_ids)}
+    analysis.timings["store"] = time.perf_counter() - started
+    return StoredAnalysis(analysis=analysis, video_id=video_id, frame_ids=frame_ids, model_id=model_id,
+                          revisions=[revisions[f] for f in frame_ids])
+
+
+def verdict_card(result: dict) -> dict:
+    """What the verdict card shows, from the analysis JSON: a headline, its tone and the figures under it.
+
+    >>> card = verdict_card({"verdict": {"label": True, "majority": 0.75, "mean_p": 0.71, "frames": 16,
+    ...                                  "layout": "vertical"}, "model": "tiny", "video": {"duration_s": 12.0},
+    ...                      "timings_s": {"total": 1.5}})
+    >>> card["headline"], card["votes"]
+    ('Sludge', '12 of 16 frames')
+    """
+    v = result["verdict"]
+    votes = round(v["majority"] * v["frames"])
+    return {
+        "headline": "Sludge" if v["label"] else "Not sludge",
+        "tone": "sludge" if v["label"] else "clean",
+        "votes": f"{votes} of {v['frames']} frames",
+        "majority": v["majority"],
+        "mean_p": v["mean_p"],
+        "layout": v["layout"] if v["label"] else "none",
+        "model": result.get("store", {}).get("model_id", result["model"]),
+        "name": result["video"].get("name") or Path(result["video"].get("path", "")).name,
+        "duration_s": result["video"]["duration_s"],
+        "seconds": result.get("timings_s", {}).get("total"),
+    }
+
+
+def correct_as(db, auth: AuthConfig, user: str, password: str, frame_id: int, field: str, value, seen_revision: int,
+               note: str = "") -> store.LabelEvent:
+    """Correct one label as a local account, after checking its password and role (the API's write path).
+
+    Raises core.auth.AuthError before anything is written when the account or its role does not allow it,
+    and the store's StaleRevisionError / InvalidLabelError / NotFoundError otherwise.
+
+    >>> correct_as(db, auth, "alice", "pw", 12, "sludge", True, seen_revision=0).revision  # doctest: +SKIP
+    1
+    """
+    identity = require_writer(authenticate(auth, user, password))
+    register_identity(db, identity)
+    return store.correct_label(db, int(frame_id), field, value, identity.name, int(seen_revision), note=note)
+
+
+def load_frame_image(db, frame_id: int) -> np.ndarray:
+    """A stored frame's pixels (H, W, 3) uint8.
+
+    >>> load_frame_image(db, 12).shape  # doctest: +SKIP
+    (720, 1280, 3)
+    """
+    from PIL import Image
+
+    with Image.open(store.frame_image_path(db, int(frame_id))) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def score_stored_frames(lm: LoadedModel, db, frame_ids: list[int]) -> str:
+    """Score stored frames with a model and record its predictions (e.g. a new checkpoint on the holdout).
+
+    Frames this model version already scored are skipped. Returns the model version id.
+
+    >>> score_stored_frames(lm, db, [1, 2, 3])  # doctest: +SKIP
+    'data/checkpoints/lora-1@a1b2c3d4e5f6'
+    """
+    model_id, source, revision = model_reference(lm)
+    store.register_model(db, model_id, source, revision)
+    have = {r[0] for r in db.execute("SELECT frame_id FROM predictions WHERE model_id = ?", [model_id])}
+    todo = [int(f) for f in frame_ids if int(f) not in have]
+    batch = lm.config.batch_size
+    for start in range(0, len(todo), batch):
+        chunk = todo[start:start + batch]
+        frames = [load_frame_image(db, f) for f in chunk]
+        scores = score_frames(lm, frames, batch_size=batch)
+        store.record_predictions(db, model_id, chunk, [s.p_sludge for s in scores], [s.layout_scores for s in scores])
+    return model_id
+
+
+EXPORTERS = {
+    "training": store.export_training_set,
+    "imagefolder": store.export_imagefolder,
+    "label-studio": store.export_label_studio,
+}
+
+
+def export_zip(db, kind: str, export_dir: str | Path, model_id: str | None = None) -> tuple[dict, Path, Path]:
+    """Export the labels in one of the store's formats and zip the folder; returns (manifest, folder, zip).
+
+    >>> manifest, folder, archive = export_zip(db, "training", "data/exports")  # doctest: +SKIP
+    >>> archive.name  # doctest: +SKIP
+    'training-ev12-0a1b2c3d4e5f6a7b.zip'
+    """
+    if kind not in EXPORTERS:
+        raise store.InvalidLabelError(f"unknown export kind {kind!r}; expected one of {', '.join(EXPORTERS)}")
+    export_dir = Path(export_dir)
+    folder = export_dir / kind
+    manifest = EXPORTERS[kind](db, folder, model_id=model_id)
+    archive = shutil.make_archive(str(export_dir / f"{kind}-{manifest['snapshot_id']}"), "zip", root_dir=folder)
+    return manifest, folder, Path(archive)
+
+
+def explain_stored_frame(lm: LoadedModel, db, frame_id: int, question: str = prompts.CLASSIFY,
+                         rho: float | None = None, method: str = "attention") -> tuple[np.ndarray, FrameExplanation]:
+    """The slow tier on one stored frame: its pixels and its explanation (maps, mask, faithfulness).
+
+    >>> frame, e = explain_stored_frame(lm, db, 12, rho=None)  # doctest: +SKIP
+    >>> e.selection.auto, e.faithfulness.p_drop_top  # doctest: +SKIP
+    (True, 0.41)
+    """
+    frame = load_frame_image(db, frame_id)
+    [explanation] = explain_frames(lm, [frame], [0], question=question or prompts.CLASSIFY, method=method, rho=rho)
+    return frame, explanation
+
+
+def explain_stored_clip(lm: LoadedModel, db, frame_ids: list[int], rho: float | None = None,
+                        question: str = prompts.CLASSIFY) -> ClipExplanation:
+    """Clip-level token selection (frames x tokens) over stored frames, with per-frame faithfulness.
+
+    >>> explain_stored_clip(lm, db, [1, 2, 3]).selection.frame_shares  # doctest: +SKIP
+    array([0.5, 0.25, 0.25])
+    """
+    frames = [load_frame_image(db, f) for f in frame_ids]
+    return explain_clip(lm, frames, question=question or prompts.CLASSIFY, rho=rho)
+
+
+def describe_stored_frame(lm: LoadedModel, db, frame_id: int) -> dict:
+    """The model's description of a stored frame and its coupled classify+explain answer.
+
+    >>> describe_stored_frame(lm, db, 12)["explanation"]  # doctest: +SKIP
+    'yes. Sludge: a game clip under a talking head.'
+    """
+    frame = load_frame_image(db, frame_id)
+    return {"description": describe(lm, frame), "explanation": explain_verdict(lm, frame)}
+
+
+def ask_stored_frame(lm: LoadedModel, db, frame_id: int, question: str) -> str:
+    """The model's answer to a free question about a stored frame.
+
+    >>> ask_stored_frame(lm, db, 12, "What is in the bottom half?")  # doctest: +SKIP
+    'a runner game'
+    """
+    if not question or not question.strip():
+        raise store.InvalidLabelError("Type a question about the frame first.")
+    return ask(lm, load_frame_image(db, frame_id), question.strip())

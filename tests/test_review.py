@@ -1,0 +1,54 @@
+"""Two model versions on the same holdout frames, on a real store."""
+
+from __future__ import annotations
+
+import pytest
+
+import annotations as store
+from core.review import compare_models, holdout_truth, list_model_versions, list_truth_sources
+from store_helpers import build_store
+
+
+@pytest.fixture
+def db(tmp_path):
+    db, layout = build_store(tmp_path, videos=6, frames_per_video=3, model_id="tiny@1")
+    frames = [f for fs in layout.values() for f in fs]
+    # Truth: every other frame is sludge (vertical). Model B is right everywhere; model A says "sludge" always.
+    for i, frame_id in enumerate(frames):
+        store.correct_label(db, frame_id, "sludge", i % 2 == 0, "ana", seen_revision=0)
+        if i % 2 == 0:
+            store.correct_label(db, frame_id, "layout", "vertical", "ana", seen_revision=1)
+    store.register_model(db, "A", "a")
+    store.register_model(db, "B", "b")
+    scores = {"vertical": 0.7, "horizontal": 0.1, "pip": 0.1, "other": 0.1}
+    store.record_predictions(db, "A", frames, [0.9] * len(frames), [scores] * len(frames))
+    store.record_predictions(db, "B", frames[:-1], [0.8 if i % 2 == 0 else 0.2 for i in range(len(frames) - 1)],
+                             [scores] * (len(frames) - 1))
+    return db
+
+
+def test_both_versions_are_scored_on_the_same_frames(db):
+    cmp = compare_models(db, "A", "B", split="all")
+    assert cmp["holdout"] == 18 and cmp["frames"] == 17          # B did not score the last frame
+    a, b = cmp["models"]
+    assert b["accuracy"] == 1.0 and b["f1"] == 1.0 and b["layout_accuracy"] == 1.0
+    assert a["accuracy"] == pytest.approx(9 / 17, abs=1e-4) and a["recall"] == 1.0
+    assert a["precision"] == pytest.approx(9 / 17, abs=1e-4)
+    assert len(cmp["disagreements"]) == 8 and all(not d["truth"] for d in cmp["disagreements"])
+
+
+def test_the_holdout_is_the_videos_of_one_split(db):
+    truth = holdout_truth(db, "current", "test")
+    everything = holdout_truth(db, "current", "all")
+    assert set(truth) <= set(everything)
+    assert all(store.split_for_video(v["video_id"]) == "test" for v in truth.values())
+    assert {f for f, v in everything.items() if store.split_for_video(v["video_id"]) == "test"} == set(truth)
+    with pytest.raises(store.InvalidLabelError):
+        holdout_truth(db, "current", "holdout")
+
+
+def test_lists_for_the_selectors(db):
+    assert set(list_model_versions(db)) == {"A", "B", "tiny@1"}
+    assert list_truth_sources(db)[:2] == ["current", "raw-gt"] and "ana" in list_truth_sources(db)
+    with pytest.raises(store.NotFoundError):
+        compare_models(db, "A", "nope")
