@@ -1,0 +1,55 @@
+"""The Blocks app as built for each way of signing in, and the named API endpoints it exposes."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from core.config import load_settings
+from ui import TABS, build_demo
+from ui.services import build_services
+
+
+def build(tmp_path, **env):
+    settings = load_settings({"SLUDGELENS_DB": str(tmp_path / "s.db"), "SLUDGELENS_MEDIA": str(tmp_path / "media"),
+                              "SLUDGELENS_EXAMPLES": str(tmp_path / "examples"), **env})
+    services = build_services(settings)
+    return services, build_demo(services)
+
+
+def elem_ids(demo) -> set[str]:
+    return {b.elem_id for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+
+
+@pytest.mark.parametrize("env, login_button, password_form", [
+    ({"SPACE_ID": "me/sludgelens", "OAUTH_CLIENT_ID": "abc"}, True, False),
+    ({"SLUDGELENS_USERS": "alice:pw:labeler"}, False, True),
+    ({"SLUDGELENS_DEV_USER": "dev:labeler"}, False, False),
+])
+def test_the_label_tab_signs_in_the_configured_way(tmp_path, monkeypatch, env, login_button, password_form):
+    if login_button:
+        # Gradio itself reads these: on a Space (SYSTEM=spaces) the login button needs no local HF token.
+        monkeypatch.setenv("SYSTEM", "spaces")
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        # gradio.oauth reads the Space's OAuth variables once, when it is imported.
+        for name, value in (("OAUTH_CLIENT_ID", "abc"), ("OAUTH_CLIENT_SECRET", "secret"),
+                            ("OAUTH_SCOPES", "openid profile"), ("OPENID_PROVIDER_URL", "https://huggingface.co")):
+            monkeypatch.setattr(f"gradio.oauth.{name}", value)
+    services, demo = build(tmp_path, **env)
+    assert any(isinstance(b, gr.LoginButton) for b in demo.blocks.values()) == login_button
+    assert ("login-user" in elem_ids(demo)) == password_form
+    assert [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)] == list(TABS)
+    # Every key of the Label tab has its button.
+    keys = {"key-yes", "key-no", "key-accept", "key-undo", "key-range", "key-prev", "key-next"}
+    assert keys | {f"key-layout-{i}" for i in range(1, 5)} <= elem_ids(demo)
+    # The configured accounts are labelers in the store from the start.
+    names = {r["name"]: r["role"] for r in services.db["labelers"].rows if r["kind"] == "human"}
+    assert names == {"SLUDGELENS_USERS": {"alice": "labeler"}, "SLUDGELENS_DEV_USER": {"dev": "labeler"}}.get(
+        next(iter(env)), {})
+
+
+def test_only_the_documented_endpoints_are_public(tmp_path):
+    _, demo = build(tmp_path)
+    public = {d.api_name for d in demo.fns.values() if d.api_visibility == "public"}
+    assert public == {"analyze", "correct_label", "metrics"}
