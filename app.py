@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import signal
+import sys
 
 from core.config import load_settings
 from ui import build_demo, launch_options
@@ -10,6 +12,8 @@ from ui.services import build_services
 
 
 def main() -> None:
+    # A Space stops the app with SIGTERM: exit normally, so the store's last snapshot is taken (atexit).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     settings = load_settings()
     services = build_services(settings)
     demo = build_demo(services)

@@ -204,6 +204,14 @@ def test_keyboard_labeling_writes_events_and_shows_conflicts(app, page):
     page.wait_for_function("!document.querySelector('[data-testid=conflict]')")
     assert events(app)[-1] == (queue[1], "layout", "other", "alice", "set")
 
+    # r: the last label (layout other, set on queue[1]) on every frame from there to the current one.
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("id => document.querySelector('[data-testid=label-facts]').innerText.includes('#' + id + ' ')",
+                           arg=queue[3])
+    assert "on 3 frames" in press(page, "r")
+    assert events(app)[-3:] == [(f, "layout", "other", "alice", "range") for f in queue[1:4]]
+
 
 def test_review_and_export_tabs(app, page):
     page.get_by_role("tab", name="Review").click()

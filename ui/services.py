@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,4 +47,7 @@ def build_services(settings: Settings) -> Services:
     if settings.snapshot_target:
         snapshots = schedule_snapshots(settings.db_path, settings.snapshot_target, settings.snapshot_every_s,
                                        media_dir=settings.media_dir, keep=settings.snapshot_keep)
+        # On the way down (app.py turns SIGTERM, how a Space is stopped, into a normal exit), the labels since
+        # the last scheduled snapshot go out too.
+        atexit.register(snapshots.stop, final_snapshot=True)
     return Services(settings=settings, models=ModelRegistry(settings), db=db, examples=examples, snapshots=snapshots)
