@@ -214,10 +214,29 @@ def test_keyboard_labeling_writes_events_and_shows_conflicts(app, page):
 
 
 def test_review_and_export_tabs(app, page):
+    page.get_by_role("tab", name="Label").click()
+    page.fill("#login-user :is(input, textarea)", "rita")
+    page.fill("#login-password :is(input, textarea)", USERS["rita"][0])
+    page.click("#login-button")
+    page.wait_for_function("document.querySelector('#identity').innerText.includes('rita (reviewer)')")
     page.get_by_role("tab", name="Review").click()
     page.wait_for_function("document.querySelector('#metrics-table').innerText.includes('accuracy')")
     page.wait_for_selector("#confusion-sludge .js-plotly-plot")
     shoot(page, "review")
+
+    # A reviewer rejects the newest pending change: a review row, and an event restoring the value before it.
+    with sqlite3.connect(app.db_path) as db:
+        newest, frame_id, field = db.execute(
+            "SELECT id, frame_id, field FROM label_events WHERE source = 'human' AND kind IN ('set', 'range')"
+            " ORDER BY id DESC LIMIT 1").fetchone()
+    page.locator("#review-event input").fill(str(newest))
+    page.click("#review-reject")
+    page.wait_for_function("id => document.body.innerText.includes('Rejected event ' + id)", arg=newest)
+    with sqlite3.connect(app.db_path) as db:
+        assert db.execute("SELECT reviewer, accepted FROM reviews WHERE event_id = ?", [newest]).fetchall() == [
+            ("rita", 0)]
+        assert db.execute("SELECT labeler, kind, ref_event FROM label_events ORDER BY id DESC LIMIT 1").fetchone() == (
+            "rita", "reject", newest)
     page.get_by_role("tab", name="Export").click()
     page.click("#export-button")
     page.wait_for_function("document.querySelector('#export-summary').innerText.includes('snapshot') ||"

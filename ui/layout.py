@@ -32,7 +32,7 @@ def build_demo(services) -> gr.Blocks:
             with gr.Column(scale=2, min_width=320):
                 model = gr.Dropdown(services.models.choices(), value=settings.model.source, label="Model",
                                     elem_id="model-select", allow_custom_value=False)
-                status = gr.Markdown(model_status(services), elem_id="model-status")
+                status = gr.Markdown(lambda: model_status(services), elem_id="model-status")
         with gr.Tabs():
             with gr.Tab("Analyze", id="analyze"):
                 build_analyze_tab(services, model, status)
@@ -55,6 +55,9 @@ def build_demo(services) -> gr.Blocks:
             return gr.skip(), model_status(services)
 
         model.input(choose_model, model, [model, status], api_visibility="private", **MODEL_QUEUE)
+        # Checkpoints the fine-tuning scripts write while the app runs show up the next time the list opens.
+        model.focus(lambda: gr.update(choices=services.models.choices()), None, model, api_visibility="private",
+                    queue=False)
         review_tab.select(review_refresh, review_in, review_out, api_visibility="private")
         export_tab.select(export_refresh, export_in, export_out, api_visibility="private")
     return demo

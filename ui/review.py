@@ -170,6 +170,8 @@ def build_review_tab(services, identity: gr.State):
                   api_visibility="private")
     score_btn.click(run_score, [scorer, against, split], [score_msg, model_a, model_b], api_visibility="private",
                     **MODEL_QUEUE)
+    scorer.focus(lambda: gr.update(choices=services.models.choices()), None, scorer, api_visibility="private",
+                 queue=False)
     pending.select(pick_event, pending, event_id, api_visibility="private", queue=False)
     accept.click(decide(True), [identity, event_id, review_note], [review_msg, pending, event_id, review_note],
                  api_visibility="private")
