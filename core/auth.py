@@ -6,7 +6,7 @@ API make on a person's behalf, never a bypass.
 
     auth = load_settings().auth
     me = authenticate(auth, "alice", "secret")      # Identity(name='alice', role='labeler', via='password')
-    me = oauth_identity(auth, "hf-user")            # role from SLUDGELENS_ROLES, else the default role
+    me = make_oauth_identity(auth, "hf-user")            # role from SLUDGELENS_ROLES, else the default role
     register_identity(db, me)                       # the store knows the labeler and its role
 """
 
@@ -69,10 +69,10 @@ def authenticate(auth: AuthConfig, name: str | None, password: str | None) -> Id
     return Identity(found.name, found.role, "password")
 
 
-def oauth_identity(auth: AuthConfig, username: str | None) -> Identity:
+def make_oauth_identity(auth: AuthConfig, username: str | None) -> Identity:
     """The identity of a Hugging Face user who signed in with OAuth.
 
-    >>> oauth_identity(AuthConfig(oauth=True, oauth_roles=(("ana", "reviewer"),)), "ana").role
+    >>> make_oauth_identity(AuthConfig(oauth=True, oauth_roles=(("ana", "reviewer"),)), "ana").role
     'reviewer'
     """
     if not username:
@@ -81,10 +81,10 @@ def oauth_identity(auth: AuthConfig, username: str | None) -> Identity:
     return Identity(username, roles.get(username, auth.oauth_default_role), "oauth")
 
 
-def dev_identity(auth: AuthConfig) -> Identity | None:
+def make_dev_identity(auth: AuthConfig) -> Identity | None:
     """The dev-mode identity (SLUDGELENS_DEV_USER), or None when dev mode is off.
 
-    >>> dev_identity(AuthConfig()) is None
+    >>> make_dev_identity(AuthConfig()) is None
     True
     """
     if auth.dev_user is None:
@@ -137,7 +137,7 @@ def register_accounts(db, auth: AuthConfig) -> list[Identity]:
     ['alice', 'rita']
     """
     identities = [Identity(u.name, u.role, "password") for u in auth.users]
-    dev = dev_identity(auth)
+    dev = make_dev_identity(auth)
     if dev is not None:
         identities.append(dev)
     return [register_identity(db, i) for i in identities]

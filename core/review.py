@@ -15,10 +15,10 @@ import annotations as store
 HOLDOUT_SPLITS = ("test", "val", "train", "all")
 
 
-def holdout_truth(db, against: str = "current", split: str = "test") -> dict[int, dict]:
+def read_holdout_truth(db, against: str = "current", split: str = "test") -> dict[int, dict]:
     """frame_id -> truth ({"video_id", "sludge", "layout"}) for labelled frames of videos in `split`.
 
-    >>> len(holdout_truth(db, "raw-gt", "test"))  # doctest: +SKIP
+    >>> len(read_holdout_truth(db, "raw-gt", "test"))  # doctest: +SKIP
     48
     """
     if split not in HOLDOUT_SPLITS:
@@ -59,7 +59,7 @@ def compare_models(db, model_a: str, model_b: str, against: str = "current", spl
     >>> compare_models(db, "tiny@1", "tiny@2", split="all")["frames"]  # doctest: +SKIP
     120
     """
-    truth = holdout_truth(db, against, split)
+    truth = read_holdout_truth(db, against, split)
     preds = {}
     for model_id in (model_a, model_b):
         if db.execute("SELECT 1 FROM models WHERE id = ?", [model_id]).fetchone() is None:
@@ -115,5 +115,5 @@ def score_holdout(lm, db, against: str = "current", split: str = "test") -> dict
     """
     from core.session import score_stored_frames
 
-    frame_ids = sorted(holdout_truth(db, against, split))
+    frame_ids = sorted(read_holdout_truth(db, against, split))
     return {"model_id": score_stored_frames(lm, db, frame_ids), "frames": len(frame_ids)}

@@ -4,7 +4,7 @@ Each function is what one UI callback (or API endpoint) calls; they join core/ a
 
     stored = analyze_and_store(lm, db, "clip.mp4", num_frames=16)
     stored.to_dict()["store"]        {'video_id': '9f86…', 'model_id': 'models/tiny-vqwen-qformer@3fa9…'}
-    verdict_card(stored.to_dict())   {'headline': 'Sludge', 'tone': 'sludge', ...}
+    build_verdict_card(stored.to_dict())   {'headline': 'Sludge', 'tone': 'sludge', ...}
     event = correct_as(db, settings.auth, "alice", "pw", frame_id=12, field="sludge", value=True, seen_revision=0)
 """
 
@@ -55,13 +55,13 @@ class StoredAnalysis:
         return data
 
 
-def model_reference(lm: LoadedModel) -> tuple[str, str, str | None]:
+def resolve_model_version(lm: LoadedModel) -> tuple[str, str, str | None]:
     """(model id, source, revision) under which a model's predictions are stored.
 
     A folder inside the repo is named relative to it, so a store copied between machines keeps its ids; its
     revision is a digest of the weights, so a checkpoint retrained in place becomes a new model version.
 
-    >>> model_reference(lm)  # doctest: +SKIP
+    >>> resolve_model_version(lm)  # doctest: +SKIP
     ('models/tiny-vqwen-qformer@3fa9c2d1e0b4', 'models/tiny-vqwen-qformer', '3fa9c2d1e0b4')
     """
     spec = lm.spec
@@ -69,14 +69,14 @@ def model_reference(lm: LoadedModel) -> tuple[str, str, str | None]:
         return store.model_version_id(spec.source, spec.revision), spec.source, spec.revision
     folder = Path(spec.source).resolve()
     source = folder.relative_to(REPO_ROOT).as_posix() if folder.is_relative_to(REPO_ROOT) else str(folder)
-    revision = spec.revision or weights_digest(folder)
+    revision = spec.revision or hash_weights(folder)
     return store.model_version_id(source, revision), source, revision
 
 
-def weights_digest(folder: str | Path) -> str:
+def hash_weights(folder: str | Path) -> str:
     """12 hex digits identifying the weights in a checkpoint folder (config and weight files).
 
-    >>> len(weights_digest("models/tiny-vqwen-qformer"))  # doctest: +SKIP
+    >>> len(hash_weights("models/tiny-vqwen-qformer"))  # doctest: +SKIP
     12
     """
     digest = hashlib.sha256()
@@ -111,7 +111,7 @@ def analyze_and_store(lm: LoadedModel, db, path, num_frames: int = 16, limits: V
         "codec": meta.codec, "rotation": meta.rotation})
     frame_ids = store.add_frames(db, video_id, analysis.video.frames, analysis.video.timestamps,
                                  analysis.video.indices)
-    model_id, source, revision = model_reference(lm)
+    model_id, source, revision = resolve_model_version(lm)
     store.register_model(db, model_id, source, revision)
     store.record_predictions(db, model_id, frame_ids, [s.p_sludge for s in analysis.scores],
                              [s.layout_scores for s in analysis.scores])
@@ -121,10 +121,10 @@ def analyze_and_store(lm: LoadedModel, db, path, num_frames: int = 16, limits: V
                           revisions=[revisions[f] for f in frame_ids])
 
 
-def verdict_card(result: dict) -> dict:
+def build_verdict_card(result: dict) -> dict:
     """What the verdict card shows, from the analysis JSON: a headline, its tone and the figures under it.
 
-    >>> card = verdict_card({"verdict": {"label": True, "majority": 0.75, "mean_p": 0.71, "frames": 16,
+    >>> card = build_verdict_card({"verdict": {"label": True, "majority": 0.75, "mean_p": 0.71, "frames": 16,
     ...                                  "layout": "vertical"}, "model": "tiny", "video": {"duration_s": 12.0},
     ...                      "timings_s": {"total": 1.5}})
     >>> card["headline"], card["votes"]
@@ -181,7 +181,7 @@ def score_stored_frames(lm: LoadedModel, db, frame_ids: list[int]) -> str:
     >>> score_stored_frames(lm, db, [1, 2, 3])  # doctest: +SKIP
     'data/checkpoints/lora-1@a1b2c3d4e5f6'
     """
-    model_id, source, revision = model_reference(lm)
+    model_id, source, revision = resolve_model_version(lm)
     store.register_model(db, model_id, source, revision)
     have = {r[0] for r in db.execute("SELECT frame_id FROM predictions WHERE model_id = ?", [model_id])}
     todo = [int(f) for f in frame_ids if int(f) not in have]

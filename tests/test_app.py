@@ -57,7 +57,8 @@ def test_analyze_returns_the_cli_json_and_stores_predictions(app, analyzed):
     for frame in analyzed["frames"]:
         assert stored[frame["frame_id"]] == pytest.approx(frame["p_sludge"])
         assert frame["revision"] == 0
-    assert query(app, "SELECT name FROM videos WHERE id = ?", [analyzed["store"]["video_id"]]) == [("vertical_split.mp4",)]
+    video_id = analyzed["store"]["video_id"]
+    assert query(app, "SELECT name FROM videos WHERE id = ?", [video_id]) == [("vertical_split.mp4",)]
 
 
 @pytest.mark.parametrize("content, message", [

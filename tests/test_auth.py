@@ -9,8 +9,8 @@ from core.auth import (
     AuthError,
     Identity,
     authenticate,
-    dev_identity,
-    oauth_identity,
+    make_dev_identity,
+    make_oauth_identity,
     register_accounts,
     require_reviewer,
     require_writer,
@@ -42,7 +42,7 @@ def test_a_password_signs_in_and_anything_else_is_refused():
 
 def test_roles_decide_who_may_write_and_review():
     auth = load_settings({"SLUDGELENS_ROLES": "ana:reviewer,ben:labeler", "SPACE_ID": "s", "OAUTH_CLIENT_ID": "c"}).auth
-    ana, ben, anyone = (oauth_identity(auth, n) for n in ("ana", "ben", "someone"))
+    ana, ben, anyone = (make_oauth_identity(auth, n) for n in ("ana", "ben", "someone"))
     assert (ana.role, ben.role, anyone.role) == ("reviewer", "labeler", "viewer")
     assert require_writer(ben) is ben and require_reviewer(ana) is ana
     with pytest.raises(AuthError, match="viewer"):
@@ -60,4 +60,4 @@ def test_accounts_and_the_dev_user_become_labelers_in_the_store(tmp_path):
     register_accounts(db, auth)
     roles = {r["name"]: r["role"] for r in db["labelers"].rows if r["kind"] == "human"}
     assert roles == {"alice": "labeler", "vic": "viewer", "dev": "reviewer"}
-    assert dev_identity(auth) == Identity("dev", "reviewer", "dev")
+    assert make_dev_identity(auth) == Identity("dev", "reviewer", "dev")

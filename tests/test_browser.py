@@ -207,8 +207,8 @@ def test_keyboard_labeling_writes_events_and_shows_conflicts(app, page):
     # r: the last label (layout other, set on queue[1]) on every frame from there to the current one.
     page.keyboard.press("ArrowRight")
     page.keyboard.press("ArrowRight")
-    page.wait_for_function("id => document.querySelector('[data-testid=label-facts]').innerText.includes('#' + id + ' ')",
-                           arg=queue[3])
+    page.wait_for_function("id => document.querySelector('[data-testid=label-facts]')"
+                           ".innerText.includes('#' + id + ' ')", arg=queue[3])
     assert "on 3 frames" in press(page, "r")
     assert events(app)[-3:] == [(f, "layout", "other", "alice", "range") for f in queue[1:4]]
 
@@ -254,7 +254,8 @@ def test_upload_of_a_60s_720p_clip_to_verdict_on_screen(app, page, capsys):
     card = page.locator("[data-testid=verdict]").inner_text()
     assert "60.0 s video" in card
     shoot(page, "analyze-60s-720p")
-    line = f"end-to-end upload -> verdict on screen (60 s 1280x720 h264, 16 frames, embedded model, CPU): {seconds:.2f} s"
+    line = ("end-to-end upload -> verdict on screen (60 s 1280x720 h264, 16 frames, embedded model, CPU): "
+            f"{seconds:.2f} s")
     (ARTIFACTS / "end_to_end.txt").write_text(line + "\n")
     with capsys.disabled():
         print("\n" + line)

@@ -81,7 +81,8 @@ def test_undo_takes_back_one_key_press_and_never_someone_elses_change(db):
     frame_id = s.current["frame_id"]
     s.label(db, "layout", "horizontal")          # two events: sludge=yes, layout
     s.undo_last(db)
-    assert [e[1:] for e in events(db, frame_id)][-2:] == [("layout", None, "ana", "undo"), ("sludge", None, "ana", "undo")]
+    assert [e[1:] for e in events(db, frame_id)][-2:] == [("layout", None, "ana", "undo"),
+                                                          ("sludge", None, "ana", "undo")]
     assert store.current_labels(db, frame_ids=[frame_id])[0]["sludge"] is None
     assert s.current["frame_id"] == frame_id
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import annotations as store
-from core.review import compare_models, holdout_truth, list_model_versions, list_truth_sources
+from core.review import compare_models, read_holdout_truth, list_model_versions, list_truth_sources
 from store_helpers import build_store
 
 
@@ -38,13 +38,13 @@ def test_both_versions_are_scored_on_the_same_frames(db):
 
 
 def test_the_holdout_is_the_videos_of_one_split(db):
-    truth = holdout_truth(db, "current", "test")
-    everything = holdout_truth(db, "current", "all")
+    truth = read_holdout_truth(db, "current", "test")
+    everything = read_holdout_truth(db, "current", "all")
     assert set(truth) <= set(everything)
     assert all(store.split_for_video(v["video_id"]) == "test" for v in truth.values())
     assert {f for f, v in everything.items() if store.split_for_video(v["video_id"]) == "test"} == set(truth)
     with pytest.raises(store.InvalidLabelError):
-        holdout_truth(db, "current", "holdout")
+        read_holdout_truth(db, "current", "holdout")
 
 
 def test_lists_for_the_selectors(db):

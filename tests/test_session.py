@@ -16,9 +16,9 @@ from core.session import (
     analyze_and_store,
     export_zip,
     load_frame_image,
-    model_reference,
+    resolve_model_version,
     score_stored_frames,
-    weights_digest,
+    hash_weights,
 )
 from training.synthetic import make_clip, write_clip
 
@@ -39,30 +39,37 @@ def test_an_analysis_is_stored_with_this_model_versions_predictions(lm, db, tmp_
     stored = analyze_and_store(lm, db, clip, num_frames=4)
     data = stored.to_dict()
     assert data["video"]["name"] == "split.mp4" and "path" not in data["video"]
-    assert [f["frame_id"] for f in data["frames"]] == stored.frame_ids and all(f["revision"] == 0 for f in data["frames"])
+    assert [f["frame_id"] for f in data["frames"]] == stored.frame_ids
+    assert all(f["revision"] == 0 for f in data["frames"])
     rows = store.video_frames(db, stored.video_id, model_id=stored.model_id)
     assert [r["prediction"]["p_sludge"] for r in rows] == pytest.approx([f["p_sludge"] for f in data["frames"]])
     # The same file again is the same video and the same frames.
     again = analyze_and_store(lm, db, clip, num_frames=4)
     assert (again.video_id, again.frame_ids) == (stored.video_id, stored.frame_ids)
 
-    # Scoring the stored frames again with the same version adds nothing.
-    assert score_stored_frames(lm, db, stored.frame_ids) == stored.model_id      # already scored: nothing new
-    assert db["predictions"].count == 4
+    # Scoring stored frames scores only those this version has not scored, from their stored pixels.
+    pip, _ = make_clip(4, num_frames=3, size=(128, 72), layouts=("pip",))
+    other = store.add_video(db, b"another clip", "other.mp4")
+    new_ids = store.add_frames(db, other, pip, [0.0, 0.1, 0.2], [0, 1, 2])
+    assert score_stored_frames(lm, db, stored.frame_ids + new_ids) == stored.model_id
+    assert db["predictions"].count == 7
+    expected = [s.p_sludge for s in score_frames(lm, [load_frame_image(db, f) for f in new_ids])]
+    got = [store.get_frame(db, f, stored.model_id)["prediction"]["p_sludge"] for f in new_ids]
+    assert got == pytest.approx(expected, abs=1e-5)
 
 
 def test_model_versions_are_named_by_folder_and_weights(lm, tmp_path):
-    model_id, source, revision = model_reference(lm)
+    model_id, source, revision = resolve_model_version(lm)
     assert model_id == f"{source}@{revision}" and len(revision) == 12
     if Path(lm.spec.source).resolve().is_relative_to(REPO_ROOT):
         assert not source.startswith("/")                # inside the repo: named relative to it
     copy = tmp_path / "ckpt"
     shutil.copytree(lm.spec.source, copy)
-    assert weights_digest(copy) == revision
+    assert hash_weights(copy) == revision
     config = json.loads((copy / "config.json").read_text())
     config["sludgelens_note"] = "retrained"
     (copy / "config.json").write_text(json.dumps(config))
-    assert weights_digest(copy) != revision
+    assert hash_weights(copy) != revision
 
 
 def test_an_export_is_zipped_with_its_manifest(db, tmp_path):

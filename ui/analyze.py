@@ -13,12 +13,12 @@ from core.session import (
     describe_stored_frame,
     explain_stored_clip,
     explain_stored_frame,
-    verdict_card,
+    build_verdict_card,
 )
 from core.video import VideoError
 from annotations import StoreError
-from ui.figures import timeline_figure, token_map_figure
-from ui.format import esc, frame_heading, limits_note, model_status, thumbnail, verdict_html
+from ui.figures import plot_timeline, plot_token_map
+from ui.format import esc, format_frame_heading, format_limits, format_model_status, format_verdict, make_thumbnail
 from ui.gpu import MODEL_QUEUE, on_gpu
 
 # Inspector views: label -> the key of core.explain.render_explanation's pictures.
@@ -26,10 +26,10 @@ BASE_VIEWS = {"question-aware": "heatmap:question", "mean": "heatmap:mean", "max
               "32-query grid": "query_grid"}
 
 
-def view_choices(pictures: dict) -> list[str]:
+def list_views(pictures: dict) -> list[str]:
     """The inspector's view names for the pictures an explanation has (BLIP-2 has more than LLaVA).
 
-    >>> view_choices({"heatmap:question": 0, "heatmap:layer_0": 0, "mask": 0})
+    >>> list_views({"heatmap:question": 0, "heatmap:layer_0": 0, "mask": 0})
     ['question-aware', 'layer 0']
     """
     names = [label for label, key in BASE_VIEWS.items() if key in pictures]
@@ -37,11 +37,11 @@ def view_choices(pictures: dict) -> list[str]:
     return names
 
 
-def view_key(view: str) -> str:
+def pick_view(view: str) -> str:
     return BASE_VIEWS.get(view) or f"heatmap:layer_{view.split()[-1]}"
 
 
-def faithfulness_md(e) -> str:
+def format_faithfulness(e) -> str:
     """The mask's budget and what the model does with it, as Markdown."""
     sel = e.selection
     total = sel.mask.size
@@ -89,7 +89,7 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
-            gr.Markdown(f"**Upload a short video** · {limits_note(limits)}", elem_classes=["sl-limits"])
+            gr.Markdown(f"**Upload a short video** · {format_limits(limits)}", elem_classes=["sl-limits"])
             video = gr.Video(label="Video", sources=["upload"], height=300, elem_id="upload")
             frames = gr.Slider(4, limits.max_sampled_frames, value=settings.num_frames, step=1,
                                label=f"Frames to sample (fast tier, up to {limits.max_sampled_frames})")
@@ -99,7 +99,7 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
                         label="Examples (synthetic clips): one click loads and analyzes", examples_per_page=6,
                         api_visibility="private", elem_id="examples")
         with gr.Column(scale=3, min_width=360):
-            card = gr.HTML(verdict_html(None), elem_id="verdict-card")
+            card = gr.HTML(format_verdict(None), elem_id="verdict-card")
             with gr.Column(visible=False) as results:
                 timeline = gr.Plot(label="Confidence timeline: click a point to inspect that frame", elem_id="timeline",
                                show_label=True)
@@ -157,9 +157,10 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
         data = stored.to_dict()
         top = max(range(len(data["frames"])), key=lambda i: data["frames"][i]["p_sludge"])
         state = {"result": data, "frame_ids": stored.frame_ids, "model": lm.spec.source}
-        thumbs = [(thumbnail(f), f"{t:.1f} s") for f, t in zip(stored.analysis.video.frames, stored.analysis.video.timestamps)]
-        return (data, state, verdict_html(verdict_card(data)), timeline_figure(data, threshold, top), thumbs, top,
-                gr.update(visible=True), gr.update(visible=True), model_status(services))
+        video = stored.analysis.video
+        thumbs = [(make_thumbnail(f), f"{t:.1f} s") for f, t in zip(video.frames, video.timestamps)]
+        return (data, state, format_verdict(build_verdict_card(data)), plot_timeline(data, threshold, top), thumbs, top,
+                gr.update(visible=True), gr.update(visible=True), format_model_status(services))
 
     analyze_outputs = [result_json, analysis, card, timeline, gallery, selected, results, inspector, status]
 
@@ -176,16 +177,16 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
         except (ModelLoadError, StoreError) as err:
             raise gr.Error(str(err)) from err
         pictures = render_explanation(frame, e)
-        choices = view_choices(pictures)
+        choices = list_views(pictures)
         view_name = view_name if view_name in choices else choices[0]
         return (
             {"pictures": pictures, "index": int(position)},
-            "### Frame inspector\n" + frame_heading(frame_info, len(data["frames"])),
+            "### Frame inspector\n" + format_frame_heading(frame_info, len(data["frames"])),
             gr.update(choices=choices, value=view_name),
-            pictures[view_key(view_name)],
+            pictures[pick_view(view_name)],
             pictures["mask"],
-            faithfulness_md(e),
-            timeline_figure(data, threshold, int(position)),
+            format_faithfulness(e),
+            plot_timeline(data, threshold, int(position)),
         )
 
     inspect_outputs = [explanation, heading, view, overlay, mask, faith, timeline]
@@ -193,7 +194,7 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
     def show_view(current, view_name):
         if not current or not view_name:
             return gr.skip()
-        return current["pictures"].get(view_key(view_name), gr.skip())
+        return current["pictures"].get(pick_view(view_name), gr.skip())
 
     @on_gpu
     def describe_frame(state, position):
@@ -226,7 +227,7 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
         summary = (f"ρ = **{ce.selection.rho:.2f}** ({'auto' if ce.selection.auto else 'set'}) · keeps "
                    f"**{ce.selection.kept}** of {ce.selection.mask.size} tokens. Most evidence in frames at "
                    + ", ".join(f"{times[i]:.1f} s ({shares[i]:.0%})" for i in best) + ".")
-        return token_map_figure(ce.relevance, ce.selection.mask, times), summary
+        return plot_token_map(ce.relevance, ce.selection.mask, times), summary
 
     def picked(text):
         try:

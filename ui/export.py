@@ -8,7 +8,7 @@ import annotations as store
 from core.auth import AuthError, require_writer
 from core.review import list_model_versions
 from core.session import export_zip
-from ui.format import esc, message_html
+from ui.format import esc, format_message
 
 KINDS = {
     "training": "Training JSONL — training.jsonl for the fine-tuning scripts (images copied)",
@@ -17,7 +17,7 @@ KINDS = {
 }
 
 
-def counts_md(manifest: dict) -> str:
+def format_counts(manifest: dict) -> str:
     """A one-paragraph summary of an export's manifest."""
     counts = manifest["counts"]
     parts = [f"**{manifest['kind']}** export `{esc(manifest['snapshot_id'])}`"]
@@ -78,7 +78,7 @@ def build_export_tab(services, identity: gr.State):
             manifest, folder, archive = export_zip(db, which, settings.export_dir, model_id or None)
         except store.StoreError as err:
             raise gr.Error(str(err), title="Export failed") from err
-        return counts_md(manifest), str(archive), manifest, str(folder), "", gr.update(visible=True)
+        return format_counts(manifest), str(archive), manifest, str(folder), "", gr.update(visible=True)
 
     def run_push(me, folder):
         try:
@@ -91,7 +91,7 @@ def build_export_tab(services, identity: gr.State):
             where = store.push_export_to_hub(folder, target)
         except (store.StoreError, OSError) as err:
             raise gr.Error(f"Push failed: {err}", title="Push failed") from err
-        return message_html(f"Pushed to {where}", "ok")
+        return format_message(f"Pushed to {where}", "ok")
 
     run.click(run_export, [kind, model], [summary, download, manifest_json, export_folder, push_msg, results],
               api_visibility="private")

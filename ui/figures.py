@@ -27,12 +27,12 @@ def _base(fig: go.Figure, height: int) -> go.Figure:
     return fig
 
 
-def timeline_figure(result: dict, threshold: float = 0.5, selected: int | None = None) -> go.Figure:
+def plot_timeline(result: dict, threshold: float = 0.5, selected: int | None = None) -> go.Figure:
     """P(sludge) per sampled frame over time, coloured by layout, with the threshold line.
 
     Each point's customdata is the frame's position in the analysis, which a click hands to the inspector.
 
-    >>> fig = timeline_figure({"frames": [{"index": 0, "time_s": 0.5, "p_sludge": 0.9, "layout": "pip"}]})
+    >>> fig = plot_timeline({"frames": [{"index": 0, "time_s": 0.5, "p_sludge": 0.9, "layout": "pip"}]})
     >>> fig.data[1].customdata.tolist()
     [[0]]
     """
@@ -67,10 +67,10 @@ def timeline_figure(result: dict, threshold: float = 0.5, selected: int | None =
     return _base(fig, 280)
 
 
-def confusion_figure(confusion: dict, title: str) -> go.Figure:
+def plot_confusion(confusion: dict, title: str) -> go.Figure:
     """A confusion matrix (rows truth, columns predicted) as an annotated heatmap.
 
-    >>> confusion_figure({"labels": ["no", "yes"], "matrix": [[3, 1], [0, 4]]}, "sludge").data[0].z.tolist()
+    >>> plot_confusion({"labels": ["no", "yes"], "matrix": [[3, 1], [0, 4]]}, "sludge").data[0].z.tolist()
     [[3, 1], [0, 4]]
     """
     labels, matrix = confusion["labels"], np.array(confusion["matrix"])
@@ -86,10 +86,10 @@ def confusion_figure(confusion: dict, title: str) -> go.Figure:
     return fig
 
 
-def per_layout_figure(per_layout: dict) -> go.Figure:
+def plot_layout_errors(per_layout: dict) -> go.Figure:
     """Sludge and layout error rate per true layout, as grouped bars with each bar's frame count.
 
-    >>> per_layout_figure({"pip": {"n": 4, "sludge_error_rate": 0.25, "layout_error_rate": 0.5}}).data[0].y
+    >>> plot_layout_errors({"pip": {"n": 4, "sludge_error_rate": 0.25, "layout_error_rate": 0.5}}).data[0].y
     (0.25,)
     """
     names = [f"{name} (n={values['n']})" for name, values in per_layout.items()]
@@ -108,10 +108,11 @@ def per_layout_figure(per_layout: dict) -> go.Figure:
     return fig
 
 
-def token_map_figure(relevance: np.ndarray, kept: np.ndarray | None = None, times: list[float] | None = None) -> go.Figure:
+def plot_token_map(relevance: np.ndarray, kept: np.ndarray | None = None,
+                   times: list[float] | None = None) -> go.Figure:
     """The clip-level token map: frames down, visual tokens across; kept tokens outlined when a mask is given.
 
-    >>> token_map_figure(np.ones((2, 32)), np.ones((2, 32), bool)).data[0].z.shape
+    >>> plot_token_map(np.ones((2, 32)), np.ones((2, 32), bool)).data[0].z.shape
     (2, 32)
     """
     relevance = np.asarray(relevance, dtype=float)
@@ -133,10 +134,10 @@ def token_map_figure(relevance: np.ndarray, kept: np.ndarray | None = None, time
     return _base(fig, max(220, 26 * len(relevance) + 90))
 
 
-def comparison_figure(comparison: dict) -> go.Figure:
+def plot_comparison(comparison: dict) -> go.Figure:
     """Two model versions' holdout scores side by side as grouped bars.
 
-    >>> comparison_figure({"models": [{"model_id": "a", "accuracy": 0.9, "precision": 0.8, "recall": 1.0,
+    >>> plot_comparison({"models": [{"model_id": "a", "accuracy": 0.9, "precision": 0.8, "recall": 1.0,
     ...                                "f1": 0.89, "layout_accuracy": None}]}).data[0].name
     'a'
     """

@@ -14,11 +14,11 @@ def esc(value) -> str:
     return html.escape(str(value))
 
 
-def limits_note(limits) -> str:
+def format_limits(limits) -> str:
     """What an upload may be, shown above the upload box.
 
     >>> from core.config import VideoLimits
-    >>> limits_note(VideoLimits())
+    >>> format_limits(VideoLimits())
     'mp4 · mov · webm · mkv · avi — up to 200 MB and 10 min'
     """
     minutes = limits.max_duration_s / 60
@@ -26,13 +26,13 @@ def limits_note(limits) -> str:
     return f"mp4 · mov · webm · mkv · avi — up to {limits.max_bytes / 2**20:g} MB and {length}"
 
 
-def layout_chip(layout: str) -> str:
+def format_layout_chip(layout: str) -> str:
     colour = LAYOUT_COLOURS.get(layout, "#7f8c8d")
     return f'<span class="sl-chip" style="--chip:{colour}">{esc(layout)}</span>'
 
 
-def verdict_html(card: dict | None) -> str:
-    """The verdict card (``core.session.verdict_card``), or the empty state before any analysis."""
+def format_verdict(card: dict | None) -> str:
+    """The verdict card (``core.session.build_verdict_card``), or the empty state before any analysis."""
     if card is None:
         return ('<div class="sl-card sl-empty"><div class="sl-headline">No video yet</div>'
                 "<div class=\"sl-sub\">Upload a clip or click an example below: the verdict appears here, "
@@ -45,7 +45,8 @@ def verdict_html(card: dict | None) -> str:
         f'<div><span class="sl-num">{card["majority"]:.0%}</span><span class="sl-cap">majority vote · '
         f'{esc(card["votes"])}</span></div>'
         f'<div><span class="sl-num">{card["mean_p"]:.2f}</span><span class="sl-cap">mean P(sludge)</span></div>'
-        f'<div><span class="sl-num">{layout_chip(card["layout"])}</span><span class="sl-cap">dominant layout</span></div>'
+        f'<div><span class="sl-num">{format_layout_chip(card["layout"])}</span>'
+        '<span class="sl-cap">dominant layout</span></div>'
         "</div>"
         f'<div class="sl-sub"><b>{esc(card["name"])}</b> · {card["duration_s"]:.1f} s video · model '
         f'<code>{esc(card["model"])}</code>{seconds}</div>'
@@ -53,16 +54,16 @@ def verdict_html(card: dict | None) -> str:
     )
 
 
-def frame_heading(frame: dict, total: int) -> str:
+def format_frame_heading(frame: dict, total: int) -> str:
     """"Frame 3 of 16 · 1.25 s · P(sludge) 0.91 · pip" for the inspector."""
     return (f"**Frame {frame['index'] + 1} of {total}** · {frame['time_s']:.2f} s · "
             f"P(sludge) **{frame['p_sludge']:.2f}** · layout **{frame['layout']}**")
 
 
-def thumbnail(frame: np.ndarray, max_side: int = 320) -> Image.Image:
+def make_thumbnail(frame: np.ndarray, max_side: int = 320) -> Image.Image:
     """A small copy of a frame for the gallery (full frames stay in the store).
 
-    >>> thumbnail(np.zeros((720, 1280, 3), np.uint8)).size
+    >>> make_thumbnail(np.zeros((720, 1280, 3), np.uint8)).size
     (320, 180)
     """
     image = Image.fromarray(frame)
@@ -70,14 +71,14 @@ def thumbnail(frame: np.ndarray, max_side: int = 320) -> Image.Image:
     return image
 
 
-def message_html(text: str, kind: str = "info") -> str:
+def format_message(text: str, kind: str = "info") -> str:
     """A status line: kind is info, ok, warn or error."""
     if not text:
         return ""
     return f'<div class="sl-msg sl-msg-{esc(kind)}">{esc(text)}</div>'
 
 
-def label_facts_html(item: dict | None, threshold: float) -> str:
+def format_label_facts(item: dict | None, threshold: float) -> str:
     """The facts beside the frame in the Label tab: why it is queued, the model's answer, the current labels."""
     if item is None:
         return ('<div class="sl-facts sl-empty">No frame loaded. Pick a strategy and press <b>Load queue</b>. '
@@ -88,14 +89,14 @@ def label_facts_html(item: dict | None, threshold: float) -> str:
     else:
         verdict = "sludge" if p >= threshold else "not sludge"
         layout = item.get("model_layout") if p >= threshold else "none"
-        model = f"{verdict} · P {p:.2f} · {layout_chip(layout or 'none')}"
+        model = f"{verdict} · P {p:.2f} · {format_layout_chip(layout or 'none')}"
 
     def shown(value):
         if value is None:
             return '<span class="sl-unset">not set</span>'
         if isinstance(value, bool):
             return "yes" if value else "no"
-        return layout_chip(value) if value in LAYOUT_COLOURS else esc(value)
+        return format_layout_chip(value) if value in LAYOUT_COLOURS else esc(value)
 
     rows = [
         ("frame", f'#{esc(item["frame_id"])} · index {esc(item["frame_index"])} · {item["time_s"]:.2f} s · '
@@ -109,7 +110,7 @@ def label_facts_html(item: dict | None, threshold: float) -> str:
     return f'<table class="sl-facts" data-testid="label-facts">{body}</table>'
 
 
-def conflict_html(pending) -> str:
+def format_conflict(pending) -> str:
     """The stale-revision box: what was refused, why, and that it is kept for a retry."""
     if pending is None:
         return ""
@@ -122,15 +123,16 @@ def conflict_html(pending) -> str:
     )
 
 
-def progress_md(progress: dict, unlabeled: int | None = None) -> str:
+def format_progress(progress: dict, unlabeled: int | None = None) -> str:
     """The progress counter."""
-    text = f"**{progress['done']}** labelled this session · frame {progress['position']} of {progress['queued']} queued"
+    text = (f"**{progress['done']}** labelled this session · frame {progress['position']} of "
+            f"{progress['queued']} queued")
     if unlabeled is not None:
         text += f" · {unlabeled} frames in the store without a label"
     return text
 
 
-def model_status(services, error: str | None = None) -> str:
+def format_model_status(services, error: str | None = None) -> str:
     """One line under the model selector: what is loaded, or why the choice could not be loaded."""
     current = services.models.current
     if error:
@@ -140,7 +142,7 @@ def model_status(services, error: str | None = None) -> str:
     return f"Loaded: `{current.spec.label}` ({current.kind.name} on {current.device.type})"
 
 
-def metrics_md(metrics: dict) -> str:
+def format_metrics(metrics: dict) -> str:
     """The vqwen card's headline table and the labelers' agreement (the confusion matrices are plotted)."""
     def pct(x):
         return "–" if x is None else f"{x:.1%}"

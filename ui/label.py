@@ -6,12 +6,12 @@ import gradio as gr
 from PIL import Image
 
 import annotations as store
-from core.auth import AuthError, authenticate, dev_identity, oauth_identity, register_identity, require_writer
+from core.auth import AuthError, authenticate, make_dev_identity, make_oauth_identity, register_identity, require_writer
 from core.engine import ModelLoadError
 from core.explain import render_explanation
 from core.labeling import LabelSession
 from core.session import explain_stored_frame
-from ui.format import conflict_html, label_facts_html, message_html, model_status, progress_md
+from ui.format import format_conflict, format_label_facts, format_message, format_model_status, format_progress
 from ui.gpu import MODEL_QUEUE, on_gpu
 
 STRATEGIES = {
@@ -30,7 +30,7 @@ KEY_HELP = (
 )
 
 
-def identity_md(identity) -> str:
+def format_identity(identity) -> str:
     """Who is signed in, and what that allows."""
     if identity is None:
         return "Not signed in: you can browse the queue, but writing labels needs a labeler or reviewer."
@@ -43,22 +43,22 @@ def build_identity_panel(services, identity: gr.State, demo: gr.Blocks) -> gr.Ma
     """The sign-in row: Hugging Face OAuth on a Space, the password form locally, or the dev-mode banner."""
     auth = services.settings.auth
     with gr.Row(equal_height=True):
-        status = gr.Markdown(identity_md(None), elem_id="identity")
+        status = gr.Markdown(format_identity(None), elem_id="identity")
         sign_out = gr.Button("Sign out", size="sm", visible=False, elem_id="logout-button", scale=0, min_width=110)
-    dev = dev_identity(auth)
+    dev = make_dev_identity(auth)
     if auth.oauth:
         gr.LoginButton(size="sm")
 
         def from_oauth(profile: gr.OAuthProfile | None):
             if profile is None:
-                return None, identity_md(None)
-            me = register_identity(services.db, oauth_identity(auth, profile.username))
-            return me, identity_md(me)
+                return None, format_identity(None)
+            me = register_identity(services.db, make_oauth_identity(auth, profile.username))
+            return me, format_identity(me)
 
         demo.load(from_oauth, None, [identity, status], api_visibility="private")
     elif dev is not None:
         def as_dev():
-            return dev, identity_md(dev)
+            return dev, format_identity(dev)
 
         demo.load(as_dev, None, [identity, status], api_visibility="private")
     elif auth.users:
@@ -72,10 +72,10 @@ def build_identity_panel(services, identity: gr.State, demo: gr.Blocks) -> gr.Ma
                 me = authenticate(auth, name, secret)
             except AuthError as err:
                 raise gr.Error(str(err), title="Not signed in") from err
-            return me, identity_md(me), "", gr.update(visible=False), gr.update(visible=True)
+            return me, format_identity(me), "", gr.update(visible=False), gr.update(visible=True)
 
         def logout():
-            return None, identity_md(None), gr.update(visible=True), gr.update(visible=False)
+            return None, format_identity(None), gr.update(visible=True), gr.update(visible=False)
 
         login_outputs = [identity, status, password, form, sign_out]
         sign_in.click(login, [user, password], login_outputs, api_visibility="private", queue=False)
@@ -111,7 +111,7 @@ def build_label_tab(services, identity: gr.State, demo: gr.Blocks, status: gr.Ma
             mask = gr.Image(label="Token mask (auto budget)", type="pil", interactive=False, height=180,
                             elem_id="label-mask")
         with gr.Column(scale=2, min_width=260):
-            facts = gr.HTML(label_facts_html(None, threshold))
+            facts = gr.HTML(format_label_facts(None, threshold))
             note = gr.Textbox(label="Note (saved with your next label)", lines=2, elem_id="label-note")
     with gr.Row(elem_classes=["sl-keybar"]):
         yes = gr.Button("Sludge · y", variant="primary", elem_id="key-yes", size="sm")
@@ -133,7 +133,7 @@ def build_label_tab(services, identity: gr.State, demo: gr.Blocks, status: gr.Ma
 
     # ------------------------------------------------------------ callbacks
 
-    def unlabeled_count() -> int:
+    def count_unlabeled() -> int:
         return db.execute("SELECT count(*) FROM current_labels WHERE sludge IS NULL").fetchone()[0]
 
     def render(s: LabelSession):
@@ -142,12 +142,13 @@ def build_label_tab(services, identity: gr.State, demo: gr.Blocks, status: gr.Ma
         if item:
             with Image.open(item["image"]) as stored:
                 image = stored.convert("RGB")
-        kind = "error" if s.message.startswith("Not ") else ("ok" if s.message.startswith(("Saved", "Undone")) else "info")
+        kind = "error" if s.message.startswith("Not ") else (
+            "ok" if s.message.startswith(("Saved", "Undone")) else "info")
         # A refused change is explained by the conflict box alone.
-        message = "" if s.pending is not None else message_html(s.message, kind)
+        message = "" if s.pending is not None else format_message(s.message, kind)
         return (
-            s, image, label_facts_html(item, threshold), message, conflict_html(s.pending),
-            gr.update(visible=s.pending is not None), progress_md(s.progress(), unlabeled_count()),
+            s, image, format_label_facts(item, threshold), message, format_conflict(s.pending),
+            gr.update(visible=s.pending is not None), format_progress(s.progress(), count_unlabeled()),
         )
 
     outputs = [session, frame, facts, message, conflict, conflict_row, progress]
@@ -202,9 +203,9 @@ def build_label_tab(services, identity: gr.State, demo: gr.Blocks, status: gr.Ma
             image, e = explain_stored_frame(lm, db, item["frame_id"])
         except ModelLoadError as err:
             gr.Warning(str(err))
-            return None, None, item["frame_id"], model_status(services, error=str(err))
+            return None, None, item["frame_id"], format_model_status(services, error=str(err))
         pictures = render_explanation(image, e)
-        return pictures["heatmap:question"], pictures["mask"], item["frame_id"], model_status(services)
+        return pictures["heatmap:question"], pictures["mask"], item["frame_id"], format_model_status(services)
 
     # ------------------------------------------------------------ events
     # Label events run one at a time (trigger_mode multiple: every key press counts, in order).

@@ -10,7 +10,7 @@ from core.engine import ModelLoadError
 from ui.analyze import build_analyze_tab
 from ui.api import build_api
 from ui.export import build_export_tab
-from ui.format import model_status
+from ui.format import format_model_status
 from ui.gpu import MODEL_QUEUE
 from ui.label import build_label_tab
 from ui.review import build_review_tab
@@ -32,7 +32,7 @@ def build_demo(services) -> gr.Blocks:
             with gr.Column(scale=2, min_width=320):
                 model = gr.Dropdown(services.models.choices(), value=settings.model.source, label="Model",
                                     elem_id="model-select", allow_custom_value=False)
-                status = gr.Markdown(lambda: model_status(services), elem_id="model-status")
+                status = gr.Markdown(format_model_status(services), elem_id="model-status")
         with gr.Tabs():
             with gr.Tab("Analyze", id="analyze"):
                 build_analyze_tab(services, model, status)
@@ -51,10 +51,11 @@ def build_demo(services) -> gr.Blocks:
                 gr.Warning(str(err), title="Model not available")
                 current = services.models.current
                 return gr.update(value=current.spec.source if current else settings.model.source), \
-                    model_status(services, error=str(err))
-            return gr.skip(), model_status(services)
+                    format_model_status(services, error=str(err))
+            return gr.skip(), format_model_status(services)
 
         model.input(choose_model, model, [model, status], api_visibility="private", **MODEL_QUEUE)
+        demo.load(lambda: format_model_status(services), None, status, api_visibility="private", queue=False)
         # Checkpoints the fine-tuning scripts write while the app runs show up the next time the list opens.
         model.focus(lambda: gr.update(choices=services.models.choices()), None, model, api_visibility="private",
                     queue=False)

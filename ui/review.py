@@ -7,9 +7,9 @@ import gradio as gr
 import annotations as store
 from core.auth import AuthError, require_reviewer
 from core.engine import ModelLoadError
-from core.review import HOLDOUT_SPLITS, compare_models, list_model_versions, list_truth_sources, score_holdout
-from ui.figures import comparison_figure, confusion_figure, per_layout_figure
-from ui.format import esc, message_html, metrics_md
+from core.review import compare_models, list_model_versions, list_truth_sources, score_holdout
+from ui.figures import plot_comparison, plot_confusion, plot_layout_errors
+from ui.format import esc, format_message, format_metrics
 from ui.gpu import MODEL_QUEUE, on_gpu
 
 REVIEW_HEADERS = ["event", "frame", "field", "old", "new", "labeler", "note", "when"]
@@ -17,7 +17,7 @@ SPLIT_LABELS = {"test": "test split (fixed holdout)", "val": "validation split",
                 "all": "all labelled frames"}
 
 
-def comparison_md(cmp: dict) -> str:
+def format_comparison(cmp: dict) -> str:
     """The side-by-side table of two versions on the holdout."""
     if cmp["frames"] == 0:
         return (f"No frames to compare: the {cmp['split']} split has {cmp['holdout']} labelled frames and both "
@@ -93,7 +93,7 @@ def build_review_tab(services, identity: gr.State):
 
     # ------------------------------------------------------------ callbacks
 
-    def pending_rows():
+    def list_pending_rows():
         return [[e.id, e.frame_id, e.field, _shown(e.old_value), _shown(e.new_value), e.labeler, e.note,
                  e.created_at[:19].replace("T", " ")] for e in store.pending_reviews(db, limit=200)]
 
@@ -105,17 +105,17 @@ def build_review_tab(services, identity: gr.State):
         updates = [gr.update(choices=versions, value=chosen), gr.update(choices=sources, value=truth)]
         if chosen is None:
             return (*updates, "No model version has predictions yet: analyze a video on the Analyze tab.",
-                    None, None, None, gr.update(choices=versions), gr.update(choices=versions), pending_rows())
+                    None, None, None, gr.update(choices=versions), gr.update(choices=versions), list_pending_rows())
         metrics = store.compute_metrics(db, chosen, against=truth, threshold=threshold)
-        text = metrics_md(metrics)
+        text = format_metrics(metrics)
         if metrics["frames"]["n"] == 0:
             text = (f"**No labelled frames yet** for `{esc(chosen)}` against {esc(truth)} labels: label some on "
                     "the Label tab (or import ground truth with `python -m annotations import`).\n\n" + text)
         older = versions[1] if len(versions) > 1 else chosen
-        return (*updates, text, confusion_figure(metrics["confusion_sludge"], "Sludge (rows truth)"),
-                confusion_figure(metrics["confusion_layout"], "Layout (rows truth)"),
-                per_layout_figure(metrics["per_layout"]), gr.update(choices=versions, value=older),
-                gr.update(choices=versions, value=chosen), pending_rows())
+        return (*updates, text, plot_confusion(metrics["confusion_sludge"], "Sludge (rows truth)"),
+                plot_confusion(metrics["confusion_layout"], "Layout (rows truth)"),
+                plot_layout_errors(metrics["per_layout"]), gr.update(choices=versions, value=older),
+                gr.update(choices=versions, value=chosen), list_pending_rows())
 
     def run_compare(a, b, truth, which):
         if not a or not b:
@@ -126,7 +126,7 @@ def build_review_tab(services, identity: gr.State):
             raise gr.Error(str(err)) from err
         rows = [[d["frame_id"], "sludge" if d["truth"] else "not sludge", d["a"], d["b"]] for d in cmp["disagreements"]]
         shown = bool(cmp["frames"])
-        return (comparison_md(cmp), gr.update(value=comparison_figure(cmp) if shown else None, visible=shown),
+        return (format_comparison(cmp), gr.update(value=plot_comparison(cmp) if shown else None, visible=shown),
                 gr.update(value=rows, visible=shown))
 
     @on_gpu
@@ -137,7 +137,7 @@ def build_review_tab(services, identity: gr.State):
         except ModelLoadError as err:
             raise gr.Error(str(err), title="Model not available") from err
         versions = list_model_versions(db)
-        return (message_html(f"Scored {done['frames']} holdout frames with {done['model_id']}.", "ok"),
+        return (format_message(f"Scored {done['frames']} holdout frames with {done['model_id']}.", "ok"),
                 gr.update(choices=versions), gr.update(choices=versions, value=done["model_id"]))
 
     def pick_event(rows, evt: gr.SelectData):
@@ -157,7 +157,7 @@ def build_review_tab(services, identity: gr.State):
                 raise gr.Error(str(err)) from err
             what = "Accepted" if accepted else "Rejected"
             extra = f"; the value is back to {_shown(result.revert.new_value)}" if result.revert else ""
-            return message_html(f"{what} event {result.event_id}{extra}.", "ok"), pending_rows(), None, ""
+            return format_message(f"{what} event {result.event_id}{extra}.", "ok"), list_pending_rows(), None, ""
         return run
 
     # ------------------------------------------------------------ events
