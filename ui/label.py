@@ -199,7 +199,8 @@ def build_label_tab(services, identity: gr.State, demo: gr.Blocks, status: gr.Ma
         if item["frame_id"] == last:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         try:
-            lm = services.models.get()
+            # The model on screen in the header (the one last chosen), else the configured default.
+            lm = services.models.current or services.models.get()
             image, e = explain_stored_frame(lm, db, item["frame_id"])
         except ModelLoadError as err:
             gr.Warning(str(err))
