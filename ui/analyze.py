@@ -101,10 +101,10 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
         with gr.Column(scale=3, min_width=360):
             card = gr.HTML(format_verdict(None), elem_id="verdict-card")
             with gr.Column(visible=False) as results:
-                timeline = gr.Plot(label="Confidence timeline: click a point to inspect that frame", elem_id="timeline",
-                               show_label=True)
-                gallery = gr.Gallery(label="Sampled frames: click one to inspect it", columns=8, height=236, buttons=[],
-                                     allow_preview=False, elem_id="frame-gallery", object_fit="cover")
+                timeline = gr.Plot(label="Confidence timeline: click a point to inspect that frame",
+                                   elem_id="timeline", show_label=True)
+                gallery = gr.Gallery(label="Sampled frames: click one to inspect it", columns=8, height=236,
+                                     buttons=[], allow_preview=False, elem_id="frame-gallery", object_fit="cover")
 
     # Hidden until a video is analyzed, so a first visit shows the upload and the verdict card only.
     with gr.Column(visible=False) as inspector:
@@ -159,8 +159,8 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
         state = {"result": data, "frame_ids": stored.frame_ids, "model": lm.spec.source}
         video = stored.analysis.video
         thumbs = [(make_thumbnail(f), f"{t:.1f} s") for f, t in zip(video.frames, video.timestamps)]
-        return (data, state, format_verdict(build_verdict_card(data)), plot_timeline(data, threshold, top), thumbs, top,
-                gr.update(visible=True), gr.update(visible=True), format_model_status(services))
+        return (data, state, format_verdict(build_verdict_card(data)), plot_timeline(data, threshold, top), thumbs,
+                top, gr.update(visible=True), gr.update(visible=True), format_model_status(services))
 
     analyze_outputs = [result_json, analysis, card, timeline, gallery, selected, results, inspector, status]
 
