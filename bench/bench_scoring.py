@@ -1,0 +1,73 @@
+"""Scoring frames: the vqwen card's way (generate + parse, one frame at a time) against our batched pass.
+
+    python -m bench.bench_scoring [--frames 16] [--rounds 3] [--model SPEC]
+
+Same model, same frames, side by side in each round:
+
+* card     for each frame: processor -> model.generate(max_new_tokens=8, greedy) -> decode -> "yes"/"no"
+           (the usage snippet of the vqwen card); the layout question is a second generate call
+* batched  core.engine.score_frames: vision (+ Q-Former) once per frame, one LM forward over
+           [frame x {classify, layout}] rows, P(yes) and layout from the answer-position logits
+
+Medians over rounds; runs on CUDA when present (bf16 there). The last line is the headline ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from core import prompts
+from core.config import EMBEDDED_BLIP2, ModelSpec
+from core.engine import load_model, score_frames
+from training import synthetic
+
+
+def score_the_card_way(lm, frames) -> list[str]:
+    """One generate call per frame and question, as in the model card's usage snippet."""
+    answers = []
+    for frame in frames:
+        for question in (prompts.CLASSIFY, prompts.LAYOUT):
+            text = lm.tokenizer.apply_chat_template(prompts.build_messages(question), add_generation_prompt=True, tokenize=False)
+            inputs = lm.processor(text=text, images=frame, return_tensors="pt").to(lm.device)
+            inputs["pixel_values"] = inputs["pixel_values"].to(lm.dtype)
+            with torch.inference_mode():
+                out = lm.model.generate(**inputs, max_new_tokens=8, do_sample=False,
+                                        pad_token_id=lm.tokenizer.pad_token_id)
+            answers.append(lm.tokenizer.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True))
+    return answers
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", default=str(EMBEDDED_BLIP2))
+    args = parser.parse_args(argv)
+    lm = load_model(ModelSpec(args.model))
+    frames, truths = synthetic.make_frames(seed=7, n=args.frames)
+    score_frames(lm, frames[:2])  # warm-up
+    card_s, batched_s = [], []
+    for _ in range(args.rounds):
+        t = time.perf_counter()
+        answers = score_the_card_way(lm, frames)
+        card_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        scores = score_frames(lm, frames, batch_size=args.frames)
+        batched_s.append(time.perf_counter() - t)
+    said_yes = [a.strip().lower().startswith("yes") for a in answers[::2]]
+    agree = np.mean([s.label == y for s, y in zip(scores, said_yes)])
+    card, batched = statistics.median(card_s), statistics.median(batched_s)
+    print(f"model: {lm.version} on {lm.device.type} ({lm.dtype})")
+    print(f"card way (generate per frame, 2 questions): {card:.3f} s for {args.frames} frames")
+    print(f"batched scoring (one pass, 2 questions):    {batched:.3f} s for {args.frames} frames")
+    print(f"labels agree between the two ways: {agree:.0%}")
+    print(f"scoring_speedup: {card / batched:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
