@@ -132,7 +132,7 @@ def test_adapter_loads_with_peft_and_matches_the_merged_checkpoint(finetuned):
 
 def test_merged_folder_loads_through_the_app_and_scores_frames(finetuned):
     from core.registry import find_checkpoints
-    from core.session import model_reference
+    from core.session import resolve_model_version
 
     result = finetuned["result"]
     lm = load_model(ModelSpec(str(result.folder)))
@@ -143,7 +143,7 @@ def test_merged_folder_loads_through_the_app_and_scores_frames(finetuned):
     assert result.folder in find_checkpoints([result.folder.parent])
     # Registered under the id the app stores predictions by, with its lineage.
     db = finetuned["db"]
-    assert result.model_id == model_reference(lm)[0]
+    assert result.model_id == resolve_model_version(lm)[0]
     row = db["models"].get(result.model_id)
     lineage = json.loads(row["lineage"])
     assert lineage["export_snapshot"] == finetuned["manifest"]["snapshot_id"]

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 import annotations as store
 from core.config import EMBEDDED_BLIP2, REPO_ROOT, EngineConfig, ModelSpec, load_settings
 from core.engine import LoadedModel, load_model, prepare_pixels
-from core.session import model_reference
+from core.session import resolve_model_version
 from training.cli import parse_config
 from training.evaluate import evaluate_records, format_markdown, load_image, read_export, write_report
 from training.tasks import CARD_TASK_MIX, answer_loss, build_training_rows, pick_task, task_of
@@ -491,10 +491,10 @@ def open_run_store(cfg: FinetuneConfig):
 
 
 def register_version(db, reference: tuple[str, str, str | None], lineage: dict | None = None) -> str:
-    """Register a model version under the id the app stores its predictions by (core.session.model_reference).
+    """Register a model version under the id the app stores its predictions by (core.session.resolve_model_version).
 
     >>> lm = load_model("data/checkpoints/lora-run1")  # doctest: +SKIP
-    >>> register_version(db, model_reference(lm), {"base_id": "models/tiny-vqwen-qformer@3fa9"})  # doctest: +SKIP
+    >>> register_version(db, resolve_model_version(lm), {"base_id": "models/tiny-vqwen-qformer@3fa9"})  # doctest: +SKIP
     'data/checkpoints/lora-run1@a1b2c3d4e5f6'
     """
     model_id, source, revision = reference
@@ -581,7 +581,7 @@ def run(cfg: FinetuneConfig, bank: FeatureBank | None = None, db=None) -> Finetu
     engine = EngineConfig(device=cfg.device, batch_size=cfg.eval_batch_size)
     lm = load_model(ModelSpec(cfg.base, cfg.base_revision), engine)
     # (id, source, revision) the app stores the base's predictions under; taken before training changes it.
-    base_ref = model_reference(lm)
+    base_ref = resolve_model_version(lm)
 
     # data
     records, manifest = read_export(cfg.export)
@@ -642,7 +642,7 @@ def run(cfg: FinetuneConfig, bank: FeatureBank | None = None, db=None) -> Finetu
     if cfg.register:
         db = db if db is not None else open_run_store(cfg)
         base_id = register_version(db, base_ref)
-        model_id = register_version(db, model_reference(tuned), {**lineage, "base_id": base_id})
+        model_id = register_version(db, resolve_model_version(tuned), {**lineage, "base_id": base_id})
         lineage["base_id"] = base_id
         exported_here = bool(manifest.get("snapshot_id")) and db.execute(
             "SELECT 1 FROM exports WHERE snapshot_id = ?", [manifest["snapshot_id"]]).fetchone() is not None
