@@ -8,7 +8,7 @@ Side by side in each round:
 * score + maps           explain_frames(faithfulness=False): the same single pass, now also keeping the Q-Former
                          cross-attention and reading the LM's answer attention through hooks -> scores, every
                          map, relevance and the token mask
-* + faithfulness         the three masked re-scores of each mask (keep top, drop top, drop random)
+* + faithfulness         the four masked re-scores of each mask (keep / drop the top, keep / drop a random set)
 * + deletion curve       the full slow tier: also top/random deletion at 4 shares (8 more re-scores per frame)
 * gradient maps          explain_frames(method="gradient", faithfulness=False): a backward through the LM
 

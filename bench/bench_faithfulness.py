@@ -7,6 +7,7 @@ by side (attention, the default, and gradient x attention), with rho fixed at 0.
 
 * drop ratio    mean |P(full) - P(drop top 25 %)| / mean |P(full) - P(drop random 25 %)|   (goal >= 3)
 * keep-top ok   share of frames with |P(keep top 25 %) - P(full)| <= 0.1                     (goal >= 80 %)
+* keep-random   the same for a random 25 % kept: how far a mask of this size moves P by itself
 * the deletion curve: mean |dP| deleting the top / a random share, per share
 * the budget rule: the rho it would pick (mean, and the spread)
 
@@ -32,6 +33,7 @@ def summarise(found, rho: float) -> dict:
     d_top = np.array([abs(e.p_full - e.faithfulness.p_drop_top) for e in found])
     d_rand = np.array([abs(e.p_full - e.faithfulness.p_drop_random) for e in found])
     keep_gap = np.array([abs(e.p_full - e.faithfulness.p_keep_top) for e in found])
+    keep_random_gap = np.array([abs(e.p_full - e.faithfulness.p_keep_random) for e in found])
     curve = {}
     for i, point in enumerate(found[0].faithfulness.curve):
         curve[point["rho"]] = (
@@ -44,6 +46,8 @@ def summarise(found, rho: float) -> dict:
         "d_top": float(d_top.mean()), "d_rand": float(d_rand.mean()),
         "frames_top_beats_random": float(np.mean(d_top > d_rand)),
         "keep_ok": float(np.mean(keep_gap <= 0.1)), "keep_gap": float(keep_gap.mean()),
+        "keep_random_ok": float(np.mean(keep_random_gap <= 0.1)), "keep_random_gap": float(keep_random_gap.mean()),
+        "keep_signed": float(np.mean([e.faithfulness.p_keep_top - e.p_full for e in found])),
         "p_full": float(np.mean([e.p_full for e in found])), "curve": curve,
         "rho_auto_mean": float(np.mean(budgets)), "rho_auto_sd": float(np.std(budgets)),
     }
@@ -76,7 +80,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  mean |dP| drop top {args.rho:.0%}: {r['d_top']:.4f}   drop random {args.rho:.0%}: {r['d_rand']:.4f}"
               f"   ratio {r['ratio']:.2f}x (goal >= 3)   frames where top > random: {r['frames_top_beats_random']:.0%}")
         print(f"  keep top {args.rho:.0%} within 0.1 of P(full): {r['keep_ok']:.0%} of frames (goal >= 80 %),"
-              f" mean |dP| {r['keep_gap']:.4f}")
+              f" mean |dP| {r['keep_gap']:.4f} (signed {r['keep_signed']:+.4f})")
+        print(f"  keep random {args.rho:.0%} within 0.1 of P(full): {r['keep_random_ok']:.0%} of frames,"
+              f" mean |dP| {r['keep_random_gap']:.4f}   (the sufficiency baseline)")
         print("  deletion curve (share deleted: mean |dP| top / random): " + ", ".join(
             f"{k:.2f}: {a:.4f}/{b:.4f}" for k, (a, b) in r["curve"].items()))
         print(f"  budget rule would pick rho {r['rho_auto_mean']:.3f} +- {r['rho_auto_sd']:.3f}")

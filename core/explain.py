@@ -16,15 +16,19 @@ Maps (``FrameExplanation.heatmaps``, each over the patch grid):
 
 * BLIP-2 — Q-Former cross-attention per layer, head and query over the 256 patches (CLS dropped):
   ``mean`` (heads, layers, queries), ``max`` (over queries of the per-query means), ``layer_<i>`` (per
-  cross-attention layer), ``per_query`` (32 maps, the BLIPren-style grid) and ``question``;
+  cross-attention layer), ``per_query`` (32 maps, the BLIPren-style grid) and ``question``; the raw
+  (layers, heads, queries, 16, 16) tensor is kept too, and :func:`pick_cross_attention_map` slices any
+  layer / head / query out of it;
 * LLaVA — attention of the answer position onto the image tokens (``question``, ``layer_<i>``).
 
 Relevance methods (the ``question`` map and the ranking a mask is cut from):
 
 * ``"attention"`` (the default): BLIP-2 composes the LM's attention from the answer position onto the 32
-  query slots (mean over heads and the last ``lm_layers`` layers) with the Q-Former cross-attention of each
-  query onto the patches: ``r[p] = sum_q a[q] * C[q, p]``, the share of the answer's attention that reaches
-  patch p through the query slots. LLaVA reads the answer position's attention onto its image tokens.
+  query slots (mean over heads and the last ``lm_layers`` layers) with the last Q-Former cross-attention
+  layer (mean over heads; the slots' final states come out of it): ``r[p] = sum_q a[q] * C[q, p]``, the
+  share of the answer's attention that reaches patch p through the query slots (composing with the mean
+  over all cross-attention layers instead ranks worse on ``bench/bench_faithfulness.py``, in both the drop
+  ratio and keep-top). LLaVA reads the answer position's attention onto its image tokens.
   It is the default because it comes from the scoring pass itself (no backward, no extra forward), is
   defined for every question, and is not unfaithful on our models: ``bench/bench_faithfulness.py`` measures
   both methods side by side, and the gradient mode costs a full backward through the LM per frame.
@@ -41,9 +45,10 @@ runs on M = frames x tokens, so the mask also says which frames carry the eviden
 
 Faithfulness (measured every time a mask is made): P(full); P(keep-top) with only the kept tokens;
 P(drop-top) with the kept tokens removed; P(drop-random) with a random same-size set removed (seeded per
-frame); and a deletion curve — P after deleting the top / a random ``rho`` share for each
-``ExplainConfig.curve_rhos``. BLIP-2 masks patches through the Q-Former's ``encoder_attention_mask``
-(CLS kept); LLaVA removes the dropped image tokens from the LM sequence, which really shortens it.
+frame) and P(keep-random) with only that set kept; and a deletion curve — P after deleting the top / a
+random ``rho`` share for each ``ExplainConfig.curve_rhos``. BLIP-2 masks patches through the Q-Former's
+``encoder_attention_mask`` (CLS kept); LLaVA removes the dropped image tokens from the LM sequence, which
+really shortens it.
 P is P(yes) for the yes/no questions, else the probability of the answer the full frame got.
 
     >>> lm = load_model(ModelSpec("models/tiny-vqwen-qformer"))                      # doctest: +SKIP
@@ -83,7 +88,7 @@ __all__ = [
     "ExplainConfig", "Selection", "ClipSelection", "Faithfulness", "FrameExplanation", "ClipExplanation",
     "METHODS", "explain_frames", "explain_clip", "compute_relevance", "choose_budget", "select_tokens",
     "select_clip_tokens", "draw_random_mask", "rescore_masked", "capture_answer_attention",
-    "pick_frames_to_explain", "model_view_region", "render_explanation",
+    "pick_frames_to_explain", "pick_cross_attention_map", "model_view_region", "render_explanation",
     "render_heatmap", "render_mask", "render_query_grid", "normalise_heatmap",
 ]
 
@@ -163,6 +168,9 @@ class Faithfulness:
     p_keep_top: float
     p_drop_top: float
     p_drop_random: float
+    # The sufficiency baseline: only the random set dropped above is kept. A keep-top that drifts further
+    # from P(full) than this says the evidence is spread over the frame rather than in the top tokens.
+    p_keep_random: float
     # Deletion curve: [{"rho": share deleted, "p_drop_top": ..., "p_drop_random": ...}, ...], rho ascending.
     curve: list[dict] = field(default_factory=list)
 
@@ -176,6 +184,7 @@ class Faithfulness:
         return {
             "p_full": round(self.p_full, 6), "p_keep_top": round(self.p_keep_top, 6),
             "p_drop_top": round(self.p_drop_top, 6), "p_drop_random": round(self.p_drop_random, 6),
+            "p_keep_random": round(self.p_keep_random, 6),
             "curve": [{k: round(v, 6) for k, v in point.items()} for point in self.curve],
         }
 
@@ -199,6 +208,9 @@ class FrameExplanation:
     # The frame's P(sludge) and layout from the same LM forward (asked alongside the classify question).
     score: FrameScore | None = None
     description: str | None = None
+    # BLIP-2: the raw Q-Former cross-attention, CLS dropped, (layers, heads, queries, rows, cols); the views
+    # above are means of it, and pick_cross_attention_map slices any layer / head / query out of it.
+    cross_attention: np.ndarray | None = None
 
     @property
     def mask(self) -> np.ndarray:
@@ -208,8 +220,9 @@ class FrameExplanation:
     def rho(self) -> float:
         return self.selection.rho
 
-    def to_dict(self, include_maps: bool = True) -> dict:
-        """JSON-ready: numbers rounded, arrays as nested lists (maps omitted when `include_maps` is False)."""
+    def to_dict(self, include_maps: bool = True, include_cross_attention: bool = False) -> dict:
+        """JSON-ready: numbers rounded, arrays as nested lists (maps omitted when `include_maps` is False;
+        the raw cross-attention, 65k numbers per frame on the embedded model, only when asked for)."""
         out = {
             "index": self.index, "question": self.question, "method": self.method, "model_kind": self.model_kind,
             "grid": list(self.grid), "region": list(self.region), "p_full": round(self.p_full, 6),
@@ -222,6 +235,8 @@ class FrameExplanation:
             out["heatmaps"] = {k: np.round(v, 6).tolist() for k, v in self.heatmaps.items()}
             out["per_query"] = None if self.per_query is None else np.round(self.per_query, 6).tolist()
             out["relevance"] = np.round(self.relevance, 6).tolist()
+        if include_cross_attention and self.cross_attention is not None:
+            out["cross_attention"] = np.round(self.cross_attention, 6).tolist()
         return out
 
 
@@ -238,6 +253,7 @@ class ClipExplanation:
     p_keep_top: np.ndarray
     p_drop_top: np.ndarray
     p_drop_random: np.ndarray
+    p_keep_random: np.ndarray
 
     def to_dict(self) -> dict:
         def r(a):
@@ -247,6 +263,7 @@ class ClipExplanation:
             "question": self.question, "method": self.method, "grid": list(self.grid),
             "selection": self.selection.to_dict(), "p_full": r(self.p_full), "p_keep_top": r(self.p_keep_top),
             "p_drop_top": r(self.p_drop_top), "p_drop_random": r(self.p_drop_random),
+            "p_keep_random": r(self.p_keep_random),
             "relevance": np.round(self.relevance, 6).tolist(),
         }
 
@@ -447,6 +464,7 @@ def _blip2_maps(cross: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
     for layer in range(c.shape[1]):
         maps[f"layer_{layer}"] = c[:, layer].mean(dim=(1, 2))
     maps["per_query"] = per_query
+    maps["raw"] = c
     return maps
 
 
@@ -499,9 +517,13 @@ def _explain_chunk(lm: LoadedModel, frames, question: str, method: str, config: 
     if lm.kind.name == "blip2":
         maps = _blip2_maps(visual.cross_attentions)
         per_query = maps.pop("per_query")
-        maps["question"] = torch.einsum("bq,bqp->bp", slots.to(per_query.dtype), per_query)
+        raw = maps.pop("raw")
+        # The query slots' final states come out of the last cross-attention layer (earlier ones are re-mixed
+        # by the self-attention above them), so that is the layer the answer's attention is composed with.
+        last = raw[:, -1].mean(dim=1)  # (B, Q, P), mean over heads
+        maps["question"] = torch.einsum("bq,bqp->bp", slots.to(last.dtype), last)
     else:
-        per_query = None
+        per_query = raw = None
         maps = {"question": slots.float()}
         for i, layer in enumerate(cap.layer_ids):
             maps[f"layer_{layer}"] = torch.stack(
@@ -509,7 +531,7 @@ def _explain_chunk(lm: LoadedModel, frames, question: str, method: str, config: 
             )
     if method == "gradient":
         maps["question"] = _gradient_relevance(lm, visual, reader, question)
-    return visual, reader, p_full, maps, per_query, scores
+    return visual, reader, p_full, maps, (per_query, raw), scores
 
 
 # ---------------------------------------------------------------- masked re-scoring
@@ -556,7 +578,8 @@ def _measure_faithfulness(
     curve = sorted(set(config.curve_rhos))
     for b, (sel, index) in enumerate(zip(selections, clip_index)):
         order_top = relevance[b]
-        wanted = {"keep_top": sel.mask, "drop_top": ~sel.mask, "drop_random": ~draw_random_mask(M, sel.kept, seed, index)}
+        random_set = draw_random_mask(M, sel.kept, seed, index)
+        wanted = {"keep_top": sel.mask, "drop_top": ~sel.mask, "drop_random": ~random_set, "keep_random": random_set}
         for rho in curve:
             n = max(1, math.ceil(rho * M - 1e-9))
             wanted[("top", rho)] = ~_top_mask(order_top, n)
@@ -572,6 +595,7 @@ def _measure_faithfulness(
         out.append(Faithfulness(
             p_full=float(p_full[b]),
             p_keep_top=got[(b, "keep_top")], p_drop_top=got[(b, "drop_top")], p_drop_random=got[(b, "drop_random")],
+            p_keep_random=got[(b, "keep_random")],
             curve=[{"rho": rho, "p_drop_top": got[(b, ("top", rho))], "p_drop_random": got[(b, ("random", rho))]} for rho in curve],
         ))
     return out
@@ -630,7 +654,7 @@ def explain_frames(
     for start in range(0, len(indices), config.batch_size):
         chunk_idx = indices[start:start + config.batch_size]
         chunk = [frames[i] for i in chunk_idx]
-        visual, reader, p_full, maps, per_query, scores = _explain_chunk(lm, chunk, question, method, config)
+        visual, reader, p_full, maps, (per_query, raw), scores = _explain_chunk(lm, chunk, question, method, config)
         relevance = maps["question"].float().cpu().numpy().astype(np.float64)
         grid = _grid_of(lm, relevance.shape[1])
         selections = [select_tokens(r, rho, config) for r in relevance]
@@ -645,6 +669,7 @@ def explain_frames(
                 heatmaps={k: v[b].float().cpu().numpy().reshape(grid) for k, v in maps.items()},
                 per_query=None if per_query is None else per_query[b].float().cpu().numpy().reshape(-1, *grid),
                 relevance=relevance[b], selection=selections[b], faithfulness=faith[b], score=scores[b],
+                cross_attention=None if raw is None else raw[b].float().cpu().numpy().reshape(*raw.shape[1:4], *grid),
                 description=describe(lm, np.asarray(frames[index])) if describe_frames else None,
             ))
     return out
@@ -684,19 +709,19 @@ def explain_clip(
         passes.append((start, visual, reader))
     rel = np.concatenate(relevance)
     selection = select_clip_tokens(rel, rho, config)
-    random_keep = ~draw_random_mask(rel.size, selection.kept, seed, index=CLIP_RANDOM_INDEX).reshape(rel.shape)
+    random_set = draw_random_mask(rel.size, selection.kept, seed, index=CLIP_RANDOM_INDEX).reshape(rel.shape)
     rescored = []
     for start, visual, reader in passes:
         B = visual.embeds.shape[0]
         part = slice(start, start + B)
-        masks = np.concatenate([selection.mask[part], ~selection.mask[part], random_keep[part]])
-        p = rescore_masked(lm, visual, list(range(B)) * 3, masks, question, reader, batch=config.rescore_batch)
-        rescored.append(p.reshape(3, B))
-    keep_top, drop_top, drop_random = np.concatenate(rescored, axis=1)
+        masks = np.concatenate([selection.mask[part], ~selection.mask[part], ~random_set[part], random_set[part]])
+        p = rescore_masked(lm, visual, list(range(B)) * 4, masks, question, reader, batch=config.rescore_batch)
+        rescored.append(p.reshape(4, B))
+    keep_top, drop_top, drop_random, keep_random = np.concatenate(rescored, axis=1)
     return ClipExplanation(
         question=question, method=method, grid=_grid_of(lm, rel.shape[1]), relevance=rel, selection=selection,
         p_full=np.concatenate(p_full).astype(np.float64), p_keep_top=keep_top, p_drop_top=drop_top,
-        p_drop_random=drop_random,
+        p_drop_random=drop_random, p_keep_random=keep_random,
     )
 
 
@@ -712,6 +737,22 @@ def pick_frames_to_explain(scores, opened: Sequence[int] = (), limit: int = 4, t
     chosen = [int(i) for i in dict.fromkeys(opened)][:limit]
     rest = sorted((i for i in range(len(scores)) if i not in chosen), key=lambda i: (abs(scores[i].p_sludge - threshold), i))
     return chosen + rest[: max(0, limit - len(chosen))]
+
+
+def pick_cross_attention_map(
+    explanation: FrameExplanation, layer: int | None = None, head: int | None = None, query: int | None = None
+) -> np.ndarray:
+    """One Q-Former map over the patch grid: the given layer / head / query, the mean over any left as None.
+
+    >>> pick_cross_attention_map(e, layer=1, query=7).shape      # doctest: +SKIP
+    (16, 16)
+    """
+    if explanation.cross_attention is None:
+        raise ValueError(f"a {explanation.model_kind} explanation has no Q-Former cross-attention")
+    a = explanation.cross_attention
+    for axis, pick in ((2, query), (1, head), (0, layer)):
+        a = a.mean(axis=axis) if pick is None else np.take(a, pick, axis=axis)
+    return a
 
 
 def render_explanation(frame: np.ndarray, explanation: FrameExplanation, alpha: float = 0.6) -> dict:

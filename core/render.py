@@ -74,18 +74,22 @@ def full_region(frame: np.ndarray) -> Region:
     return (0, 0, frame.shape[1], frame.shape[0])
 
 
-def render_heatmap(frame: np.ndarray, heatmap, alpha: float = 0.6, region: Region | None = None) -> Image.Image:
+def render_heatmap(
+    frame: np.ndarray, heatmap, alpha: float = 0.6, region: Region | None = None, gamma: float = 0.5
+) -> Image.Image:
     """The frame with a normalised, smoothly upsampled, colour-mapped map blended over `region`.
 
-    The blend weight grows with the map's value (``alpha * (0.25 + 0.75 * value)``), so cold areas keep
-    the picture readable and hot areas are clearly coloured.
+    Attention maps are peaky (a few patches hold most of the mass), so the normalised map is raised to
+    `gamma` (0.5: square root) before colouring; the order of the values is kept, the tail becomes visible.
+    The blend weight grows with the value (``alpha * (0.25 + 0.75 * value)``), so cold areas keep the
+    picture readable and hot areas are clearly coloured.
 
     >>> render_heatmap(frame, explanation.heatmaps["question"]).size  # doctest: +SKIP
     (252, 448)
     """
     frame = _as_rgb(frame)
     left, top, right, bottom = region or full_region(frame)
-    heat = upsample_heatmap(normalise_heatmap(heatmap), (right - left, bottom - top))
+    heat = upsample_heatmap(normalise_heatmap(heatmap) ** gamma, (right - left, bottom - top))
     out = _dim_outside(frame, (left, top, right, bottom))
     patch = out[top:bottom, left:right].astype(np.float32)
     weight = (alpha * (0.25 + 0.75 * heat))[..., None]
@@ -138,7 +142,7 @@ def render_query_grid(
     `per_query` is (Q, gh, gw); `mean` (gh, gw) is appended as the last tile when given.
 
     >>> render_query_grid(frame, e.per_query, e.heatmaps["mean"]).size  # doctest: +SKIP
-    (768, 850)
+    (768, 925)
     """
     frame = _as_rgb(frame)
     maps = [np.asarray(m) for m in per_query]

@@ -20,6 +20,7 @@ from core.explain import (
     explain_clip,
     explain_frames,
     model_view_region,
+    pick_cross_attention_map,
     pick_frames_to_explain,
     render_explanation,
     rescore_masked,
@@ -145,15 +146,22 @@ def test_blip2_maps_have_the_documented_shapes_and_normalisation(blip2, clip):
     frames, _ = clip
     [e] = explain_frames(blip2, frames, [1], config=NO_CURVE)
     assert e.model_kind == "blip2" and e.grid == (16, 16) and e.region == (0, 0, 252, 448)
-    assert set(e.heatmaps) == {"mean", "max", "layer_0", "layer_1", "question"}
+    visual = encode_frames(blip2, frames[1:2], want_attentions=True)
+    layers = {f"layer_{i}" for i in range(len(visual.cross_attentions))}  # one per cross-attention layer
+    assert set(e.heatmaps) == {"mean", "max", "question"} | layers
     assert all(m.shape == (16, 16) and (m >= 0).all() for m in e.heatmaps.values())
     assert e.per_query.shape == (32, 16, 16)
     # Cross-attention of each query sums to 1 over CLS + 256 patches: the patch maps sum to 1 - CLS share.
-    visual = encode_frames(blip2, frames[1:2], want_attentions=True)
     cls_share = torch.stack(visual.cross_attentions)[:, 0, :, :, 0].mean().item()
     assert e.heatmaps["mean"].sum() == pytest.approx(1 - cls_share, abs=1e-4)
     assert np.allclose(e.per_query.sum(axis=(1, 2)), 1 - torch.stack(visual.cross_attentions)[:, 0, :, :, 0].mean(dim=(0, 1)).numpy(), atol=1e-4)
     assert np.allclose(e.heatmaps["max"], e.per_query.max(axis=0))
+    # Every view is a mean of the raw (layers, heads, queries, 16, 16) tensor, which can be sliced at will.
+    assert e.cross_attention.shape[0] == len(visual.cross_attentions) and e.cross_attention.shape[2:] == (32, 16, 16)
+    assert np.allclose(pick_cross_attention_map(e), e.heatmaps["mean"], atol=1e-6)
+    assert np.allclose(pick_cross_attention_map(e, layer=0), e.heatmaps["layer_0"], atol=1e-6)
+    assert np.allclose(pick_cross_attention_map(e, query=7), e.per_query[7], atol=1e-6)
+    assert pick_cross_attention_map(e, layer=0, head=1, query=3).shape == (16, 16)
     # The question map is the answer's attention reaching the patches through the query slots: at most 1.
     assert 0 < e.heatmaps["question"].sum() <= 1 and np.array_equal(e.relevance, e.heatmaps["question"].ravel())
     assert e.selection.auto and 0.05 <= e.rho <= 0.5 and e.mask.sum() == e.selection.kept
@@ -187,11 +195,12 @@ def test_answer_attention_hooks_match_an_eager_forward(blip2, clip):
     lm = dataclasses.replace(blip2, model=eager)
     visual = encode_frames(lm, frames[:3])
     embeds, attention, positions, _ = build_rows(lm, visual.embeds, [prompts.CLASSIFY, prompts.LAYOUT])  # padded rows
-    with torch.no_grad(), capture_answer_attention(lm, layers=3) as cap:
+    text = eager.config.text_config
+    with torch.no_grad(), capture_answer_attention(lm, layers=text.num_hidden_layers) as cap:
         out = lm.kind.run_lm(eager, embeds, attention, positions, logits_to_keep=1, output_attentions=True)
     ours = cap.read(attention)
     reference = torch.stack([out.attentions[i][:, :, -1, :] for i in cap.layer_ids]).float()
-    assert ours.shape == reference.shape == (3, 6, 4, attention.shape[1])
+    assert ours.shape == reference.shape == (text.num_hidden_layers, 6, text.num_attention_heads, attention.shape[1])
     assert torch.allclose(ours, reference, atol=1e-5)
 
 
@@ -241,6 +250,7 @@ def test_clip_level_mask_and_its_faithfulness(blip2, clip):
     assert ce.selection.kept == int(np.ceil(0.1 * 8 * 256))
     assert ce.selection.frame_shares.sum() == pytest.approx(1.0)
     assert ce.p_full.shape == ce.p_keep_top.shape == ce.p_drop_top.shape == ce.p_drop_random.shape == (8,)
+    assert ce.p_keep_random.shape == (8,)
     single = explain_frames(blip2, frames, [3], faithfulness=False)[0]
     assert np.allclose(ce.relevance[3], single.relevance, atol=1e-6)
     json.dumps(ce.to_dict())
@@ -272,9 +282,12 @@ def test_llava_maps_live_on_its_grid_and_the_centre_crop(llava, clip):
     [e] = explain_frames(llava, frames, [1], rho=0.25, config=NO_CURVE)
     assert e.model_kind == "llava" and e.grid == (12, 12) and e.per_query is None
     assert e.region == model_view_region(llava, frames[1].shape) == (0, 98, 252, 350)
-    assert {"question", "layer_0", "layer_1", "layer_2"} <= set(e.heatmaps)
+    read = min(ExplainConfig().lm_layers, llava.model.config.text_config.num_hidden_layers)
+    assert len(e.heatmaps) == 1 + read and "question" in e.heatmaps
     assert 0 < e.heatmaps["question"].sum() <= 1 and e.selection.kept == 36
     assert set(render_explanation(frames[1], e)) == {f"heatmap:{k}" for k in e.heatmaps} | {"mask"}
+    with pytest.raises(ValueError):
+        pick_cross_attention_map(e)
 
 
 def test_llava_token_selection_really_shortens_the_sequence(llava, clip):
