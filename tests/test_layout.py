@@ -53,3 +53,24 @@ def test_only_the_documented_endpoints_are_public(tmp_path):
     _, demo = build(tmp_path)
     public = {d.api_name for d in demo.fns.values() if d.api_visibility == "public"}
     assert public == {"analyze", "correct_label", "metrics"}
+
+
+@pytest.mark.parametrize("p_drop_top, p_drop_random, expected", [
+    (0.40, 0.85, "5.5×"),                # a ratio where both removals move P
+    (0.06, 0.106, "moves P by **0.046**"),  # random moves nothing: the two moves, not "307×"
+    (0.104, 0.106, "does not hinge"),     # neither moves P
+])
+def test_faithfulness_text_states_a_ratio_only_where_it_means_something(p_drop_top, p_drop_random, expected):
+    import numpy as np
+
+    from core.explain import Faithfulness, Selection
+    from ui.analyze import format_faithfulness
+
+    class Explained:  # the two fields of a FrameExplanation that the text reads
+        selection = Selection(mask=np.arange(256) < 23, rho=0.09, auto=True, kept=23)
+        faithfulness = Faithfulness(p_full=0.106 if p_drop_random != 0.85 else 0.95, p_keep_top=0.085,
+                                    p_drop_top=p_drop_top, p_drop_random=p_drop_random, p_keep_random=0.1)
+
+    text = format_faithfulness(Explained())
+    assert "keeps **23** of 256 tokens" in text
+    assert expected in text

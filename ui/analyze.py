@@ -57,9 +57,12 @@ def format_faithfulness(e) -> str:
     if max(top, rand) < 0.005:
         verdict = ("Neither removal moves P by 0.005 or more: this answer does not hinge on these tokens, so "
                    "the map shows attention, not evidence.")
+    elif rand < 0.005:
+        # A ratio over a denominator this small reads as noise ("300x"): state the two moves instead.
+        verdict = (f"Removing the kept tokens moves P by **{top:.3f}**; removing a random same-size set moves it "
+                   "by less than 0.005 (a faithful mask moves it more).")
     else:
-        ratio = "∞" if f.drop_ratio == float("inf") else f"{f.drop_ratio:.1f}×"
-        verdict = (f"Removing the kept tokens moves P **{ratio}** as much as removing random ones "
+        verdict = (f"Removing the kept tokens moves P **{f.drop_ratio:.1f}×** as much as removing random ones "
                    "(a faithful mask moves it more).")
     lines = [
         budget, "",
