@@ -41,6 +41,11 @@ class VideoLimits:
     # PyAV: a target nearer than this to the last decoded frame is reached by decoding on; a seek would
     # land on a keyframe we already passed (short-form encoders put one every 1-2 s).
     seek_gap_s: float = 1.0
+    # The fast tier needs coverage of the clip, not exact instants: a planned time this close to a keyframe
+    # takes the keyframe instead, one decode in place of every frame since the keyframe before it (~30 of
+    # them at the 2 s keyframe interval of short-form encoders). Never more than 0.45 x the spacing between
+    # planned times, so samples stay distinct and in order. 0 decodes the exact planned frames.
+    keyframe_snap_s: float = 1.0
     # A file whose pictures stop this much before the duration its header claims was cut short
     # (a faststart mp4 truncated mid-upload); less than this is ordinary container rounding.
     truncation_tolerance_s: float = 1.0

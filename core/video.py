@@ -11,16 +11,18 @@ can act on, raised before any decoding where the check allows it (size, magic by
 Decoding, and why it is done this way (medians from ``python -m bench.bench_video``: 16 frames of a
 60 s 720p h264 clip with a keyframe every ~2 s, 2 shared CPU cores):
 
+* Planned times (segment centres, :func:`plan_timestamps`) within reach of a keyframe take the keyframe
+  (``limits.keyframe_snap_s``, :func:`snap_to_keyframes`; keyframes read from packets, nothing decoded).
+  Decoding an exact frame costs the keyframe before it and every frame up to it, ~30 decodes at a 2 s
+  keyframe interval; a keyframe costs one. The fast tier needs coverage, not exact instants, and the
+  frames' true timestamps are what is stored and shown. ``keyframe_snap_s=0`` decodes the exact frames.
 * decord (``VideoReader.get_batch``) is the primary decoder. It is unmaintained and known to hang or
   crash in C code on some files. A thread cannot be stopped once it is stuck inside C, and a crash there
-  takes the whole app down, so decord runs in a child process (``python -m core.video decord-worker``)
-  that is killed after ``limits.decord_timeout_s``. Starting the child and loading its frames back costs
-  ~0.2 s: ~1.0 s in all against ~0.8 s for decord in process.
+  takes the whole app down, so decord runs in a long-lived child process (:class:`DecordWorker`) that is
+  killed, and replaced, after ``limits.decord_timeout_s``.
 * PyAV is the fallback: seek to the keyframe before each target and decode forward to it; targets close
   together are reached by decoding on instead (``limits.seek_gap_s``), so a short clip is decoded once,
-  front to back. It takes ~0.7 s for the same 16 frames, in process (``limits.decoder="pyav"``).
-  Decoding every frame and converting it to RGB takes ~4.3 s. Exact frames cannot be had for much less:
-  each target costs the keyframe before it plus every frame up to it, ~400 of the clip's 1800 decodes.
+  front to back (``limits.decoder="pyav"`` skips decord).
 * Rotation: the display matrix is read from PyAV's ``VideoFrame.rotation`` (counter-clockwise degrees)
   and applied with ``np.rot90``. decord 0.6.0 applies the matrix itself, wrongly: a file turned by 90°
   comes back as a 4-channel buffer of the wrong size, so rotated files go straight to PyAV.
@@ -28,14 +30,12 @@ Decoding, and why it is done this way (medians from ``python -m bench.bench_vide
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import math
+import multiprocessing
 import os
-import subprocess
-import sys
 import tempfile
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -395,6 +395,51 @@ def plan_timestamps(
     return [(k + 0.5) * step for k in range(num_frames)]
 
 
+def read_keyframe_times(path: str) -> list[float]:
+    """Seconds (from the stream's start) of the video track's keyframes, read from packets, nothing decoded.
+
+    Demuxing a 60 s 720p mp4 this way takes ~0.05 s. A file whose packets cannot be read to the end gives
+    the keyframes read so far.
+
+    >>> read_keyframe_times("clip.mp4")[:3]  # doctest: +SKIP
+    [0.0, 2.0, 2.467]
+    """
+    times: list[float] = []
+    try:
+        with av.open(path, metadata_errors="ignore") as container:
+            stream = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)][0]
+            tb, start = float(stream.time_base), stream.start_time or 0
+            for packet in container.demux(stream):
+                if packet.is_keyframe and packet.pts is not None:
+                    times.append((packet.pts - start) * tb)
+    except (av.error.FFmpegError, IndexError) as err:
+        logger.info("keyframes of %s read up to %d: %s", path, len(times), err)
+    return sorted(times)
+
+
+def snap_to_keyframes(times: list[float], keyframes: list[float], tolerance_s: float) -> list[float]:
+    """Move each planned time to its nearest keyframe when one is within reach, else keep it.
+
+    The reach is `tolerance_s`, and never more than 0.45 x the smallest gap between planned times, so two
+    times never snap to one keyframe and the order is kept.
+
+    >>> snap_to_keyframes([1.5, 4.5, 7.5], [0.0, 2.0, 4.0, 6.0, 8.0], tolerance_s=1.0)
+    [2.0, 4.0, 8.0]
+    >>> snap_to_keyframes([1.0, 3.0], [0.0, 2.0, 4.0], tolerance_s=0.5)
+    [1.0, 3.0]
+    """
+    if not keyframes or tolerance_s <= 0:
+        return list(times)
+    gaps = np.diff(times)
+    reach = min(tolerance_s, 0.45 * float(gaps.min())) if len(times) > 1 else tolerance_s
+    keys = np.asarray(keyframes, dtype=np.float64)
+    snapped = []
+    for t in times:
+        nearest = float(keys[np.abs(keys - t).argmin()])
+        snapped.append(nearest if abs(nearest - t) <= reach else t)
+    return snapped
+
+
 def _indices_for(times: list[float], meta: VideoMeta) -> list[int]:
     """Frame index shown at each time, in order, without repeats."""
     seen: dict[int, None] = {}
@@ -406,36 +451,108 @@ def _indices_for(times: list[float], meta: VideoMeta) -> list[int]:
 # ------------------------------------------------------------------------------------------- decord
 
 
+class DecordWorker:
+    """decord in a long-lived child process that is killed, and replaced, when it hangs or dies.
+
+    A thread stuck inside decord's C code cannot be stopped and a crash there would take the app down, so
+    decord never runs in the app's process. The child is started on first use (or by :meth:`start`) and
+    kept: a fresh interpreter per video costs ~0.5 s of start-up and imports, more than decoding 16 frames.
+    Requests are served one at a time; frames come back through a .npy file.
+
+    >>> worker = DecordWorker()
+    >>> worker.decode("clip.mp4", [0, 30], threads=2, timeout_s=20.0)  # doctest: +SKIP
+    (array(...), [0.0, 1.0], [0, 30])
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process = None
+        self._conn = None
+
+    def start(self) -> None:
+        """Start the child now (it takes ~0.5 s), so that the first video does not wait for it."""
+        with self._lock:
+            self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            return
+        # spawn: a fork of a process with torch's thread pools running is not safe.
+        context = multiprocessing.get_context("spawn")
+        parent, child = context.Pipe()
+        self._process = context.Process(target=_serve_decord, args=(child,), name="sludgelens-decord", daemon=True)
+        self._process.start()
+        child.close()
+        self._conn = parent
+
+    def stop(self) -> None:
+        """Kill the child; the next request starts a new one."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.join(timeout=5)
+        if self._conn is not None:
+            self._conn.close()
+        self._process = self._conn = None
+
+    def decode(self, path: str, indices: list[int], threads: int, timeout_s: float):
+        """(frames, timestamps, indices) from decord, or None when it failed, died or ran past `timeout_s`."""
+        with self._lock, tempfile.TemporaryDirectory(prefix="sludgelens-decord-") as tmp:
+            out = str(Path(tmp) / "frames.npy")
+            try:
+                self._ensure_started()
+                self._conn.send((os.path.abspath(path), out, list(indices), threads))
+                if not self._conn.poll(timeout_s):
+                    logger.warning("decord took longer than %.3g s on %s; decoding with PyAV", timeout_s, path)
+                    self.stop()
+                    return None
+                ok, report = self._conn.recv()
+            except (EOFError, OSError) as err:  # the child died (a crash in C) or its pipe broke
+                logger.warning("decord's process ended on %s (%s); decoding with PyAV", path, err or type(err).__name__)
+                self.stop()
+                return None
+            if not ok:
+                logger.warning("decord failed on %s (%s); decoding with PyAV", path, report)
+                return None
+            try:
+                return np.load(out), report["timestamps"], report["indices"]
+            except (ValueError, OSError) as err:
+                logger.warning("decord's output for %s could not be read (%s); decoding with PyAV", path, err)
+                return None
+
+
+def _serve_decord(conn) -> None:
+    """The child's loop: decode each request, answer (True, report) or (False, error text)."""
+    while True:
+        try:
+            path, out, indices, threads = conn.recv()
+        except EOFError:  # the app went away
+            return
+        try:
+            conn.send((True, run_decord_worker(path, out, indices, threads)))
+        except Exception as err:  # any decord error is an answer ("fall back to PyAV"), not the child's end
+            conn.send((False, f"{type(err).__name__}: {err}"))
+
+
+_DECORD = DecordWorker()
+
+
+def start_decord_worker() -> None:
+    """Start the shared decord child ahead of the first upload (the app does this at start)."""
+    _DECORD.start()
+
+
 def _sample_with_decord(path: str, indices: list[int], meta: VideoMeta, limits: VideoLimits):
-    """Decode `indices` with decord in a child process; None when it fails, crashes or runs too long."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
-    with tempfile.TemporaryDirectory(prefix="sludgelens-decord-") as tmp:
-        out = Path(tmp) / "frames.npy"
-        cmd = [sys.executable, "-m", "core.video", "decord-worker", os.path.abspath(path), str(out),
-               "--threads", str(limits.decode_threads), "--indices", ",".join(map(str, indices))]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
-                                  timeout=limits.decord_timeout_s, env=env)
-        except subprocess.TimeoutExpired:
-            logger.warning("decord took longer than %.3g s on %s; decoding with PyAV", limits.decord_timeout_s, path)
-            return None
-        if proc.returncode != 0 or not out.exists():
-            tail = (proc.stderr or "").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
-            logger.warning("decord failed on %s (%s); decoding with PyAV", path, tail[0])
-            return None
-        try:
-            report = json.loads(proc.stdout.strip().splitlines()[-1])
-            frames = np.load(out)
-        except (ValueError, IndexError, OSError) as err:
-            logger.warning("decord's output for %s could not be read (%s); decoding with PyAV", path, err)
-            return None
-    expected = (len(report["indices"]), meta.height, meta.width, 3)
+    """Decode `indices` with decord in the child process; None when it fails, crashes or runs too long."""
+    decoded = _DECORD.decode(path, indices, limits.decode_threads, limits.decord_timeout_s)
+    if decoded is None:
+        return None
+    frames = decoded[0]
+    expected = (len(decoded[2]), meta.height, meta.width, 3)
     if frames.shape != expected or frames.dtype != np.uint8:
         logger.warning("decord returned %s %s for %s, expected %s uint8; decoding with PyAV",
                        frames.shape, frames.dtype, path, expected)
         return None
-    return frames, report["timestamps"], report["indices"]
+    return decoded
 
 
 def run_decord_worker(path: str, out: str, indices: list[int], threads: int) -> dict:
@@ -537,6 +654,8 @@ def sample_frames(
         raise ValueError(f"limits.decoder must be 'decord' or 'pyav', got {limits.decoder!r}")
     meta = probe_video(path, limits)
     times = plan_timestamps(meta.duration_s, num_frames=num_frames, fps=fps, max_frames=limits.max_sampled_frames)
+    if limits.keyframe_snap_s > 0:
+        times = snap_to_keyframes(times, read_keyframe_times(meta.path), limits.keyframe_snap_s)
     indices = _indices_for(times, meta)
     decoded = None
     if limits.decoder == "decord" and meta.rotation == 0:
@@ -548,25 +667,3 @@ def sample_frames(
     frames, timestamps, picked = decoded
     return SampledVideo(frames=frames, timestamps=[float(t) for t in timestamps], indices=[int(i) for i in picked],
                         meta=replace(meta, decoder=decoder))
-
-
-# ------------------------------------------------------------------------------------------ the child
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the decord child process (``python -m core.video decord-worker ...``)."""
-    parser = argparse.ArgumentParser(prog="python -m core.video")
-    sub = parser.add_subparsers(dest="command", required=True)
-    worker = sub.add_parser("decord-worker", help="decode frames with decord into a .npy file")
-    worker.add_argument("path")
-    worker.add_argument("out")
-    worker.add_argument("--threads", type=int, default=2)
-    worker.add_argument("--indices", required=True, help="comma-separated frame indices")
-    args = parser.parse_args(argv)
-    report = run_decord_worker(args.path, args.out, [int(i) for i in args.indices.split(",")], args.threads)
-    print(json.dumps(report))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

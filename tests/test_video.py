@@ -34,10 +34,12 @@ from core.video import (
     plan_timestamps,
     probe_video,
     sample_frames,
+    snap_to_keyframes,
 )
 
-DECORD = VideoLimits(decoder="decord")
-PYAV = VideoLimits(decoder="pyav")
+# Exact frames: these tests name the frames each planned time shows; keyframe snapping has its own tests.
+DECORD = VideoLimits(decoder="decord", keyframe_snap_s=0.0)
+PYAV = VideoLimits(decoder="pyav", keyframe_snap_s=0.0)
 
 
 def scene(i: int, width: int, height: int) -> np.ndarray:
@@ -110,6 +112,8 @@ def clips(tmp_path_factory):
         "short": encode_clip(d / "short.mp4", frames=5, fps=5),  # 1 s, 5 frames
         # 12 s with a keyframe every 2 s, so that sampling it seeks.
         "long": encode_clip(d / "long.mp4", frames=30 * 12, fps=30, options={"g": "60"}),
+        # 12 s with a keyframe every 2 s and nowhere else (no scene-cut keyframes).
+        "gop2s": encode_clip(d / "gop2s.mp4", frames=30 * 12, fps=30, options={"g": "60", "sc_threshold": "0"}),
         "turn90": encode_clip(d / "turn90.mp4", frames=10, size=(64, 96), turn=90),
         "turn180": encode_clip(d / "turn180.mp4", frames=10, size=(64, 96), turn=180),
         "turn270": encode_clip(d / "turn270.mp4", frames=10, size=(64, 96), turn=270),
@@ -165,7 +169,7 @@ def test_a_one_second_clip_gives_each_of_its_frames_once(clips):
 
 
 def test_fps_mode_samples_every_interval(clips):
-    video = sample_frames(clips["mp4"], fps=2.0)
+    video = sample_frames(clips["mp4"], fps=2.0, limits=DECORD)
     assert video.indices == [2, 7, 12, 17, 22, 27]
     assert np.allclose(np.diff(video.timestamps), 0.5, atol=1e-3)
     assert [read_index(f) for f in video.frames] == video.indices
@@ -349,3 +353,36 @@ def test_too_small_and_too_wide(tmp_path):
     expect(ResolutionError, "bad_resolution", "8×8", encode_clip(tmp_path / "tiny.mp4", frames=3, size=(8, 8)))
     wide = encode_clip(tmp_path / "wide.mp4", frames=3, size=(4112, 32))
     expect(ResolutionError, "bad_resolution", "at most 4096", wide)
+
+
+def keyframe_indices(path, fps: float) -> set[int]:
+    """Frame indices of the keyframes, from the packets (independent of core.video)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return {int(round(float(p.pts * stream.time_base) * fps)) for p in container.demux(stream)
+                if p.is_keyframe and p.pts is not None}
+
+
+@pytest.mark.parametrize("limits", [DECORD, PYAV], ids=["decord", "pyav"])
+def test_planned_times_near_a_keyframe_take_the_keyframe(clips, limits):
+    keys = keyframe_indices(clips["gop2s"], 30.0)
+    assert keys == {0, 60, 120, 180, 240, 300}
+    exact = sample_frames(clips["gop2s"], num_frames=4, limits=replace(limits, keyframe_snap_s=0.0))
+    snapped = sample_frames(clips["gop2s"], num_frames=4, limits=replace(limits, keyframe_snap_s=1.0))
+    # Centres 1.5, 4.5, 7.5, 10.5 s: frames 45, 135, 225, 315 exactly; each has a keyframe 0.5 s away.
+    assert exact.indices == [45, 135, 225, 315]
+    assert snapped.indices == [60, 120, 240, 300]  # 4.5 s lies midway: the earlier keyframe
+    assert [read_index(f) % 32 for f in snapped.frames] == [i % 32 for i in snapped.indices]
+    assert np.allclose(snapped.timestamps, [i / 30.0 for i in snapped.indices], atol=1e-3)
+    # Out of reach (0.3 s) they stay where they were planned.
+    near = sample_frames(clips["gop2s"], num_frames=4, limits=replace(limits, keyframe_snap_s=0.3))
+    assert near.indices == exact.indices
+
+
+def test_snapping_keeps_samples_distinct_and_in_order():
+    keys = [0.0, 2.0, 4.0]
+    # 0.45 x the 1 s gap caps the reach: 1.0 and 2.0 cannot both become the keyframe at 2.0.
+    assert snap_to_keyframes([1.0, 2.0, 3.0], keys, tolerance_s=5.0) == [1.0, 2.0, 3.0]
+    assert snap_to_keyframes([0.3, 1.7, 3.1], keys, tolerance_s=5.0) == [0.0, 2.0, 3.1]
+    assert snap_to_keyframes([0.3, 1.7], [], tolerance_s=1.0) == [0.3, 1.7]
+    assert snap_to_keyframes([5.0], keys, tolerance_s=1.0) == [4.0]

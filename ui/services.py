@@ -11,6 +11,7 @@ from annotations import SnapshotScheduler, Store, StoreError, open_store, restor
 from core.auth import register_accounts
 from core.config import Settings
 from core.registry import ModelRegistry
+from core.video import start_decord_worker
 from training.synthetic import EXAMPLE_CLIPS, make_example_clips
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     """Open the store (restoring the newest snapshot first when the file is missing and a target is set),
-    register the configured accounts, write the example clips if they are missing, start snapshots.
+    register the configured accounts, write the example clips if they are missing, start the decord child
+    and the snapshots.
 
     Loads no model: models load on first use.
     """
@@ -43,6 +45,8 @@ def build_services(settings: Settings) -> Services:
     examples = [settings.examples_dir / name for name in EXAMPLE_CLIPS]
     if not all(p.exists() for p in examples):
         examples = make_example_clips(settings.examples_dir)
+    if settings.video.decoder == "decord":
+        start_decord_worker()  # its ~0.5 s start-up is paid now, not by the first upload
     snapshots = None
     if settings.snapshot_target:
         snapshots = schedule_snapshots(settings.db_path, settings.snapshot_target, settings.snapshot_every_s,
