@@ -30,10 +30,13 @@ Decoding, and why it is done this way (medians from ``python -m bench.bench_vide
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import multiprocessing
 import os
+import select
+import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, replace
@@ -455,9 +458,10 @@ class DecordWorker:
     """decord in a long-lived child process that is killed, and replaced, when it hangs or dies.
 
     A thread stuck inside decord's C code cannot be stopped and a crash there would take the app down, so
-    decord never runs in the app's process. The child is started on first use (or by :meth:`start`) and
-    kept: a fresh interpreter per video costs ~0.5 s of start-up and imports, more than decoding 16 frames.
-    Requests are served one at a time; frames come back through a .npy file.
+    decord never runs in the app's process. The child (``python -m core.video``: it imports only this
+    module and decord) is started on first use, or by :meth:`start`, and kept: a fresh interpreter per
+    video costs ~0.5 s, more than decoding 16 frames. Requests go one at a time as JSON lines over its
+    stdin/stdout; frames come back through a .npy file.
 
     >>> worker = DecordWorker()
     >>> worker.decode("clip.mp4", [0, 30], threads=2, timeout_s=20.0)  # doctest: +SKIP
@@ -466,71 +470,73 @@ class DecordWorker:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._process = None
-        self._conn = None
+        self._process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        """Start the child now (it takes ~0.5 s), so that the first video does not wait for it."""
+        """Start the child now, so that the first video does not wait for it."""
         with self._lock:
             self._ensure_started()
 
-    def _ensure_started(self) -> None:
-        if self._process is not None and self._process.is_alive():
-            return
-        # spawn: a fork of a process with torch's thread pools running is not safe.
-        context = multiprocessing.get_context("spawn")
-        parent, child = context.Pipe()
-        self._process = context.Process(target=_serve_decord, args=(child,), name="sludgelens-decord", daemon=True)
-        self._process.start()
-        child.close()
-        self._conn = parent
+    def _ensure_started(self) -> subprocess.Popen:
+        if self._process is None or self._process.poll() is not None:
+            env = dict(os.environ)
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "core.video"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL, text=True, env=env,
+            )
+        return self._process
 
     def stop(self) -> None:
         """Kill the child; the next request starts a new one."""
         if self._process is not None:
             self._process.kill()
-            self._process.join(timeout=5)
-        if self._conn is not None:
-            self._conn.close()
-        self._process = self._conn = None
+            self._process.wait(timeout=5)
+            for pipe in (self._process.stdin, self._process.stdout):
+                pipe.close()
+        self._process = None
 
     def decode(self, path: str, indices: list[int], threads: int, timeout_s: float):
         """(frames, timestamps, indices) from decord, or None when it failed, died or ran past `timeout_s`."""
         with self._lock, tempfile.TemporaryDirectory(prefix="sludgelens-decord-") as tmp:
             out = str(Path(tmp) / "frames.npy")
+            request = {"path": os.path.abspath(path), "out": out, "indices": list(indices), "threads": threads}
             try:
-                self._ensure_started()
-                self._conn.send((os.path.abspath(path), out, list(indices), threads))
-                if not self._conn.poll(timeout_s):
+                child = self._ensure_started()
+                child.stdin.write(json.dumps(request) + "\n")
+                child.stdin.flush()
+                ready, _, _ = select.select([child.stdout], [], [], timeout_s)
+                if not ready:
                     logger.warning("decord took longer than %.3g s on %s; decoding with PyAV", timeout_s, path)
                     self.stop()
                     return None
-                ok, report = self._conn.recv()
-            except (EOFError, OSError) as err:  # the child died (a crash in C) or its pipe broke
-                logger.warning("decord's process ended on %s (%s); decoding with PyAV", path, err or type(err).__name__)
+                answer = json.loads(child.stdout.readline())  # "" when the child died: a ValueError
+            except (OSError, ValueError) as err:  # a crash in C, a broken pipe
+                logger.warning("decord's process ended on %s (%s); decoding with PyAV", path, err)
                 self.stop()
                 return None
-            if not ok:
-                logger.warning("decord failed on %s (%s); decoding with PyAV", path, report)
+            if not answer["ok"]:
+                logger.warning("decord failed on %s (%s); decoding with PyAV", path, answer["error"])
                 return None
             try:
-                return np.load(out), report["timestamps"], report["indices"]
+                return np.load(out), answer["timestamps"], answer["indices"]
             except (ValueError, OSError) as err:
                 logger.warning("decord's output for %s could not be read (%s); decoding with PyAV", path, err)
                 return None
 
 
-def _serve_decord(conn) -> None:
-    """The child's loop: decode each request, answer (True, report) or (False, error text)."""
-    while True:
+def serve_decord(requests=None, answers=None) -> None:
+    """The child's loop: one JSON request a line in, one JSON answer a line out, until stdin closes."""
+    requests, answers = requests or sys.stdin, answers or sys.stdout
+    for line in requests:
+        request = json.loads(line)
         try:
-            path, out, indices, threads = conn.recv()
-        except EOFError:  # the app went away
-            return
-        try:
-            conn.send((True, run_decord_worker(path, out, indices, threads)))
+            report = run_decord_worker(request["path"], request["out"], request["indices"], request["threads"])
+            answer = {"ok": True, **report}
         except Exception as err:  # any decord error is an answer ("fall back to PyAV"), not the child's end
-            conn.send((False, f"{type(err).__name__}: {err}"))
+            answer = {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        answers.write(json.dumps(answer) + "\n")
+        answers.flush()
 
 
 _DECORD = DecordWorker()
@@ -667,3 +673,7 @@ def sample_frames(
     frames, timestamps, picked = decoded
     return SampledVideo(frames=frames, timestamps=[float(t) for t in timestamps], indices=[int(i) for i in picked],
                         meta=replace(meta, decoder=decoder))
+
+
+if __name__ == "__main__":  # the decord child of DecordWorker
+    serve_decord()

@@ -386,3 +386,19 @@ def test_snapping_keeps_samples_distinct_and_in_order():
     assert snap_to_keyframes([0.3, 1.7, 3.1], keys, tolerance_s=5.0) == [0.0, 2.0, 3.1]
     assert snap_to_keyframes([0.3, 1.7], [], tolerance_s=1.0) == [0.3, 1.7]
     assert snap_to_keyframes([5.0], keys, tolerance_s=1.0) == [4.0]
+
+
+def test_a_decord_child_that_died_is_replaced_on_the_next_video(clips):
+    from core.video import DecordWorker
+
+    worker = DecordWorker()
+    first = worker.decode(str(clips["mp4"]), [1, 5], threads=1, timeout_s=20.0)
+    assert first is not None and first[2] == [1, 5]
+    worker._process.kill()  # as a crash inside decord's C code would end it
+    worker._process.wait()
+    again = worker.decode(str(clips["mp4"]), [9], threads=1, timeout_s=20.0)
+    assert again is not None and [read_index(f) for f in again[0]] == [9]
+    # A file decord cannot read is an answer, not the end of the child.
+    assert worker.decode(str(clips["mp4"]) + ".missing", [0], threads=1, timeout_s=20.0) is None
+    assert worker.decode(str(clips["mp4"]), [13], threads=1, timeout_s=20.0)[2] == [13]
+    worker.stop()
