@@ -270,6 +270,9 @@ def save_checkpoint(lm: LoadedModel, folder: Path, kind: str, cfg: TrainTinyConf
 def _model_card(kind: str, cfg: TrainTinyConfig, tiny: TinyConfig, figures: dict, params: int, size_mb: float) -> str:
     cls = "Blip2ForConditionalGeneration" if kind == "blip2" else "LlavaForConditionalGeneration"
     syn, real = figures["heldout_synthetic"], figures["heldout_real_photos"]
+    role = ("It is the model the app loads when no other is configured" if kind == "blip2" else
+            "It stands in for vqwen3-4b offline and is listed in the app's model selector")
+    image_px = tiny.image_size if kind == "blip2" else tiny.llava_image_size
     by_layout = ", ".join(f"{name} {v['sludge_accuracy']:.0%} (n={v['frames']})"
                           for name, v in syn.get("sludge_accuracy_by_layout", {}).items())
     shape = (
@@ -289,11 +292,11 @@ pipeline_tag: image-text-to-text
 license: apache-2.0
 tags: [sludge, tiny, synthetic]
 ---
-# Embedded default: tiny {cls}
+# Embedded {"default" if kind == "blip2" else "model"}: tiny {cls}
 
 A real `{cls}` checkpoint with a Qwen3 decoder, at tiny widths ({params / 1e6:.2f} M parameters,
-{size_mb:.1f} MB on disk). It is the model the app loads when no other is configured, through the same
-loader that loads the vqwen checkpoints. It keeps their shapes of computation: {shape}.
+{size_mb:.1f} MB on disk). {role}. It loads through the same loader as the vqwen
+checkpoints and keeps their shapes of computation: {shape}.
 
 ## How it was made
 
@@ -325,7 +328,7 @@ Sludge accuracy by the frame's true layout (fresh synthetic seed): {by_layout}.
 The goal for the embedded model is >= 95 % sludge and >= 85 % layout accuracy on fresh synthetic
 frames; the figures above say how far this checkpoint is from it. A vision tower trained from scratch
 learns slowly on two CPU cores: more vision-stage steps (`--vision-steps`) raise layout accuracy first.
-Small picture-in-picture insets (one or two 14 px patches at 224 px) and split-looking single scenes are
+Small picture-in-picture insets (one or two {tiny.patch_size} px patches at {image_px} px) and split-looking single scenes are
 the hardest frames for a 4-layer, 128-wide tower; a wider tower (the 25 MB budget allows about three
 times the parameters) is the next lever.
 
