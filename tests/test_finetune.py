@@ -271,3 +271,15 @@ def test_scripted_labeler_fixes_flipped_labels_through_the_queue(tmp_path):
     assert all(current[f] == truth[f].sludge for f in truth)
     events = db.execute("SELECT count(*) FROM label_events WHERE labeler = 'bot' AND field = 'sludge'").fetchone()[0]
     assert events == len(flipped) + 2
+
+
+def test_semantic_noise_flips_the_preferred_frames_first():
+    truth = {i: synthetic.FrameTruth(i % 2 == 0, "pip" if i % 2 == 0 else "none", "", "") for i in range(1, 41)}
+    misread = {2, 4, 6, 8, 10, 12}
+    raw = flip_labels(truth, 0.25, seed=3, prefer=misread)  # 10 flips: all 6 preferred, then 4 others
+    flipped = {f for f in truth if raw[f][0] != truth[f].sludge}
+    assert len(flipped) == 10 and misread <= flipped
+    assert all(raw[f] == (False, "none") for f in misread)
+    assert flip_labels(truth, 0.25, seed=3, prefer=misread) == raw  # the seed fixes the draw
+    few = flip_labels(truth, 0.1, seed=3, prefer=misread)  # fewer flips than preferred frames
+    assert {f for f in truth if few[f][0] != truth[f].sludge} < misread

@@ -6,7 +6,9 @@ Reads top to bottom: seed -> model -> data -> raw labels -> model X -> correctio
    ordinary layouts it was trained on, sludge comes in two new styles, a round picture-in-picture inset
    (layout "pip") and a diagonal split (layout "other"). They go into a fresh store (frames, videos).
 2. Raw labels. Truth with ``noise`` (12 %) of the frame labels flipped by a seed, imported as the
-   labeler "raw-gt" through ``annotations.import_ground_truth``.
+   labeler "raw-gt" through ``annotations.import_ground_truth``. The noise is semantic by default, like
+   the card's: the flips fall on the new styles' sludge frames, which raw labelers read as "not sludge"
+   (``noise_kind="uniform"`` spreads them over all frames instead).
 3. Model X. The base fine-tuned (LoRA, ``training.finetune``) on the training export of the raw labels.
    X scores every stored frame; its predictions feed the queue.
 4. Corrections. A scripted labeler takes frames from the store's queue (``next_frames``: disagreement
@@ -76,6 +78,11 @@ class LoopConfig:
     # --- the loop
     # The vqwen card's estimate of semantic noise in raw human labels.
     noise: float = 0.12
+    # "semantic": the flips fall first on the new styles' sludge frames, which raw labelers call "not
+    # sludge" (a round inset reads as a face-cam, a diagonal cut as one scene): the card's noise is of this
+    # kind, a systematic misreading of the strict definition. "uniform": flips drawn from all frames alike,
+    # which a model trained on them mostly averages away.
+    noise_kind: str = "semantic"
     # Frames the scripted labeler looks at (and sets to the truth): about a tenth of the pool.
     budget: int = 128
     strategies: tuple[str, ...] = ("disagreement", "uncertain")
@@ -197,23 +204,26 @@ def make_clips(seed: int, count: int, cfg: LoopConfig, pool: str, prefix: str) -
     return clips
 
 
-def store_clips(db, clips: list[Clip], fps: float) -> dict[int, synthetic.FrameTruth]:
-    """Add the clips' videos and frames to the store; returns frame id -> truth.
+def store_clips(db, clips: list[Clip], fps: float) -> tuple[dict[int, synthetic.FrameTruth], dict[int, str]]:
+    """Add the clips' videos and frames to the store; returns frame id -> truth, and frame id -> clip style.
 
-    >>> truth = store_clips(db, clips, 12.0)  # doctest: +SKIP
+    >>> truth, styles = store_clips(db, clips, 12.0)  # doctest: +SKIP
     """
-    truth = {}
+    truth, styles = {}, {}
     for clip in clips:
         video_id = store.add_video(db, clip.name.encode(), clip.name, {"fps": fps, "style": clip.style})
         ids = store.add_frames(db, video_id, clip.frames, [i / fps for i in clip.indices], clip.indices)
         truth.update(zip(ids, clip.truths))
-    return truth
+        styles.update((i, clip.style) for i in ids)
+    return truth, styles
 
 
-def flip_labels(truth: dict[int, synthetic.FrameTruth], rate: float, seed: int) -> dict[int, tuple[bool, str]]:
+def flip_labels(truth: dict[int, synthetic.FrameTruth], rate: float, seed: int,
+                prefer: set[int] = frozenset()) -> dict[int, tuple[bool, str]]:
     """Raw labels: (sludge, layout) per frame, with round(rate x frames) sludge labels flipped by a seed.
 
-    A flipped sludge frame gets layout "none"; a flipped single stream gets a random sludge layout.
+    The flips are drawn from `prefer` first (semantic noise: the frames people misread), then from the
+    rest. A flipped sludge frame gets layout "none"; a flipped single stream gets a random sludge layout.
 
     >>> truth = {1: synthetic.FrameTruth(True, "pip", "", ""), 2: synthetic.FrameTruth(False, "none", "", "")}
     >>> sorted(flip_labels(truth, 0.5, seed=0).values())  # one of the two flipped  # doctest: +SKIP
@@ -221,7 +231,11 @@ def flip_labels(truth: dict[int, synthetic.FrameTruth], rate: float, seed: int) 
     """
     rng = np.random.default_rng(seed)
     frame_ids = sorted(truth)
-    flipped = set(rng.choice(frame_ids, size=round(rate * len(frame_ids)), replace=False).tolist())
+    count = round(rate * len(frame_ids))
+    first = sorted(set(prefer) & set(frame_ids))
+    flipped = set(rng.choice(first, size=min(count, len(first)), replace=False).tolist()) if first else set()
+    rest = [f for f in frame_ids if f not in flipped]
+    flipped |= set(rng.choice(rest, size=count - len(flipped), replace=False).tolist())
     raw = {}
     for frame_id in frame_ids:
         t = truth[frame_id]
@@ -330,8 +344,11 @@ def run_repeat(cfg: LoopConfig, repeat: int, pool: list[Clip], heldout: list[Cli
     started = time.time()
 
     # data and raw labels
-    truth = store_clips(db, pool, cfg.fps)
-    raw = flip_labels(truth, cfg.noise, seed)
+    truth, styles = store_clips(db, pool, cfg.fps)
+    if cfg.noise_kind not in ("semantic", "uniform"):
+        raise ValueError(f"noise_kind must be 'semantic' or 'uniform', got {cfg.noise_kind!r}")
+    misread = {f for f, style in styles.items() if style in NEW_STYLES and truth[f].sludge}
+    raw = flip_labels(truth, cfg.noise, seed, prefer=misread if cfg.noise_kind == "semantic" else set())
     flipped = sum(raw[f][0] != truth[f].sludge for f in truth)
     import_raw_labels(db, raw, work / "raw_labels.jsonl")
     raw_export = work / "export-raw"
