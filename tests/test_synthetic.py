@@ -172,3 +172,16 @@ def test_make_example_clips_writes_decodable_short_clips(tmp_path):
     for path in paths:
         decoded = _decode(path)
         assert len(decoded) == 12 and decoded[0].shape == (112, 64, 3)
+
+
+def test_example_clips_show_their_layout_plainly(tmp_path):
+    for k, layouts in enumerate(synthetic.EXAMPLE_CLIPS.values()):
+        spec = next(s for s in (synthetic.draw_clip_spec(k + 100 * t, 24, layouts=layouts) for t in range(50))
+                    if synthetic.shows_layout_plainly(s))
+        assert [seg.frame.truth.layout for seg in spec.segments] == [
+            "none" if name == "single" else name for name in layouts]
+        assert not any(seg.frame.truth.distractor for seg in spec.segments)
+    # A 15 % inset is a real picture-in-picture, but not a plain example of one.
+    small = next(s for s in (synthetic.draw_clip_spec(t, 12, layouts=("pip",)) for t in range(200))
+                 if s.segments[0].frame.tiles[1].box[2] - s.segments[0].frame.tiles[1].box[0] < 0.2)
+    assert not synthetic.shows_layout_plainly(small)

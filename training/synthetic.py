@@ -1246,6 +1246,26 @@ def make_example_clips(folder: str | Path, seed: int = 0, num_frames: int = 24, 
     folder = Path(folder)
     paths = []
     for k, (name, layouts) in enumerate(EXAMPLE_CLIPS.items()):
-        frames, _ = make_clip(seed + k, num_frames, fps, size, pool="train", layouts=layouts)
+        # The first draw (seeds seed + k, + 100, + 200, ...) that shows its layout plainly.
+        spec = next(spec for spec in (draw_clip_spec(seed + k + 100 * t, num_frames, fps, size, pool="train",
+                                                     layouts=layouts) for t in range(50))
+                    if shows_layout_plainly(spec))
+        frames, _ = render_clip(spec)
         paths.append(write_clip(folder / name, frames, fps))
     return paths
+
+
+def shows_layout_plainly(spec: ClipSpec, min_inset_width: float = 0.25) -> bool:
+    """Whether a clip can stand as an example of its layouts: no distractors, and every picture-in-picture
+    inset at least `min_inset_width` of the frame wide (a 15 % inset is real, but not a first example).
+
+    >>> shows_layout_plainly(draw_clip_spec(0, num_frames=12, layouts=("vertical",)))
+    True
+    """
+    for segment in spec.segments:
+        frame = segment.frame
+        if frame.truth.distractor:
+            return False
+        if frame.truth.layout == "pip" and any(t.box[2] - t.box[0] < min_inset_width for t in frame.tiles[1:]):
+            return False
+    return True
