@@ -345,8 +345,6 @@ def run_repeat(cfg: LoopConfig, repeat: int, pool: list[Clip], heldout: list[Cli
 
     # data and raw labels
     truth, styles = store_clips(db, pool, cfg.fps)
-    if cfg.noise_kind not in ("semantic", "uniform"):
-        raise ValueError(f"noise_kind must be 'semantic' or 'uniform', got {cfg.noise_kind!r}")
     misread = {f for f, style in styles.items() if style in NEW_STYLES and truth[f].sludge}
     raw = flip_labels(truth, cfg.noise, seed, prefer=misread if cfg.noise_kind == "semantic" else set())
     flipped = sum(raw[f][0] != truth[f].sludge for f in truth)
@@ -415,6 +413,8 @@ def run_repeat(cfg: LoopConfig, repeat: int, pool: list[Clip], heldout: list[Cli
 
 def run_experiment(cfg: LoopConfig) -> dict:
     """The whole experiment; returns the report it also writes to work_dir/report.{json,md}."""
+    if cfg.noise_kind not in ("semantic", "uniform"):  # before minutes of data and training, not after
+        raise ValueError(f"noise_kind must be 'semantic' or 'uniform', got {cfg.noise_kind!r}")
     started = time.time()
     # seed
     torch.set_num_threads(cfg.threads)

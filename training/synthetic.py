@@ -1246,13 +1246,23 @@ def make_example_clips(folder: str | Path, seed: int = 0, num_frames: int = 24, 
     folder = Path(folder)
     paths = []
     for k, (name, layouts) in enumerate(EXAMPLE_CLIPS.items()):
-        # The first draw (seeds seed + k, + 100, + 200, ...) that shows its layout plainly.
-        spec = next(spec for spec in (draw_clip_spec(seed + k + 100 * t, num_frames, fps, size, pool="train",
-                                                     layouts=layouts) for t in range(50))
-                    if shows_layout_plainly(spec))
-        frames, _ = render_clip(spec)
+        frames, _ = render_clip(draw_example_spec(seed + k, layouts, num_frames, fps, size))
         paths.append(write_clip(folder / name, frames, fps))
     return paths
+
+
+def draw_example_spec(seed: int, layouts: tuple[str, ...], num_frames: int = 24, fps: float = 12.0,
+                      size: tuple[int, int] = (448, 252)) -> ClipSpec:
+    """The first clip drawn from seeds seed, seed + 100, seed + 200, ... that shows its layouts plainly.
+
+    >>> [s.frame.truth.layout for s in draw_example_spec(3, ("pip",)).segments]
+    ['pip']
+    """
+    for t in range(50):
+        spec = draw_clip_spec(seed + 100 * t, num_frames, fps, size, pool="train", layouts=layouts)
+        if shows_layout_plainly(spec):
+            return spec
+    raise RuntimeError(f"no plain example of {layouts} in 50 draws from seed {seed}")
 
 
 def shows_layout_plainly(spec: ClipSpec, min_inset_width: float = 0.25) -> bool:
