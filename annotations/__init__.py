@@ -16,6 +16,12 @@ by what it does:
     snapshot_store(settings.db_path, "/backups", media_dir=settings.media_dir)
 
 The command line is ``python -m annotations --help``.
+
+The app's use cases over the store are modules of their own, imported by name and not re-exported here:
+``annotations.analyses`` (record an analysis, score stored frames, export a zip; these load the model
+library), ``annotations.labeling`` (a labeler's pass through the queue), ``annotations.review`` (two model
+versions on the holdout) and ``annotations.accounts`` (who may write labels). No name exported here may
+share a submodule's name: importing the submodule would put the module in its place.
 """
 
 from annotations.exports import (
@@ -24,17 +30,22 @@ from annotations.exports import (
     export_imagefolder,
     export_label_studio,
     export_training_set,
+    has_export,
     push_export_to_hub,
     split_for_video,
 )
 from annotations.imports import import_ground_truth, read_ground_truth_rows
-from annotations.metrics import compute_metrics, format_metrics_table, labeler_agreement, truth_labels
-from annotations.queue import STRATEGIES, next_frames, release_frames
+from annotations.metrics import (
+    card_metrics,
+    compute_metrics,
+    format_metrics_table,
+    labeler_agreement,
+    truth_labels,
+    video_votes,
+)
+from annotations.queue import STRATEGIES, count_unlabeled, next_frames, release_frames
 from annotations.schema import (
-    FIELDS,
-    LAYOUTS,
     RAW_GT,
-    ROLES,
     InvalidLabelError,
     NotFoundError,
     PermissionDeniedError,
@@ -66,31 +77,38 @@ from annotations.writes import (
     apply_range,
     correct_label,
     current_labels,
+    find_media_dir,
     frame_image_path,
     frame_revision,
+    frames_scored_by,
     get_frame,
+    has_model,
     label_history,
     latest_model_id,
+    list_labelers,
+    list_model_versions,
     list_videos,
-    model_version_id,
     pending_reviews,
+    read_predictions,
     record_predictions,
     register_model,
-    review,
+    review_event,
     undo,
     video_frames,
 )
 
 __all__ = [
-    "FIELDS", "LAYOUTS", "RAW_GT", "ROLES", "SNAPSHOT_PREFIX", "STRATEGIES",
+    "RAW_GT", "SNAPSHOT_PREFIX", "STRATEGIES",
     "ExportConfig", "InvalidLabelError", "LabelEvent", "NotFoundError", "PermissionDeniedError", "Review",
     "SnapshotScheduler", "StaleRevisionError", "Store", "StoreConfig", "StoreError",
-    "add_frames", "add_labeler", "add_video", "apply_range", "backup_store", "check_integrity", "collect_records",
-    "compute_metrics", "connect_store", "correct_label", "current_labels", "export_imagefolder",
-    "export_label_studio", "export_training_set", "format_metrics_table", "frame_image_path", "frame_revision",
-    "get_frame", "import_ground_truth", "label_history", "labeler_agreement", "latest_model_id", "list_snapshots",
-    "list_videos", "model_version_id", "next_frames", "open_store", "pending_reviews", "push_export_to_hub",
-    "read_ground_truth_rows", "record_predictions", "register_model", "release_frames", "restore_latest_snapshot",
-    "restore_store", "review", "schedule_snapshots", "snapshot_store", "split_for_video", "truth_labels", "undo",
-    "video_frames", "write_transaction",
+    "add_frames", "add_labeler", "add_video", "apply_range", "backup_store", "card_metrics", "check_integrity",
+    "collect_records", "compute_metrics", "connect_store", "correct_label", "count_unlabeled", "current_labels",
+    "export_imagefolder", "export_label_studio", "export_training_set", "find_media_dir", "format_metrics_table",
+    "frame_image_path", "frame_revision", "frames_scored_by", "get_frame", "has_export", "has_model",
+    "import_ground_truth", "label_history", "labeler_agreement", "latest_model_id", "list_labelers",
+    "list_model_versions", "list_snapshots", "list_videos", "next_frames", "open_store",
+    "pending_reviews", "push_export_to_hub", "read_ground_truth_rows", "read_predictions", "record_predictions",
+    "register_model", "release_frames", "restore_latest_snapshot", "restore_store", "review_event",
+    "schedule_snapshots", "snapshot_store", "split_for_video", "truth_labels", "undo", "video_frames", "video_votes",
+    "write_transaction",
 ]

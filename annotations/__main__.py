@@ -97,9 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["stats"])  # doctest: +SKIP
     0
     """
-    from core.config import load_settings
-
     import annotations as store
+    from core.config import load_settings
 
     settings = load_settings()
     args = build_parser(settings).parse_args(argv)

@@ -53,9 +53,15 @@ from pathlib import Path
 
 import sqlite_utils
 
-from annotations.schema import InvalidLabelError, resolve_inside, resolve_media_path, utc_now, write_transaction
+from annotations.schema import (
+    InvalidLabelError,
+    resolve_inside,
+    resolve_media_path,
+    utc_now,
+    write_transaction,
+)
 from annotations.targets import copy_tree, parse_target, upload_folder_to_hub
-from annotations.writes import _media_dir, latest_model_id
+from annotations.writes import find_media_dir, latest_model_id
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -84,7 +90,8 @@ class ExportConfig:
     # Unlabelled frames the model scored are useful pseudo-labels; the fine-tuning scripts may filter them
     # out by provenance.
     include_model_labels: bool = True
-    # P(sludge) at or above this makes a model pseudo-label "sludge", as in EngineConfig.
+    # P(sludge) at or above this makes a model pseudo-label (and a Label Studio pre-annotation) "sludge";
+    # pass the engine's threshold so an export calls a frame what the app showed for it.
     threshold: float = 0.5
 
 
@@ -326,7 +333,7 @@ def export_training_set(db: sqlite_utils.Database, out_dir: str | Path, model_id
     """
     if images not in ("copy", "absolute"):
         raise InvalidLabelError(f"images must be 'copy' or 'absolute', not {images!r}")
-    media_dir = _media_dir(db).resolve()
+    media_dir = find_media_dir(db).resolve()
     with _read_snapshot(db):
         records, info = collect_records(db, model_id, config)
     out_dir = Path(out_dir)
@@ -361,7 +368,7 @@ def export_imagefolder(db: sqlite_utils.Database, out_dir: str | Path, model_id:
     >>> datasets.load_dataset("imagefolder", data_dir="data/exports/hf")["train"][0]["layout"]  # doctest: +SKIP
     'vertical'
     """
-    media_dir = _media_dir(db).resolve()
+    media_dir = find_media_dir(db).resolve()
     with _read_snapshot(db):
         records, info = collect_records(db, model_id, config)
     out_dir = Path(out_dir)
@@ -406,7 +413,8 @@ def label_studio_config() -> str:
 
 
 def export_label_studio(db: sqlite_utils.Database, out_dir: str | Path, model_id: str | None = None,
-                        image_url_prefix: str = "/data/local-files/?d=images/") -> dict:
+                        image_url_prefix: str = "/data/local-files/?d=images/",
+                        config: ExportConfig = ExportConfig()) -> dict:
     """Write Label Studio ``tasks.json`` with our predictions as pre-annotations; returns the manifest.
 
     Images are copied to ``images/``; with the default prefix, serve them by starting Label Studio with
@@ -415,7 +423,7 @@ def export_label_studio(db: sqlite_utils.Database, out_dir: str | Path, model_id
     >>> export_label_studio(db, "data/exports/ls", model_id="tiny@1")["counts"]["tasks"]  # doctest: +SKIP
     480
     """
-    media_dir = _media_dir(db).resolve()
+    media_dir = find_media_dir(db).resolve()
     model_id = model_id or latest_model_id(db)
     with _read_snapshot(db):
         rows = list(db.query(
@@ -445,7 +453,7 @@ def export_label_studio(db: sqlite_utils.Database, out_dir: str | Path, model_id
             }
             p = row["p_sludge"]
             if p is not None:
-                predicted = p >= 0.5
+                predicted = p >= config.threshold
                 result = [
                     {"id": f"{row['frame_id']}-sludge", "from_name": "sludge", "to_name": "image", "type": "choices",
                      "value": {"choices": ["sludge" if predicted else "not_sludge"]}},
@@ -469,6 +477,16 @@ def export_label_studio(db: sqlite_utils.Database, out_dir: str | Path, model_id
         manifest = _finish(db, staging, out_dir, "label-studio", counts, versions, last_event,
                            {"image_url_prefix": image_url_prefix}, copied)
     return manifest
+
+
+def has_export(db: sqlite_utils.Database, snapshot_id: str | None) -> bool:
+    """Whether this store wrote the export with this snapshot id (its ``exports`` table has it).
+
+    >>> has_export(db, manifest["snapshot_id"])  # doctest: +SKIP
+    True
+    """
+    return bool(snapshot_id) and db.execute(
+        "SELECT 1 FROM exports WHERE snapshot_id = ?", [snapshot_id]).fetchone() is not None
 
 
 def push_export_to_hub(export_dir: str | Path, target: str | Path, token: str | None = None,

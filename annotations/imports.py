@@ -24,8 +24,9 @@ from pathlib import Path
 
 import sqlite_utils
 
-from annotations.schema import FIELDS, RAW_GT, InvalidLabelError, write_transaction
-from annotations.writes import _append_event, _check_text, encode_value
+from annotations.schema import RAW_GT, InvalidLabelError, write_transaction
+from annotations.writes import append_event, check_text, encode_value
+from core.vocabulary import FIELDS
 
 _VIDEO_KEYS = ("video", "video_id", "video_name", "name")
 
@@ -139,7 +140,7 @@ def import_ground_truth(db: sqlite_utils.Database, path: str | Path, fmt: str | 
                 " WHERE frame_id = ? AND field = ? AND source = 'human')", [frame_id, field]).fetchone()
             if human is not None and human[0] is not None:
                 report["shadowed"] += 1
-            _append_event(db, frame_id, field, value, RAW_GT, None, _check_text(f"import {name}:{line}", "note"),
+            append_event(db, frame_id, field, value, RAW_GT, None, check_text(f"import {name}:{line}", "note"),
                           None, "import", source="import")
             report["events"] += 1
     return report

@@ -1,12 +1,15 @@
 """How good a model version is against the labels, and how much labelers agree, computed by scikit-learn.
 
-The headline is the vqwen card's table: frame accuracy, precision, recall and F1 for "sludge", and
-video-level accuracy where a video's verdict is the majority vote of its frames (ties go to sludge, as in
-``core.engine.decide_video``). Around it: confusion matrices for sludge and layout, per-layout error, and
-Cohen's kappa between every pair of labelers (raw-gt included) on the frames both labelled.
+The headline is the vqwen card's table, computed in one place (:func:`card_metrics`, from plain lists, for
+the store, the Review tab's comparison and the training scripts alike): frame accuracy, precision, recall
+and F1 for "sludge", video-level accuracy where a video's verdict is the majority vote of its frames (ties
+go to sludge, as in ``core.engine.decide_video``), and layout accuracy on frames labelled sludge.
+Around it, for a model version in the store: confusion matrices for sludge and layout, per-layout error,
+and Cohen's kappa between every pair of labelers (raw-gt included) on the frames both labelled.
 
+    card_metrics([True, False], [True, True], ["a", "b"])["frames"]["accuracy"]      0.5
     m = compute_metrics(db, "tiny@1", against="current")
-    m["frames"]        {'n': 480, 'accuracy': 0.93, 'precision': 0.91, 'recall': 0.95, 'f1': 0.93}
+    m["frames"]        {'n': 480, 'accuracy': 0.93, 'precision': 0.91, 'recall': 0.95, 'f1': 0.93, 'tp': ...}
     print(format_metrics_table(m))
 """
 
@@ -17,11 +20,13 @@ import itertools
 import math
 import warnings
 from collections import defaultdict
+from collections.abc import Sequence
 
 import sqlite_utils
 
-from annotations.schema import LAYOUTS, RAW_GT, InvalidLabelError, NotFoundError
-from annotations.writes import latest_model_id
+from annotations.schema import RAW_GT, InvalidLabelError, NotFoundError
+from annotations.writes import has_model, latest_model_id, read_predictions
+from core.vocabulary import LABEL_LAYOUTS
 
 
 def truth_labels(db: sqlite_utils.Database, against: str = "current") -> dict[int, dict]:
@@ -64,57 +69,96 @@ def _ratio(value) -> float | None:
     return None if math.isnan(value) else round(value, 6)
 
 
+def video_votes(labels: Sequence[bool], video_ids: Sequence[str]) -> dict[str, bool]:
+    """Each video's majority vote of its frame labels; ties go to sludge.
+
+    >>> video_votes([True, False, False], ["a", "a", "b"])
+    {'a': True, 'b': False}
+    """
+    by_video: dict[str, list[bool]] = defaultdict(list)
+    for label, video in zip(labels, video_ids):
+        by_video[video].append(bool(label))
+    return {video: sum(votes) / len(votes) >= 0.5 for video, votes in by_video.items()}
+
+
+def card_metrics(y_true: Sequence[bool], y_pred: Sequence[bool], video_ids: Sequence[str],
+                 layout_true: Sequence[str | None] | None = None,
+                 layout_pred: Sequence[str | None] | None = None) -> dict:
+    """The card's table from per-frame labels and predictions, computed by scikit-learn.
+
+    Returns {"frames": {n, accuracy, precision, recall, f1, tp, fp, fn, tn}, "videos": {n, majority_accuracy},
+    "layout": {n, accuracy}}; layout accuracy counts the frames labelled sludge with a layout other than
+    "none". Figures are None where there is nothing to count.
+
+    >>> card_metrics([True, True, False, False], [True, False, False, True], ["a", "a", "b", "b"])["frames"]
+    {'n': 4, 'accuracy': 0.5, 'precision': 0.5, 'recall': 0.5, 'f1': 0.5, 'tp': 1, 'fp': 1, 'fn': 1, 'tn': 1}
+    """
+    # scikit-learn takes a second to import; only the metrics need it.
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        precision_recall_fscore_support,
+    )
+
+    y_true, y_pred = [bool(v) for v in y_true], [bool(v) for v in y_pred]
+    if not y_true:
+        return {"frames": {"n": 0, "accuracy": None, "precision": None, "recall": None, "f1": None},
+                "videos": {"n": 0, "majority_accuracy": None}, "layout": {"n": 0, "accuracy": None}}
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_true, y_pred, average="binary", pos_label=True, zero_division=0)
+    (tn, fp), (fn, tp) = confusion_matrix(y_true, y_pred, labels=[False, True])
+    frames = {"n": len(y_true), "accuracy": _ratio(accuracy_score(y_true, y_pred)), "precision": _ratio(precision),
+              "recall": _ratio(recall), "f1": _ratio(f1), "tp": int(tp), "fp": int(fp), "fn": int(fn), "tn": int(tn)}
+    truth_votes, pred_votes = video_votes(y_true, video_ids), video_votes(y_pred, video_ids)
+    videos = sorted(truth_votes)
+    video_acc = accuracy_score([truth_votes[v] for v in videos], [pred_votes[v] for v in videos])
+    layout = {"n": 0, "accuracy": None}
+    if layout_true is not None and layout_pred is not None:
+        pairs = [(t, p) for t, p, s in zip(layout_true, layout_pred, y_true) if s and t not in (None, "none")]
+        if pairs:
+            layout = {"n": len(pairs), "accuracy": _ratio(accuracy_score([t for t, _ in pairs], [p for _, p in pairs]))}
+    return {"frames": frames, "videos": {"n": len(videos), "majority_accuracy": _ratio(video_acc)}, "layout": layout}
+
+
 def compute_metrics(db: sqlite_utils.Database, model_id: str | None = None, against: str = "current",
                     threshold: float = 0.5) -> dict:
     """The model version's scores against the labels; see the module docstring for what is in it.
+
+    The predicted layout of a frame the model calls not sludge is "none", as the app shows it.
 
     >>> compute_metrics(db, "tiny@1", against="raw-gt")["videos"]  # doctest: +SKIP
     {'n': 30, 'majority_accuracy': 0.9}
     """
     # scikit-learn takes a second to import; only the metrics need it.
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import confusion_matrix
 
     model_id = model_id or latest_model_id(db)
-    if model_id is None or db.execute("SELECT 1 FROM models WHERE id = ?", [model_id]).fetchone() is None:
+    if not has_model(db, model_id):
         raise NotFoundError(f"model {model_id!r} is not registered (or no model has predictions yet)")
     truth = truth_labels(db, against)
-    preds = db.execute("SELECT frame_id, p_sludge, layout FROM predictions WHERE model_id = ? ORDER BY frame_id",
-                       [model_id]).fetchall()
-    pairs = [(fid, p, layout) for fid, p, layout in preds if fid in truth]
+    preds = read_predictions(db, model_id)
+    pairs = [(fid, p, layout) for fid, (p, layout) in preds.items() if fid in truth]
     y_true = [truth[fid]["sludge"] for fid, _, _ in pairs]
     y_pred = [p >= threshold for _, p, _ in pairs]
+    shown_layout = [layout if p >= threshold else "none" for _, p, layout in pairs]
+    card = card_metrics(y_true, y_pred, [truth[fid]["video_id"] for fid, _, _ in pairs],
+                        [truth[fid]["layout"] for fid, _, _ in pairs], shown_layout)
     result: dict = {"model_id": model_id, "against": against, "threshold": threshold,
-                    "predictions": len(preds), "labelled": len(truth)}
-
-    if pairs:
-        precision, recall, f1, _ = precision_recall_fscore_support(
-            y_true, y_pred, average="binary", pos_label=True, zero_division=0)
-        result["frames"] = {"n": len(pairs), "accuracy": _ratio(accuracy_score(y_true, y_pred)),
-                            "precision": _ratio(precision), "recall": _ratio(recall), "f1": _ratio(f1)}
-        matrix = confusion_matrix(y_true, y_pred, labels=[False, True])
-    else:
-        result["frames"] = {"n": 0, "accuracy": None, "precision": None, "recall": None, "f1": None}
-        matrix = [[0, 0], [0, 0]]
+                    "predictions": len(preds), "labelled": len(truth), **card}
+    f = card["frames"]
+    matrix = [[f["tn"], f["fp"]], [f["fn"], f["tp"]]] if pairs else [[0, 0], [0, 0]]
     result["confusion_sludge"] = {"labels": ["not sludge", "sludge"], "rows": "truth", "columns": "predicted",
-                                  "matrix": [[int(x) for x in row] for row in matrix]}
+                                  "matrix": matrix}
 
-    by_video: dict[str, list[tuple[bool, bool]]] = defaultdict(list)
-    for (fid, _, _), t, p in zip(pairs, y_true, y_pred):
-        by_video[truth[fid]["video_id"]].append((t, p))
-    video_true = [sum(t for t, _ in v) / len(v) >= 0.5 for v in by_video.values()]
-    video_pred = [sum(p for _, p in v) / len(v) >= 0.5 for v in by_video.values()]
-    result["videos"] = {"n": len(by_video),
-                        "majority_accuracy": _ratio(accuracy_score(video_true, video_pred)) if by_video else None}
-
-    layout_pairs = [(truth[fid]["layout"], layout if p >= threshold else "none")
-                    for fid, p, layout in pairs if truth[fid]["layout"] is not None]
-    layout_matrix = (confusion_matrix([t for t, _ in layout_pairs], [p for _, p in layout_pairs], labels=list(LAYOUTS))
-                     if layout_pairs else [[0] * len(LAYOUTS) for _ in LAYOUTS])
-    result["confusion_layout"] = {"labels": list(LAYOUTS), "rows": "truth", "columns": "predicted",
+    layout_pairs = [(truth[fid]["layout"], shown) for (fid, _, _), shown in zip(pairs, shown_layout)
+                    if truth[fid]["layout"] is not None]
+    layout_matrix = (confusion_matrix([t for t, _ in layout_pairs], [p for _, p in layout_pairs], labels=list(LABEL_LAYOUTS))
+                     if layout_pairs else [[0] * len(LABEL_LAYOUTS) for _ in LABEL_LAYOUTS])
+    result["confusion_layout"] = {"labels": list(LABEL_LAYOUTS), "rows": "truth", "columns": "predicted",
                                   "n": len(layout_pairs), "matrix": [[int(x) for x in row] for row in layout_matrix]}
 
     per_layout = {}
-    for name in LAYOUTS:
+    for name in LABEL_LAYOUTS:
         sludge_pairs = [(t, p) for (fid, _, _), t, p in zip(pairs, y_true, y_pred) if truth[fid]["layout"] == name]
         layout_hits = [t == p for t, p in layout_pairs if t == name]
         sludge_errors = sum(t != p for t, p in sludge_pairs)

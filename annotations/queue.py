@@ -26,8 +26,13 @@ from collections.abc import Sequence
 
 import sqlite_utils
 
-from annotations.schema import InvalidLabelError, PermissionDeniedError, resolve_media_path, write_transaction
-from annotations.writes import _media_dir, latest_model_id
+from annotations.schema import (
+    InvalidLabelError,
+    PermissionDeniedError,
+    resolve_media_path,
+    write_transaction,
+)
+from annotations.writes import find_media_dir, latest_model_id
 
 STRATEGIES = ("uncertain", "disagreement", "unlabeled", "random")
 # Long enough to look at a frame's heatmaps and decide, short enough that a closed tab frees its frames soon.
@@ -167,7 +172,7 @@ def _describe(db, picked: Sequence[tuple], model_id: str | None, expires: float 
     preds = {r["frame_id"]: r for r in db.query(
         f"SELECT frame_id, p_sludge, layout FROM predictions WHERE model_id = ? AND frame_id IN ({marks})",
         [model_id, *ids])}
-    media_dir = _media_dir(db)
+    media_dir = find_media_dir(db)
     out = []
     for frame_id, score, reason in picked:
         label = labels[frame_id]
@@ -204,3 +209,12 @@ def release_frames(db: sqlite_utils.Database, labeler: str, frame_ids: Sequence[
         ids = [int(i) for i in frame_ids]
         marks = ",".join("?" * len(ids)) or "NULL"
         return db.execute(f"DELETE FROM leases WHERE labeler = ? AND frame_id IN ({marks})", [labeler, *ids]).rowcount
+
+
+def count_unlabeled(db: sqlite_utils.Database) -> int:
+    """How many frames have no current sludge label (never labelled, or every label on them taken back).
+
+    >>> count_unlabeled(db)  # doctest: +SKIP
+    412
+    """
+    return db.execute("SELECT count(*) FROM current_labels WHERE sludge IS NULL").fetchone()[0]

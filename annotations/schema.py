@@ -4,7 +4,7 @@ One SQLite file holds everything the labelers produce. The schema is applied by 
 migration support (``sqlite_utils.Migrations``), so an older file is brought up to date on open and a
 newer schema is one more decorated function below.
 
-Tables (see DESIGN.md, "Store"):
+Tables (to add a table or a column, see "Where to add a store migration" in ARCHITECTURE.md):
 
 - ``videos``        sha256 of the file bytes is the id, so the same upload twice is one video.
 - ``frames``        (video, index) is unique; ``image_path`` is relative to the media folder and named by the
@@ -38,12 +38,6 @@ from pathlib import Path
 import sqlite_utils
 from sqlite_utils import Migrations
 
-# What a label event may set, and the values each field accepts.
-FIELDS = ("sludge", "layout", "description")
-LAYOUTS = ("vertical", "horizontal", "pip", "other", "none")
-ROLES = ("viewer", "labeler", "reviewer")
-# Roles allowed to write label events; reviewers may also accept or reject them.
-WRITE_ROLES = ("labeler", "reviewer")
 # The labeler that imported ground truth is recorded under; its events have provenance "raw".
 RAW_GT = "raw-gt"
 

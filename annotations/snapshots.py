@@ -28,7 +28,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from annotations.schema import InvalidLabelError, StoreConfig
-from annotations.targets import download_from_hub, parse_target, upload_file_to_hub, upload_folder_to_hub
+from annotations.targets import (
+    download_from_hub,
+    parse_target,
+    upload_file_to_hub,
+    upload_folder_to_hub,
+)
 
 log = logging.getLogger(__name__)
 

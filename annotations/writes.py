@@ -30,11 +30,7 @@ import numpy as np
 import sqlite_utils
 
 from annotations.schema import (
-    FIELDS,
-    LAYOUTS,
     RAW_GT,
-    ROLES,
-    WRITE_ROLES,
     InvalidLabelError,
     NotFoundError,
     PermissionDeniedError,
@@ -43,6 +39,7 @@ from annotations.schema import (
     utc_now,
     write_transaction,
 )
+from core.vocabulary import FIELDS, LABEL_LAYOUTS, ROLES, WRITE_ROLES
 
 # Long enough for a paragraph-length description or note, short enough that a paste accident is refused.
 MAX_TEXT_CHARS = 20_000
@@ -109,12 +106,12 @@ def encode_value(field: str, value) -> str:
             return "1" if value.strip().lower() in _TRUE else "0"
         raise InvalidLabelError(f"sludge must be true or false, not {value!r}")
     if field == "layout":
-        if isinstance(value, str) and value in LAYOUTS:
+        if isinstance(value, str) and value in LABEL_LAYOUTS:
             return value
-        raise InvalidLabelError(f"layout must be one of {', '.join(LAYOUTS)}, not {value!r}")
+        raise InvalidLabelError(f"layout must be one of {', '.join(LABEL_LAYOUTS)}, not {value!r}")
     if not isinstance(value, str):
         raise InvalidLabelError(f"description must be text, not {type(value).__name__}")
-    _check_text(value, "description")
+    check_text(value, "description")
     return value
 
 
@@ -131,7 +128,7 @@ def decode_value(field: str, stored: str | None) -> bool | str | None:
     return str(stored)
 
 
-def _check_text(text, what: str, limit: int = MAX_TEXT_CHARS) -> str:
+def check_text(text, what: str, limit: int = MAX_TEXT_CHARS) -> str:
     if not isinstance(text, str):
         raise InvalidLabelError(f"{what} must be text, not {type(text).__name__}")
     if len(text) > limit:
@@ -140,7 +137,7 @@ def _check_text(text, what: str, limit: int = MAX_TEXT_CHARS) -> str:
 
 
 def _check_name(name, what: str) -> str:
-    _check_text(name, what, MAX_NAME_CHARS)
+    check_text(name, what, MAX_NAME_CHARS)
     if not name.strip():
         raise InvalidLabelError(f"{what} cannot be empty")
     return name
@@ -322,7 +319,7 @@ def add_frames(db: sqlite_utils.Database, video_id: str, frames: np.ndarray, tim
             f"{len(frames)} frames but {len(timestamps)} timestamps and {len(indices)} indices")
     if db.execute("SELECT 1 FROM videos WHERE id = ?", [video_id]).fetchone() is None:
         raise NotFoundError(f"video {video_id!r} is not in the store; add it with add_video first")
-    media_dir = _media_dir(db)
+    media_dir = find_media_dir(db)
     suffix = ".png" if image_format == "png" else ".jpg"
     rows = []
     for frame, time_s, index in zip(frames, timestamps, indices):
@@ -346,7 +343,12 @@ def add_frames(db: sqlite_utils.Database, video_id: str, frames: np.ndarray, tim
     return ids
 
 
-def _media_dir(db: sqlite_utils.Database) -> Path:
+def find_media_dir(db: sqlite_utils.Database) -> Path:
+    """The folder a store keeps its frame images in (given to ``open_store``).
+
+    >>> find_media_dir(open_store("data/sludgelens.db", "data/media"))  # doctest: +SKIP
+    PosixPath('data/media')
+    """
     media_dir = getattr(db, "media_dir", None)
     if media_dir is None:
         raise InvalidLabelError("this database has no media folder; open it with open_store(path, media_dir)")
@@ -362,19 +364,10 @@ def frame_image_path(db: sqlite_utils.Database, frame_id: int) -> Path:
     row = db.execute("SELECT image_path FROM frames WHERE id = ?", [frame_id]).fetchone()
     if row is None:
         raise NotFoundError(f"frame {frame_id} is not in the store")
-    return resolve_media_path(_media_dir(db), row[0])
+    return resolve_media_path(find_media_dir(db), row[0])
 
 
 # ---------------------------------------------------------------- models and predictions
-
-
-def model_version_id(source: str, revision: str | None = None) -> str:
-    """The id a model version is stored under: "source@revision", or the source alone.
-
-    >>> model_version_id("alpharomercoma/vqwen3-4b", "abc123")
-    'alpharomercoma/vqwen3-4b@abc123'
-    """
-    return f"{source}@{revision}" if revision else source
 
 
 def register_model(db: sqlite_utils.Database, model_id: str, source: str, revision: str | None = None,
@@ -425,17 +418,17 @@ def record_predictions(db: sqlite_utils.Database, model_id: str, frame_ids: Sequ
         if not (math.isfinite(p) and 0.0 <= p <= 1.0):
             raise InvalidLabelError(f"p_sludge must be a probability in [0, 1], not {p!r} (frame {frame_id})")
         scores = {str(k): float(v) for k, v in dict(scores or {}).items()}
-        unknown = set(scores) - set(LAYOUTS)
+        unknown = set(scores) - set(LABEL_LAYOUTS)
         if unknown:
             raise InvalidLabelError(f"unknown layout classes {sorted(unknown)} in layout_scores (frame {frame_id})")
         for text, what in ((description, "description"), (explanation, "explanation")):
             if text is not None:
-                _check_text(text, what)
+                check_text(text, what)
         best = max(sorted(scores), key=scores.get) if scores else "none"
         rows.append([int(frame_id), model_id, p, best, json.dumps(scores, sort_keys=True), description,
                      explanation, now])
     with write_transaction(db):
-        if db.execute("SELECT 1 FROM models WHERE id = ?", [model_id]).fetchone() is None:
+        if not has_model(db, model_id):
             raise NotFoundError(f"model {model_id!r} is not registered; call register_model first")
         wanted = {row[0] for row in rows}
         found = _existing_frames(db, wanted)
@@ -459,16 +452,64 @@ def _existing_frames(db: sqlite_utils.Database, frame_ids: set[int]) -> set[int]
     return found
 
 
+def list_model_versions(db: sqlite_utils.Database, limit: int | None = None) -> list[str]:
+    """Model versions with predictions in the store, newest registered first.
+
+    >>> list_model_versions(db)  # doctest: +SKIP
+    ['data/checkpoints/lora-1@b2c3d4e5f6a7', 'models/tiny-vqwen-qformer@a1b2c3d4e5f6']
+    """
+    sql = ("SELECT m.id FROM models m WHERE EXISTS (SELECT 1 FROM predictions p WHERE p.model_id = m.id)"
+           " ORDER BY m.created_at DESC, m.rowid DESC")
+    if limit is None:
+        return [r[0] for r in db.execute(sql)]
+    return [r[0] for r in db.execute(sql + " LIMIT ?", [int(limit)])]
+
+
 def latest_model_id(db: sqlite_utils.Database) -> str | None:
     """The most recently registered model version that has predictions (None when there is none).
 
     >>> latest_model_id(db)  # doctest: +SKIP
     'tiny@1'
     """
-    row = db.execute(
-        "SELECT m.id FROM models m WHERE EXISTS (SELECT 1 FROM predictions p WHERE p.model_id = m.id)"
-        " ORDER BY m.created_at DESC, m.rowid DESC LIMIT 1").fetchone()
-    return row[0] if row else None
+    return next(iter(list_model_versions(db, limit=1)), None)
+
+
+def has_model(db: sqlite_utils.Database, model_id: str | None) -> bool:
+    """Whether a model version is registered (it may have no predictions yet).
+
+    >>> has_model(db, "tiny@1")  # doctest: +SKIP
+    True
+    """
+    return model_id is not None and db.execute("SELECT 1 FROM models WHERE id = ?", [model_id]).fetchone() is not None
+
+
+def read_predictions(db: sqlite_utils.Database, model_id: str) -> dict[int, tuple[float, str]]:
+    """frame_id -> (P(sludge), most likely layout) of every frame one model version scored, in frame order.
+
+    >>> read_predictions(db, "tiny@1")[1]  # doctest: +SKIP
+    (0.91, 'vertical')
+    """
+    rows = db.execute("SELECT frame_id, p_sludge, layout FROM predictions WHERE model_id = ? ORDER BY frame_id",
+                      [model_id])
+    return {frame_id: (p, layout) for frame_id, p, layout in rows}
+
+
+def frames_scored_by(db: sqlite_utils.Database, model_id: str) -> set[int]:
+    """The ids of the frames a model version has predictions for.
+
+    >>> frames_scored_by(db, "tiny@1")  # doctest: +SKIP
+    {1, 2, 3}
+    """
+    return {r[0] for r in db.execute("SELECT frame_id FROM predictions WHERE model_id = ?", [model_id])}
+
+
+def list_labelers(db: sqlite_utils.Database, kind: str = "human") -> list[str]:
+    """Names of the labelers of one kind ("human", or "import" for ground truth), in alphabetical order.
+
+    >>> list_labelers(db)  # doctest: +SKIP
+    ['alice', 'rita']
+    """
+    return [r[0] for r in db.execute("SELECT name FROM labelers WHERE kind = ? ORDER BY name", [kind])]
 
 
 # ---------------------------------------------------------------- label events
@@ -487,15 +528,12 @@ def frame_revision(db: sqlite_utils.Database, frame_id: int) -> int:
 
 
 def _current_value(db, frame_id: int, field: str) -> str | None:
-    """The stored text of a field as the current_labels view defines it (human value first, else imported)."""
-    row = db.execute(
-        "SELECT new_value FROM label_events WHERE id = (SELECT max(id) FROM label_events"
-        " WHERE frame_id = ? AND field = ? AND source = 'human')", [frame_id, field]).fetchone()
-    if row is not None and row[0] is not None:
-        return row[0]
-    row = db.execute(
-        "SELECT new_value FROM label_events WHERE id = (SELECT max(id) FROM label_events"
-        " WHERE frame_id = ? AND field = ? AND source = 'import')", [frame_id, field]).fetchone()
+    """The stored text of a field as the current_labels view gives it (None when never labelled)."""
+    if field not in FIELDS:
+        raise InvalidLabelError(f"unknown field {field!r}; expected one of {', '.join(FIELDS)}")
+    # The view casts sludge to an integer; its stored text is "1" / "0".
+    sql = "CAST(sludge AS TEXT)" if field == "sludge" else field
+    row = db.execute(f"SELECT {sql} FROM current_labels WHERE frame_id = ?", [frame_id]).fetchone()
     return row[0] if row else None
 
 
@@ -513,7 +551,7 @@ def _check_seen(db, frame_id: int, seen_revision: int | None) -> int:
     return revision
 
 
-def _append_event(db, frame_id: int, field: str, new_value: str | None, labeler: str, seen_revision: int | None,
+def append_event(db, frame_id: int, field: str, new_value: str | None, labeler: str, seen_revision: int | None,
                   note: str, model_seen: str | None, kind: str, ref_event: int | None = None,
                   batch: str | None = None, source: str = "human") -> LabelEvent:
     """Insert one event inside the caller's write transaction; refuses a stale revision."""
@@ -555,11 +593,11 @@ def correct_label(db: sqlite_utils.Database, frame_id: int, field: str, value, l
     3
     """
     stored = encode_value(field, value)
-    _check_text(note, "note")
+    check_text(note, "note")
     seen_revision = _check_revision(seen_revision)
     with write_transaction(db):
         _require_role(db, labeler, WRITE_ROLES, "correct labels")
-        return _append_event(db, int(frame_id), field, stored, labeler, seen_revision, note, model_seen, "set")
+        return append_event(db, int(frame_id), field, stored, labeler, seen_revision, note, model_seen, "set")
 
 
 def apply_range(db: sqlite_utils.Database, video_id: str, start_index: int, end_index: int, field: str, value,
@@ -574,7 +612,7 @@ def apply_range(db: sqlite_utils.Database, video_id: str, start_index: int, end_
     [LabelEvent(...), LabelEvent(...), LabelEvent(...)]
     """
     stored = encode_value(field, value)
-    _check_text(note, "note")
+    check_text(note, "note")
     if start_index > end_index:
         raise InvalidLabelError(f"start_index {start_index} is after end_index {end_index}")
     if isinstance(seen_revisions, Mapping):
@@ -600,7 +638,7 @@ def apply_range(db: sqlite_utils.Database, video_id: str, start_index: int, end_
             raise StaleRevisionError(
                 f"{len(stale)} of {len(frames)} frames changed since you saw them: {detail}. Nothing was written; "
                 f"reload the frames and apply the range again.")
-        return [_append_event(db, fid, field, stored, labeler, rev, note, model_seen, "range", batch=batch)
+        return [append_event(db, fid, field, stored, labeler, rev, note, model_seen, "range", batch=batch)
                 for fid, rev in frames]
 
 
@@ -646,7 +684,7 @@ def undo(db: sqlite_utils.Database, frame_id: int, field: str, labeler: str, see
     """
     if field not in FIELDS:
         raise InvalidLabelError(f"unknown field {field!r}; expected one of {', '.join(FIELDS)}")
-    _check_text(note, "note")
+    check_text(note, "note")
     seen_revision = _check_revision(seen_revision)
     with write_transaction(db):
         _require_role(db, labeler, WRITE_ROLES, "undo labels")
@@ -656,20 +694,20 @@ def undo(db: sqlite_utils.Database, frame_id: int, field: str, labeler: str, see
         if not changes:
             raise InvalidLabelError(f"frame {frame_id} has no {field} change left to undo")
         target, before = changes[0], (changes[1].new_value if len(changes) > 1 else None)
-        return _append_event(db, frame_id, field, _stored(field, before), labeler, seen_revision, note, None, "undo",
+        return append_event(db, frame_id, field, _stored(field, before), labeler, seen_revision, note, None, "undo",
                              ref_event=target.id)
 
 
-def review(db: sqlite_utils.Database, event_id: int, reviewer: str, accept: bool, note: str = "") -> Review:
+def review_event(db: sqlite_utils.Database, event_id: int, reviewer: str, accept: bool, note: str = "") -> Review:
     """Accept or reject a label event.
 
     Rejecting a human change that still holds the field's value appends an event that restores the value
     before it (like an undo, under the reviewer's name); any other rejection is recorded only.
 
-    >>> review(db, 42, "rita", accept=False, note="that is a PiP, not a split").revert.new_value  # doctest: +SKIP
+    >>> review_event(db, 42, "rita", accept=False, note="that is a PiP, not a split").revert.new_value  # doctest: +SKIP
     'vertical'
     """
-    _check_text(note, "note")
+    check_text(note, "note")
     with write_transaction(db):
         _require_role(db, reviewer, ("reviewer",), "review labels")
         row = next(db.query("SELECT * FROM label_events WHERE id = ?", [int(event_id)]), None)
@@ -681,7 +719,7 @@ def review(db: sqlite_utils.Database, event_id: int, reviewer: str, accept: bool
             changes = _effective_human_changes(db, event.frame_id, event.field)
             if changes and changes[0].id == event.id:
                 before = changes[1].new_value if len(changes) > 1 else None
-                revert = _append_event(db, event.frame_id, event.field, _stored(event.field, before), reviewer,
+                revert = append_event(db, event.frame_id, event.field, _stored(event.field, before), reviewer,
                                        None, note, None, "reject", ref_event=event.id)
         created = utc_now()
         cursor = db.execute(
@@ -761,7 +799,7 @@ def video_frames(db: sqlite_utils.Database, video_id: str, model_id: str | None 
         "SELECT p.* FROM predictions p JOIN frames f ON f.id = p.frame_id WHERE f.video_id = ? AND p.model_id = ?",
         [video_id, model_id])}
     paths = dict(db.execute("SELECT id, image_path FROM frames WHERE video_id = ?", [video_id]).fetchall())
-    media_dir = _media_dir(db)
+    media_dir = find_media_dir(db)
     out = []
     for row in current_labels(db, video_id=video_id):
         pred = preds.get(row["frame_id"])

@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
             times[name].append(time_call(fn))
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     base = medians["score"]
-    print(f"\nmodel {lm.version} ({lm.kind.name}), {args.frames} frames, batch {batch}, {args.threads} threads")
+    print(f"\nmodel {lm.version} ({lm.family.name}), {args.frames} frames, batch {batch}, {args.threads} threads")
     best = {name: min(ts) for name, ts in times.items()}
     print(f"{'median over ' + str(args.rounds) + ' rounds':<40}{'seconds':>9}{'ms/frame':>10}{'vs score':>10}{'min vs min':>12}")
     for name, seconds in medians.items():

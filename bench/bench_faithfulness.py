@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     frames = frames[[i for i, t in enumerate(truths) if t.sludge]]
     lm = load_model(ModelSpec(args.model))
     config = ExplainConfig(batch_size=16, rescore_batch=64)
-    print(f"model {lm.version} ({lm.kind.name}), {len(frames)} held-out synthetic sludge frames, rho = {args.rho}")
+    print(f"model {lm.version} ({lm.family.name}), {len(frames)} held-out synthetic sludge frames, rho = {args.rho}")
     results = {}
     for method in args.methods:
         t0 = time.perf_counter()

@@ -25,12 +25,13 @@ import time
 import numpy as np
 import torch
 
-from core import prompts
+from core import vocabulary
 from core.config import EMBEDDED_LLAVA, ModelSpec
 from core.engine import encode_frames, load_model, run_answer_pass
 from core.explain import explain_frames
+from core.families import find_family
 from training import synthetic
-from training.tiny_models import VQWEN_LLAVA_SHAPE, build_llava, build_tokenizer
+from training.tiny_models import VQWEN_LLAVA_SHAPE, build_tokenizer
 
 
 def time_call(fn) -> float:
@@ -45,8 +46,8 @@ def measure(lm, frames, keep_share: float, rounds: int) -> dict:
     found = explain_frames(lm, frames, rho=keep_share, faithfulness=False)
     keep = torch.from_numpy(np.stack([e.mask for e in found]))
     cases = {
-        "all image tokens": lambda: run_answer_pass(lm, visual, [prompts.CLASSIFY]),
-        f"top {keep_share:.0%} image tokens": lambda: run_answer_pass(lm, visual, [prompts.CLASSIFY], keep=keep),
+        "all image tokens": lambda: run_answer_pass(lm, visual, [vocabulary.CLASSIFY]),
+        f"top {keep_share:.0%} image tokens": lambda: run_answer_pass(lm, visual, [vocabulary.CLASSIFY], keep=keep),
     }
     lengths = {name: int(fn().attention_mask.shape[1]) for name, fn in cases.items()}  # also a warm-up
     times = {name: [] for name in cases}
@@ -67,9 +68,9 @@ def measure(lm, frames, keep_share: float, rounds: int) -> dict:
 
 def build_real_shape(folder: str):
     """The vqwen3-4b shape at one LM layer with random weights, saved and loaded like any checkpoint."""
-    tok = build_tokenizer([prompts.CLASSIFY, prompts.LAYOUT, "yes no vertical horizontal pip other"] * 20, 400)
+    tok = build_tokenizer([vocabulary.CLASSIFY, vocabulary.LAYOUT, "yes no vertical horizontal pip other"] * 20, 400)
     torch.manual_seed(0)
-    model, processor = build_llava(tok, VQWEN_LLAVA_SHAPE)
+    model, processor = find_family("llava").build_tiny(tok, VQWEN_LLAVA_SHAPE)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     del model

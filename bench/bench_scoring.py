@@ -21,7 +21,7 @@ import time
 import numpy as np
 import torch
 
-from core import prompts
+from core import vocabulary
 from core.config import EMBEDDED_BLIP2, ModelSpec
 from core.engine import load_model, score_frames
 from training import synthetic
@@ -31,8 +31,8 @@ def score_the_card_way(lm, frames) -> list[str]:
     """One generate call per frame and question, as in the model card's usage snippet."""
     answers = []
     for frame in frames:
-        for question in (prompts.CLASSIFY, prompts.LAYOUT):
-            text = lm.tokenizer.apply_chat_template(prompts.build_messages(question), add_generation_prompt=True, tokenize=False)
+        for question in (vocabulary.CLASSIFY, vocabulary.LAYOUT):
+            text = lm.tokenizer.apply_chat_template(vocabulary.build_messages(question), add_generation_prompt=True, tokenize=False)
             inputs = lm.processor(text=text, images=frame, return_tensors="pt").to(lm.device)
             inputs["pixel_values"] = inputs["pixel_values"].to(lm.dtype)
             with torch.inference_mode():

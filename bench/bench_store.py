@@ -33,6 +33,7 @@ import numpy as np
 import annotations as store
 from annotations.schema import utc_now
 from annotations.writes import encode_image, save_media
+from core.vocabulary import LABEL_LAYOUTS
 
 
 def writer(args: tuple) -> tuple[list[float], int, float, float]:
@@ -116,12 +117,12 @@ def build_big_store(root: Path, frames: int, per_video: int = 16, images: int = 
             is_sludge = bool(sludge[i])
             frame_rows.append((frame_id, f"{i // per_video:064x}", i % per_video, (i % per_video) * 0.5, rel, sha,
                                2 if is_sludge else 1, now))
-            pred_rows.append((frame_id, "bench@1", float(p[i]), store.LAYOUTS[layouts[i]],
+            pred_rows.append((frame_id, "bench@1", float(p[i]), LABEL_LAYOUTS[layouts[i]],
                               '{"vertical": 0.4, "horizontal": 0.3, "pip": 0.2, "other": 0.1}', None, None, now))
             labeler, source, kind = ("ana", "human", "set") if corrected[i] else (store.RAW_GT, "import", "import")
             events.append((frame_id, "sludge", None, "1" if is_sludge else "0", labeler, source, now, "", 1, kind))
             if is_sludge:
-                events.append((frame_id, "layout", None, store.LAYOUTS[layouts[i]], labeler, source, now, "", 2, kind))
+                events.append((frame_id, "layout", None, LABEL_LAYOUTS[layouts[i]], labeler, source, now, "", 2, kind))
         db.conn.executemany(
             "INSERT INTO frames (id, video_id, frame_index, time_s, image_path, image_sha256, width, height,"
             " revision, created_at) VALUES (?, ?, ?, ?, ?, ?, 32, 32, ?, ?)", frame_rows)

@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from core.vocabulary import ROLES
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # The embedded default models ship in the repo so the app works with no network at all.
@@ -81,7 +83,6 @@ class ModelSpec:
         return f"{self.source}@{self.revision}" if self.revision else self.source
 
 
-ROLES = ("viewer", "labeler", "reviewer")
 
 
 @dataclass(frozen=True)
@@ -182,8 +183,9 @@ class Settings:
     num_frames: int = 16
     # Who may write labels (the Label tab and the corrections API).
     auth: AuthConfig = field(default_factory=AuthConfig)
-    # The one-click example clips of the Analyze tab, written by the synthetic generator on first start.
-    examples_dir: Path = REPO_ROOT / "data" / "examples"
+    # The one-click example clips of the Analyze tab: committed files, rendered by
+    # `python -m training.synthetic examples`, so the app needs neither the generator nor a first-start write.
+    examples_dir: Path = REPO_ROOT / "examples"
     # Where the Export tab's "Push to the Hub" sends an export ("hf://datasets/owner/name" or a folder);
     # None hides the button, because a push without a configured target has nowhere sensible to go.
     export_target: str | None = None

@@ -1,7 +1,8 @@
 """Load a vqwen-family model and score frames with it.
 
 One loader serves both stock classes; which one is read from the checkpoint's config (`model_type`), never
-from its name. Scoring is one batched pass per chunk of frames::
+from its name, and everything specific to it lives in its family module (:mod:`core.families`). Scoring is
+one batched pass per chunk of frames::
 
     pixels ─► vision (+ Q-Former for BLIP-2) ─► projected image tokens      (once per frame)
            ─► LM over [frame × question] rows, left-padded                 (one forward)
@@ -19,14 +20,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoProcessor, Blip2ForConditionalGeneration, LlavaForConditionalGeneration
+from transformers import AutoConfig, AutoProcessor
 
-from core import prompts
+from core import vocabulary
 from core.config import EngineConfig, ModelSpec
+from core.families import ModelFamily, UnknownFamilyError, VisualTokens, find_family
+from core.identity import ModelIdentity, identify_model, name_folder, name_version
 
 log = logging.getLogger(__name__)
 
@@ -36,37 +39,12 @@ class ModelLoadError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ModelKind:
-    """What differs between the two stock classes, chosen by the checkpoint's `config.model_type`."""
-
-    name: str
-    model_class: type
-    # Attention kernels per sub-model. BLIP-2's Q-Former runs eager because SDPA returns no attention
-    # weights and the explanations read its cross-attention; everything else keeps the fast kernel.
-    attn_implementation: dict | str
-    encode: Callable  # (model, pixel_values, want_attentions) -> VisualTokens
-    run_lm: Callable  # (model, inputs_embeds, attention_mask, position_ids, logits_to_keep, **kw) -> output
-
-
-@dataclass
-class VisualTokens:
-    """A chunk of frames after the vision side: what the LM sees, plus what explanations need."""
-
-    embeds: torch.Tensor  # (B, T, H_lm): the projected image tokens the LM reads
-    # BLIP-2 only: Q-Former cross-attention per cross-attention layer, each (B, heads, queries, 1 + patches).
-    cross_attentions: tuple[torch.Tensor, ...] | None = None
-    # The raw vision-encoder output, kept so a masked re-score can rerun the Q-Former without a second
-    # vision pass (B, 1 + patches, H_vision); None for LLaVA, whose tokens are the projected patches.
-    vision_states: torch.Tensor | None = None
-
-
-@dataclass(frozen=True)
 class FrameScore:
     """What the fast tier knows about one frame."""
 
     p_sludge: float
     label: bool
-    layout: str  # one of prompts.LAYOUT_CLASSES when sludge, else prompts.NO_LAYOUT
+    layout: str  # one of vocabulary.LAYOUTS when sludge, else vocabulary.NO_LAYOUT
     layout_scores: dict[str, float]
 
     def to_dict(self) -> dict:
@@ -93,10 +71,12 @@ class LoadedModel:
 
     model: torch.nn.Module
     processor: object
-    kind: ModelKind
+    family: ModelFamily
     spec: ModelSpec
     device: torch.device
     dtype: torch.dtype
+    # Computed once at load: the name the store, the UI and the API know this model version by.
+    identity: ModelIdentity | None = None
     config: EngineConfig = field(default_factory=EngineConfig)
     _prompt_ids: dict[str, list[int]] = field(default_factory=dict, repr=False)
 
@@ -106,15 +86,16 @@ class LoadedModel:
 
     @property
     def version(self) -> str:
-        """The id this model is stored under: source plus revision (a fine-tuned folder names itself)."""
-        return self.spec.label
+        """The id this model version is stored under (``identity.id``); a model still in training, which has
+        no saved weights to name it by, goes by its spec."""
+        return self.identity.id if self.identity is not None else self.spec.label
 
     @cached_property
     def answer_ids(self) -> dict[str, dict[str, list[int]]]:
         """First-token ids of each answer word, per question: {"classify": {"yes": [...], "no": [...]}, "layout": {...}}."""
-        layouts = {name: (name, name.capitalize()) for name in prompts.LAYOUT_CLASSES}
+        layouts = {name: (name, name.capitalize()) for name in vocabulary.LAYOUTS}
         return {
-            "classify": distinct_first_tokens(self.tokenizer, {"yes": prompts.YES_WORDS, "no": prompts.NO_WORDS}),
+            "classify": distinct_first_tokens(self.tokenizer, {"yes": vocabulary.YES_WORDS, "no": vocabulary.NO_WORDS}),
             "layout": distinct_first_tokens(self.tokenizer, layouts),
         }
 
@@ -138,7 +119,7 @@ class LoadedModel:
         """
         if question not in self._prompt_ids:
             text = self.tokenizer.apply_chat_template(
-                prompts.build_messages(question), add_generation_prompt=True, tokenize=False
+                vocabulary.build_messages(question), add_generation_prompt=True, tokenize=False
             )
             blank = np.zeros((32, 32, 3), dtype=np.uint8)
             ids = self.processor(text=text, images=blank, return_tensors="pt")["input_ids"][0]
@@ -178,75 +159,6 @@ def distinct_first_tokens(tokenizer, classes: dict[str, Sequence[str]]) -> dict[
     return ids
 
 
-# ---------------------------------------------------------------- the two kinds
-
-
-def _encode_blip2(model, pixel_values: torch.Tensor, want_attentions: bool) -> VisualTokens:
-    vision_states = model.vision_model(pixel_values=pixel_values, return_dict=True).last_hidden_state
-    return _run_qformer(model, vision_states, None, want_attentions)
-
-
-def _run_qformer(model, vision_states, patch_mask, want_attentions: bool) -> VisualTokens:
-    """Q-Former over the vision states, optionally with some patches masked out (CLS always kept)."""
-    mask = torch.ones(vision_states.shape[:2], dtype=torch.long, device=vision_states.device)
-    if patch_mask is not None:
-        mask[:, 1:] = patch_mask.to(mask.dtype)
-    queries = model.query_tokens.expand(vision_states.shape[0], -1, -1)
-    out = model.qformer(
-        query_embeds=queries,
-        encoder_hidden_states=vision_states,
-        encoder_attention_mask=mask,
-        output_attentions=want_attentions,
-        return_dict=True,
-    )
-    query_out = out.last_hidden_state.to(model.language_projection.weight.dtype)
-    cross = tuple(a.float() for a in out.cross_attentions) if want_attentions else None
-    return VisualTokens(embeds=model.language_projection(query_out), cross_attentions=cross, vision_states=vision_states)
-
-
-def _run_lm_blip2(model, inputs_embeds, attention_mask, position_ids, logits_to_keep=1, **kw):
-    return model.language_model(
-        inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-        logits_to_keep=logits_to_keep, **kw,
-    )
-
-
-def _encode_llava(model, pixel_values: torch.Tensor, want_attentions: bool) -> VisualTokens:
-    cfg = model.config
-    out = model.get_image_features(
-        pixel_values=pixel_values,
-        vision_feature_layer=cfg.vision_feature_layer,
-        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-    )
-    feats = out.pooler_output
-    return VisualTokens(embeds=torch.stack(list(feats)) if isinstance(feats, (list, tuple)) else feats)
-
-
-def _run_lm_llava(model, inputs_embeds, attention_mask, position_ids, logits_to_keep=1, **kw):
-    return model(
-        inputs_embeds=inputs_embeds, attention_mask=attention_mask, position_ids=position_ids,
-        logits_to_keep=logits_to_keep, **kw,
-    )
-
-
-KINDS: dict[str, ModelKind] = {
-    "blip-2": ModelKind(
-        name="blip2",
-        model_class=Blip2ForConditionalGeneration,
-        attn_implementation={"qformer_config": "eager", "vision_config": "sdpa", "text_config": "sdpa", "": "sdpa"},
-        encode=_encode_blip2,
-        run_lm=_run_lm_blip2,
-    ),
-    "llava": ModelKind(
-        name="llava",
-        model_class=LlavaForConditionalGeneration,
-        attn_implementation="sdpa",
-        encode=_encode_llava,
-        run_lm=_run_lm_llava,
-    ),
-}
-
-
 # ---------------------------------------------------------------- loading
 
 
@@ -265,33 +177,47 @@ def pick_device(requested: str = "auto") -> torch.device:
     return torch.device(type="cpu")
 
 
+def find_model_family(spec: ModelSpec) -> ModelFamily:
+    """The family of the model a spec points at, from its config alone (the cheap part of a load).
+
+    Raises ModelLoadError when there is no readable config or it names a class sludgelens does not serve.
+
+    >>> find_model_family(ModelSpec("models/tiny-vqwen-qformer")).name  # doctest: +SKIP
+    'blip2'
+    """
+    # Messages name a folder as the store does (never by its server path): they reach pages and API callers.
+    shown = name_version(name_folder(spec.source), spec.revision) if spec.is_local else spec.label
+    try:
+        hf_config = AutoConfig.from_pretrained(spec.source, revision=spec.revision)
+    except (OSError, ValueError) as err:
+        log.info("cannot read the config of %s: %s", spec.label, err)
+        where = "folder" if spec.is_local else "hub model (is the hub reachable from here?)"
+        raise ModelLoadError(f"Cannot load {shown}: no usable {where}.") from err
+    try:
+        return find_family(hf_config.model_type)
+    except UnknownFamilyError as err:
+        raise ModelLoadError(f"{shown} is {err}.") from err
+
+
 def load_model(spec: ModelSpec | str, config: EngineConfig = EngineConfig()) -> LoadedModel:
     """Load a local folder or a hub id (+ revision) as whichever stock class its config names.
 
     >>> lm = load_model(ModelSpec("models/tiny-vqwen-qformer"))  # doctest: +SKIP
-    >>> lm.kind.name
+    >>> lm.family.name  # doctest: +SKIP
     'blip2'
     """
     spec = ModelSpec(spec) if isinstance(spec, str) else spec
-    try:
-        hf_config = AutoConfig.from_pretrained(spec.source, revision=spec.revision)
-    except OSError as err:
-        where = "folder" if spec.is_local else "hub model (is the hub reachable from here?)"
-        raise ModelLoadError(f"Cannot load {spec.label}: no usable {where}. {err}") from err
-    kind = KINDS.get(hf_config.model_type)
-    if kind is None:
-        raise ModelLoadError(
-            f"{spec.label} is a '{hf_config.model_type}' model; sludgelens serves {sorted(KINDS)} checkpoints."
-        )
+    family = find_model_family(spec)
     device = pick_device(config.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = kind.model_class.from_pretrained(
-        spec.source, revision=spec.revision, dtype=dtype, attn_implementation=kind.attn_implementation
+    model = family.model_class.from_pretrained(
+        spec.source, revision=spec.revision, dtype=dtype, attn_implementation=family.attn_implementation
     )
     model.to(device).eval()
     processor = AutoProcessor.from_pretrained(spec.source, revision=spec.revision)
     processor.tokenizer.padding_side = "left"
-    return LoadedModel(model=model, processor=processor, kind=kind, spec=spec, device=device, dtype=dtype, config=config)
+    return LoadedModel(model=model, processor=processor, family=family, spec=spec, device=device, dtype=dtype,
+                       identity=identify_model(spec), config=config)
 
 
 # ---------------------------------------------------------------- the batched pass
@@ -308,11 +234,11 @@ def encode_frames(lm: LoadedModel, frames, want_attentions: bool = False) -> Vis
     """The vision side of the model, once per frame: its output serves every question asked of the frame.
 
     >>> vt = encode_frames(lm, frames[:4], want_attentions=True)  # doctest: +SKIP
-    >>> vt.embeds.shape, len(vt.cross_attentions)
+    >>> vt.embeds.shape, len(vt.cross_attentions)  # doctest: +SKIP
     (torch.Size([4, 32, 128]), 2)
     """
     with torch.inference_mode():
-        return lm.kind.encode(lm.model, prepare_pixels(lm, frames), want_attentions)
+        return lm.family.encode(lm.model, prepare_pixels(lm, frames), want_attentions)
 
 
 def build_rows(lm: LoadedModel, visual: torch.Tensor, questions: Sequence[str], keep: torch.Tensor | None = None):
@@ -375,16 +301,17 @@ class AnswerPass:
 def run_answer_pass(lm: LoadedModel, visual: VisualTokens, questions: Sequence[str], keep=None, **lm_kwargs) -> AnswerPass:
     """One LM forward for every (question, frame) pair, keeping the row layout with the logits.
 
-    Forward hooks registered on LM layers around this call see exactly the scoring forward, so whatever they
-    read (e.g. attention at the answer position) comes from the pass that produced the scores.
+    Whatever reads the LM around this call (e.g. :class:`core.explain.capture_answer_attention`, or forward
+    hooks on LM layers) sees exactly the scoring forward, so what it reads comes from the pass that produced
+    the scores.
 
-    >>> ap = run_answer_pass(lm, encode_frames(lm, frames), [prompts.CLASSIFY])  # doctest: +SKIP
-    >>> ap.logits.shape, len(ap.image_slots)
+    >>> ap = run_answer_pass(lm, encode_frames(lm, frames), [vocabulary.CLASSIFY])  # doctest: +SKIP
+    >>> ap.logits.shape, len(ap.image_slots)  # doctest: +SKIP
     (torch.Size([1, 8, 1024]), 8)
     """
     with torch.inference_mode():
         embeds, attention, positions, slots = build_rows(lm, visual.embeds, questions, keep)
-        out = lm.kind.run_lm(lm.model, embeds, attention, positions, logits_to_keep=1, **lm_kwargs)
+        out = lm.family.run_lm(lm.model, embeds, attention, positions, logits_to_keep=1, **lm_kwargs)
     B = visual.embeds.shape[0]
     logits = out.logits[:, -1, :].float().reshape(len(questions), B, -1)
     return AnswerPass(logits=logits, attention_mask=attention, image_slots=slots)
@@ -419,7 +346,7 @@ def score_frames(lm: LoadedModel, frames, batch_size: int | None = None) -> list
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
         visual = encode_frames(lm, chunk)
-        scores.extend(summarise_logits(lm, answer_logits(lm, visual, [prompts.CLASSIFY, prompts.LAYOUT])))
+        scores.extend(summarise_logits(lm, answer_logits(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])))
     return scores
 
 
@@ -429,9 +356,9 @@ def summarise_logits(lm: LoadedModel, logits: torch.Tensor) -> list[FrameScore]:
     lay = layout_probs(lm, logits[1]).tolist()
     out = []
     for pb, lb in zip(p, lay):
-        layout_scores = dict(zip(prompts.LAYOUT_CLASSES, (round(x, 6) for x in lb)))
+        layout_scores = dict(zip(vocabulary.LAYOUTS, (round(x, 6) for x in lb)))
         label = pb >= lm.config.threshold
-        best = max(layout_scores, key=layout_scores.get) if label else prompts.NO_LAYOUT
+        best = max(layout_scores, key=layout_scores.get) if label else vocabulary.NO_LAYOUT
         out.append(FrameScore(p_sludge=round(pb, 6), label=label, layout=best, layout_scores=layout_scores))
     return out
 
@@ -447,7 +374,8 @@ def decide_video(scores: Sequence[FrameScore]) -> Verdict:
     votes = sum(s.label for s in scores)
     majority = votes / len(scores)
     layouts = [s.layout for s in scores if s.label]
-    layout = max(set(layouts), key=layouts.count) if layouts else prompts.NO_LAYOUT
+    # Ties go to the layout listed first in the vocabulary, so the verdict never depends on set order.
+    layout = max(vocabulary.LAYOUTS, key=layouts.count) if layouts else vocabulary.NO_LAYOUT
     return Verdict(
         label=majority >= 0.5,
         majority=round(majority, 4),
@@ -466,7 +394,7 @@ def ask(lm: LoadedModel, frame: np.ndarray, question: str, max_new_tokens: int =
     >>> ask(lm, frame, "What is on the top half?")  # doctest: +SKIP
     'a cat photo'
     """
-    text = lm.tokenizer.apply_chat_template(prompts.build_messages(question), add_generation_prompt=True, tokenize=False)
+    text = lm.tokenizer.apply_chat_template(vocabulary.build_messages(question), add_generation_prompt=True, tokenize=False)
     inputs = lm.processor(text=text, images=frame, return_tensors="pt").to(lm.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(lm.dtype)
     with torch.inference_mode():
@@ -474,21 +402,15 @@ def ask(lm: LoadedModel, frame: np.ndarray, question: str, max_new_tokens: int =
             **inputs, max_new_tokens=max_new_tokens, do_sample=False,
             eos_token_id=lm.tokenizer.eos_token_id, pad_token_id=lm.tokenizer.pad_token_id,
         )
-    new = out[0][inputs["input_ids"].shape[1]:] if lm.kind.name == "llava" else _strip_prompt(out[0], inputs)
+    new = lm.family.strip_prompt(out[0], inputs["input_ids"].shape[1])
     return lm.tokenizer.decode(new, skip_special_tokens=True).strip()
-
-
-def _strip_prompt(tokens: torch.Tensor, inputs) -> torch.Tensor:
-    # BLIP-2's generate returns the prompt ids followed by the new ones.
-    n = inputs["input_ids"].shape[1]
-    return tokens[n:] if tokens.shape[0] > n else tokens
 
 
 def describe(lm: LoadedModel, frame: np.ndarray) -> str:
     """A short grounded description of one frame."""
-    return ask(lm, frame, prompts.DESCRIBE)
+    return ask(lm, frame, vocabulary.DESCRIBE)
 
 
 def explain_verdict(lm: LoadedModel, frame: np.ndarray) -> str:
     """The coupled classify+explain answer ("yes. Sludge: ...")."""
-    return ask(lm, frame, prompts.EXPLAIN)
+    return ask(lm, frame, vocabulary.EXPLAIN)

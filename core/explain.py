@@ -4,13 +4,15 @@ Two tiers (the skim-then-focus idea of SlowFast-style video models):
 
 * fast tier — :func:`core.engine.score_frames` scores every sampled frame (up to 64) in batched passes and
   keeps only a :class:`~core.engine.FrameScore` per frame, which is all the timeline draws;
-* slow tier — :func:`explain_frames` runs on the few frames a person opens or the queue picks
-  (:func:`pick_frames_to_explain`): maps, relevance, a token mask, and the mask's faithfulness.
+* slow tier — :func:`explain_frames` runs on the few frames a person opens: maps, relevance, a token mask,
+  and the mask's faithfulness.
 
 The slow tier makes one vision pass per frame. Its Q-Former keeps its cross-attention (it runs eager), the
-LM forward that produces P(full) is the one whose answer-position attention is read (forward hooks on a few
-LM layers recompute q·k for the last position; the LM itself stays on SDPA), and every masked re-score
-reuses the stored vision states (BLIP-2: only the Q-Former and the LM rerun; LLaVA: only the LM).
+LM forward that produces P(full) is the one whose answer-position attention is read (a registered attention
+function records q·k of the last position in a few LM layers and hands the rest to the LM's own kernel,
+SDPA), and every masked re-score reuses the stored vision states (BLIP-2: only the Q-Former and the LM
+rerun; LLaVA: only the LM). What differs between the two classes lives in their family modules
+(:mod:`core.families.blip2`, :mod:`core.families.llava`).
 
 Maps (``FrameExplanation.heatmaps``, each over the patch grid):
 
@@ -65,39 +67,47 @@ P is P(yes) for the yes/no questions, else the probability of the answer the ful
 from __future__ import annotations
 
 import math
-import sys
+import threading
 from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
 import torch
+from transformers import AttentionInterface, AttentionMaskInterface
+from transformers.integrations.sdpa_attention import repeat_kv
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from core import prompts
+from core import vocabulary
 from core.engine import (
     FrameScore,
     LoadedModel,
-    VisualTokens,
-    _run_qformer,
     build_rows,
-    describe,
     encode_frames,
     layout_probs,
     p_yes,
     run_answer_pass,
     summarise_logits,
 )
-from core.render import Region, normalise_heatmap, render_heatmap, render_mask, render_query_grid
+from core.families import VisualTokens
+from core.render import (
+    Region,
+    normalise_heatmap,
+    render_heatmap,
+    render_mask,
+    render_query_grid,
+)
 
 __all__ = [
     "ExplainConfig", "Selection", "ClipSelection", "Faithfulness", "FrameExplanation", "ClipExplanation",
-    "METHODS", "explain_frames", "explain_clip", "compute_relevance", "choose_budget", "select_tokens",
+    "METHODS", "explain_frames", "explain_clip", "choose_budget", "select_tokens",
     "select_clip_tokens", "draw_random_mask", "rescore_masked", "capture_answer_attention",
-    "pick_frames_to_explain", "pick_cross_attention_map", "model_view_region", "render_explanation",
+    "pick_cross_attention_map", "model_view_region", "render_explanation",
     "render_heatmap", "render_mask", "render_query_grid", "normalise_heatmap",
 ]
 
 METHODS = ("attention", "gradient")
-YES_NO_QUESTIONS = (prompts.CLASSIFY, prompts.EXPLAIN)
+YES_NO_QUESTIONS = (vocabulary.CLASSIFY, vocabulary.EXPLAIN)
 # The random stream of a clip-level comparison mask; per-frame masks use the frame index (0..63).
 CLIP_RANDOM_INDEX = 1 << 30
 
@@ -211,7 +221,6 @@ class FrameExplanation:
     faithfulness: Faithfulness | None
     # The frame's P(sludge) and layout from the same LM forward (asked alongside the classify question).
     score: FrameScore | None = None
-    description: str | None = None
     # BLIP-2: the raw Q-Former cross-attention, CLS dropped, (layers, heads, queries, rows, cols); the views
     # above are means of it, and pick_cross_attention_map slices any layer / head / query out of it.
     cross_attention: np.ndarray | None = None
@@ -232,7 +241,6 @@ class FrameExplanation:
             "grid": list(self.grid), "region": list(self.region), "p_full": round(self.p_full, 6),
             "selection": self.selection.to_dict(),
             "faithfulness": self.faithfulness.to_dict() if self.faithfulness else None,
-            "description": self.description,
             "score": self.score.to_dict() if self.score else None,
         }
         if include_maps:
@@ -338,7 +346,7 @@ def select_clip_tokens(relevance, rho: float | None = None, config: ExplainConfi
 def draw_random_mask(size: int, n: int, seed: int, index: int = 0) -> np.ndarray:
     """A random set of n of `size` tokens, reproducible from (seed, index); nested in n for a fixed pair.
 
-    >>> draw_random_mask(8, 3, seed=0).sum()
+    >>> int(draw_random_mask(8, 3, seed=0).sum())
     3
     """
     order = np.random.default_rng([seed, index]).permutation(size)
@@ -356,17 +364,53 @@ def _text_layers(lm: LoadedModel):
     return getattr(decoder, "model", decoder).layers
 
 
+# Prefix of the attention functions registered with transformers' AttentionInterface for the capture; one is
+# registered per kernel it hands the attention to, the first time a capture runs on that kernel.
+CAPTURE_ATTENTION = "answer_capture_"
+_capture_lock = threading.Lock()
+# Captures in progress, and per switched text config: (config, its own kernel, captures using it).
+_active_captures: list["capture_answer_attention"] = []
+_switched_configs: dict[int, list] = {}
+
+
+def _capture_kernel(kernel: str) -> str:
+    """The name of the capturing attention function that hands the attention to `kernel`, registered
+    (with `kernel`'s mask function) on first use.
+
+    >>> _capture_kernel("sdpa")
+    'answer_capture_sdpa'
+    """
+    name = CAPTURE_ATTENTION + kernel
+    if name not in ALL_ATTENTION_FUNCTIONS:
+        AttentionInterface.register(name, _make_capture_forward(kernel))
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[kernel])
+    return name
+
+
+def _make_capture_forward(kernel: str):
+    """An attention function that shows q and k to the captures in progress, then runs `kernel`."""
+
+    def capture_forward(module, query, key, value, attention_mask, scaling=None, **kwargs):
+        for capture in _active_captures:
+            capture.record(module, query, key, scaling)
+        return ALL_ATTENTION_FUNCTIONS[kernel](module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+
+    return capture_forward
+
+
 class capture_answer_attention:
     """Record the attention of the last position (the answer) in a few LM layers during a forward.
 
-    The LM runs on SDPA, which returns no weights; a forward pre-hook on each chosen ``self_attn`` takes
-    the layer's input and recomputes q (last position only) and k (all positions) exactly as the layer
-    does — projections, Qwen3's q_norm/k_norm, rotary embedding, grouped-query repeat, scaling — so the
-    cost is one k projection per read layer. Padding is masked when reading, from the pass's own mask.
+    Inside the context the LM's attention layers call a function registered with transformers'
+    ``AttentionInterface``: it takes the layer's own q and k (after Qwen3's q_norm/k_norm and the rotary
+    embedding), keeps q·kᵀ·scaling of the last query position over all keys (grouped-query heads repeated)
+    for the chosen layers, and hands the attention itself to the kernel the LM was loaded with (SDPA, which
+    returns no weights; an LM loaded eager runs SDPA while captured). The LM's kernel is restored on exit,
+    error or not. Padding is masked when reading, from the pass's own mask.
 
     >>> with capture_answer_attention(lm) as cap:                                 # doctest: +SKIP
-    ...     ap = run_answer_pass(lm, visual, [prompts.CLASSIFY])
-    >>> cap.read(ap.attention_mask).shape       # (layers, rows, heads, seq)
+    ...     ap = run_answer_pass(lm, visual, [vocabulary.CLASSIFY])
+    >>> cap.read(ap.attention_mask).shape  # (layers, rows, heads, seq)  # doctest: +SKIP
     torch.Size([3, 8, 4, 57])
     """
 
@@ -377,34 +421,42 @@ class capture_answer_attention:
         self.layer_ids = list(layers)
         self.modules = [all_layers[i].self_attn for i in self.layer_ids]
         self.scores: list[torch.Tensor] = []
-        self._handles = []
+        self._watched = {id(m) for m in self.modules}
+        # The text config every attention layer reads its kernel from (one per LM).
+        self._configs = list({id(layer.self_attn.config): layer.self_attn.config for layer in all_layers}.values())
 
     def __enter__(self):
         self.scores = []
-        self._handles = [m.register_forward_pre_hook(self._hook, with_kwargs=True) for m in self.modules]
+        with _capture_lock:
+            for config in self._configs:
+                if id(config) not in _switched_configs:
+                    kernel = config._attn_implementation
+                    registered = kernel in ALL_ATTENTION_FUNCTIONS and kernel in ALL_MASK_ATTENTION_FUNCTIONS
+                    delegate = kernel if registered else "sdpa"
+                    _switched_configs[id(config)] = [config, kernel, 0]
+                    config._attn_implementation = _capture_kernel(delegate)
+                _switched_configs[id(config)][2] += 1
+            _active_captures.append(self)
         return self
 
     def __exit__(self, *exc):
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        with _capture_lock:
+            _active_captures.remove(self)
+            for config in self._configs:
+                entry = _switched_configs[id(config)]
+                entry[2] -= 1
+                if entry[2] == 0:
+                    config._attn_implementation = entry[1]
+                    del _switched_configs[id(config)]
         return False
 
-    def _hook(self, module, args, kwargs):
-        hidden = kwargs["hidden_states"] if "hidden_states" in kwargs else args[0]
-        cos, sin = kwargs["position_embeddings"] if "position_embeddings" in kwargs else args[1]
-        rotary = sys.modules[type(module).__module__]
-        B, S, _ = hidden.shape
-        hd = module.head_dim
-        q = module.q_proj(hidden[:, -1:]).view(B, 1, -1, hd)
-        k = module.k_proj(hidden).view(B, S, -1, hd)
-        if getattr(module, "q_norm", None) is not None:
-            q, k = module.q_norm(q), module.k_norm(k)
-        q, k = q.transpose(1, 2), k.transpose(1, 2)
-        q, _ = rotary.apply_rotary_pos_emb(q, q, cos[:, -1:], sin[:, -1:])
-        _, k = rotary.apply_rotary_pos_emb(k, k, cos, sin)
-        k = rotary.repeat_kv(k, module.num_key_value_groups)
-        self.scores.append((q.float() @ k.float().transpose(2, 3)).squeeze(2) * module.scaling)
+    def record(self, module, query: torch.Tensor, key: torch.Tensor, scaling: float | None) -> None:
+        """Keep the answer position's scaled scores of `module`'s forward when it is one of the chosen layers."""
+        if id(module) not in self._watched:
+            return
+        scaling = module.scaling if scaling is None else scaling
+        k = repeat_kv(key, module.num_key_value_groups)
+        self.scores.append((query[:, :, -1:].float() @ k.float().transpose(2, 3)).squeeze(2) * scaling)
 
     def read(self, attention_mask: torch.Tensor) -> torch.Tensor:
         """(layers, rows, heads, seq) attention probabilities of the answer position; padding gets 0."""
@@ -425,7 +477,7 @@ class _AnswerReader:
         self.lm = lm
         if question in YES_NO_QUESTIONS:
             self.kind = "yes"
-        elif question == prompts.LAYOUT:
+        elif question == vocabulary.LAYOUT:
             self.kind = "layout"
             self.target = layout_probs(lm, full_logits).argmax(-1)
         else:
@@ -460,18 +512,6 @@ def _grid_of(lm: LoadedModel, tokens: int) -> tuple[int, int]:
     return side, side
 
 
-def _blip2_maps(cross: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-    """Q-Former views from the cross-attention tuple: per query, per layer, mean, max — CLS dropped."""
-    c = torch.stack(cross, dim=1)[..., 1:]  # (B, layers, heads, queries, patches)
-    per_query = c.mean(dim=(1, 2))  # (B, Q, P)
-    maps = {"mean": c.mean(dim=(1, 2, 3)), "max": per_query.max(dim=1).values}
-    for layer in range(c.shape[1]):
-        maps[f"layer_{layer}"] = c[:, layer].mean(dim=(1, 2))
-    maps["per_query"] = per_query
-    maps["raw"] = c
-    return maps
-
-
 def _slot_attention(answer_attention: torch.Tensor, slots: list[torch.Tensor], rows: range) -> torch.Tensor:
     """(B, T) attention of the answer onto each row's image slots, mean over read layers and heads."""
     mean = answer_attention.mean(dim=(0, 2))  # (rows, seq)
@@ -479,37 +519,22 @@ def _slot_attention(answer_attention: torch.Tensor, slots: list[torch.Tensor], r
 
 
 def _gradient_relevance(lm: LoadedModel, visual: VisualTokens, reader: _AnswerReader, question: str) -> torch.Tensor:
-    """Gradient x attention (BLIP-2: Q-Former cross-attention; LLaVA: image-token embeddings), (B, M)."""
-    model = lm.model
-    with torch.inference_mode(False), torch.enable_grad():
-        if lm.kind.name == "blip2":
-            states = visual.vision_states.detach().clone()
-            B = states.shape[0]
-            out = model.qformer(
-                query_embeds=model.query_tokens.expand(B, -1, -1), encoder_hidden_states=states,
-                encoder_attention_mask=torch.ones(states.shape[:2], dtype=torch.long, device=states.device),
-                output_attentions=True, return_dict=True,
-            )
-            attentions = tuple(out.cross_attentions)
-            embeds = model.language_projection(out.last_hidden_state.to(model.language_projection.weight.dtype))
-        else:
-            embeds = visual.embeds.detach().clone().requires_grad_(True)
-            attentions = (embeds,)
+    """The family's gradient relevance (BLIP-2: x Q-Former cross-attention; LLaVA: x image tokens), (B, M)."""
+
+    def log_answer(embeds: torch.Tensor) -> torch.Tensor:
         rows, attention, positions, _ = build_rows(lm, embeds, [question])
-        logits = lm.kind.run_lm(model, rows, attention, positions, logits_to_keep=1).logits[:, -1, :].float()
-        grads = torch.autograd.grad(reader.log_verdict(logits).sum(), attentions)
-    if lm.kind.name == "blip2":
-        per_layer = [(g * a).clamp_min(0).mean(dim=1).sum(dim=1)[:, 1:] for g, a in zip(grads, attentions)]
-        return torch.stack(per_layer).sum(dim=0).detach().float()
-    return (grads[0] * attentions[0]).sum(dim=-1).clamp_min(0).detach().float()
+        logits = lm.family.run_lm(lm.model, rows, attention, positions, logits_to_keep=1).logits[:, -1, :].float()
+        return reader.log_verdict(logits).sum()
+
+    return lm.family.gradient_relevance(lm.model, visual, log_answer)
 
 
 def _explain_chunk(lm: LoadedModel, frames, question: str, method: str, config: ExplainConfig):
     """One vision pass and one hooked LM forward for a chunk: P(full), maps, relevance, and what re-scores need."""
-    visual = encode_frames(lm, frames, want_attentions=lm.kind.name == "blip2")
+    visual = encode_frames(lm, frames, want_attentions=True)
     # The classify question is asked with the layout one, as the fast tier does, so the same forward also
     # gives the frame's score; the hooks read every row and only the question's rows (the first B) are used.
-    questions = [question, prompts.LAYOUT] if question == prompts.CLASSIFY else [question]
+    questions = [question, vocabulary.LAYOUT] if question == vocabulary.CLASSIFY else [question]
     with capture_answer_attention(lm, config.lm_layers) as cap:
         ap = run_answer_pass(lm, visual, questions)
     answer_attention = cap.read(ap.attention_mask)
@@ -518,24 +543,11 @@ def _explain_chunk(lm: LoadedModel, frames, question: str, method: str, config: 
     p_full = reader.probability(ap.logits[0])
     scores = summarise_logits(lm, ap.logits) if len(questions) == 2 else [None] * B
     slots = _slot_attention(answer_attention, ap.image_slots, range(B))  # (B, T)
-    if lm.kind.name == "blip2":
-        maps = _blip2_maps(visual.cross_attentions)
-        per_query = maps.pop("per_query")
-        raw = maps.pop("raw")
-        # The query slots' final states come out of the last cross-attention layer (earlier ones are re-mixed
-        # by the self-attention above them), so that is the layer the answer's attention is composed with.
-        last = raw[:, -1].mean(dim=1)  # (B, Q, P), mean over heads
-        maps["question"] = torch.einsum("bq,bqp->bp", slots.to(last.dtype), last)
-    else:
-        per_query = raw = None
-        maps = {"question": slots.float()}
-        for i, layer in enumerate(cap.layer_ids):
-            maps[f"layer_{layer}"] = torch.stack(
-                [answer_attention[i, r].mean(dim=0)[ap.image_slots[r].to(answer_attention.device)] for r in range(B)]
-            )
+    found = lm.family.explanation_maps(visual, slots, answer_attention, ap.image_slots, cap.layer_ids)
+    maps = found.maps
     if method == "gradient":
         maps["question"] = _gradient_relevance(lm, visual, reader, question)
-    return visual, reader, p_full, maps, (per_query, raw), scores
+    return visual, reader, p_full, maps, (found.per_query, found.cross_attention), scores
 
 
 # ---------------------------------------------------------------- masked re-scoring
@@ -551,7 +563,7 @@ def rescore_masked(
     the Q-Former with the dropped patches masked out of its cross-attention; LLaVA drops the image tokens
     from the LM sequence. Without a reader the answer is read as P(yes).
 
-    >>> rescore_masked(lm, visual, [0, 0], np.ones((2, 256), bool), prompts.CLASSIFY)   # doctest: +SKIP
+    >>> rescore_masked(lm, visual, [0, 0], np.ones((2, 256), bool), vocabulary.CLASSIFY)   # doctest: +SKIP
     array([0.97, 0.97])
     """
     frame_rows = torch.as_tensor(np.asarray(frame_rows), dtype=torch.long)
@@ -561,12 +573,8 @@ def rescore_masked(
         rows = frame_rows[start:start + batch]
         k = keep[start:start + batch].to(lm.device)
         with torch.inference_mode():
-            if lm.kind.name == "blip2":
-                sub = _run_qformer(lm.model, visual.vision_states[rows.to(lm.device)], k, False)
-                logits = run_answer_pass(lm, sub, [question]).logits[0]
-            else:
-                sub = VisualTokens(embeds=visual.embeds[rows.to(lm.device)])
-                logits = run_answer_pass(lm, sub, [question], keep=k).logits[0]
+            sub, lm_keep = lm.family.mask_tokens(lm.model, visual, rows.to(lm.device), k)
+            logits = run_answer_pass(lm, sub, [question], keep=lm_keep).logits[0]
         p = reader.probability(logits, rows) if reader is not None else p_yes(lm, logits)
         out.append(p.float().cpu())
     return torch.cat(out).numpy().astype(np.float64)
@@ -633,22 +641,21 @@ def explain_frames(
     lm: LoadedModel,
     frames,
     indices: Sequence[int] | None = None,
-    question: str = prompts.CLASSIFY,
+    question: str = vocabulary.CLASSIFY,
     method: str = "attention",
     rho: float | None = None,
     seed: int = 0,
     faithfulness: bool = True,
-    describe_frames: bool = False,
     config: ExplainConfig = ExplainConfig(),
 ) -> list[FrameExplanation]:
     """The slow tier for the frames at `indices` (all when None): maps, relevance, mask, faithfulness.
 
     One vision pass per frame; P(full), the Q-Former maps and the LM's answer attention come from that pass
     and one LM forward; each mask is then re-scored from the stored vision states. `rho` overrides the
-    budget rule; `seed` fixes the random comparison masks; `describe_frames` adds a generated description.
+    budget rule; `seed` fixes the random comparison masks.
 
     >>> [e] = explain_frames(lm, frames, [5], method="attention", rho=0.25, seed=0)        # doctest: +SKIP
-    >>> e.selection.kept, round(e.faithfulness.p_keep_top, 2)
+    >>> e.selection.kept, round(e.faithfulness.p_keep_top, 2)  # doctest: +SKIP
     (64, 0.96)
     """
     if method not in METHODS:
@@ -668,31 +675,18 @@ def explain_frames(
         )
         for b, index in enumerate(chunk_idx):
             out.append(FrameExplanation(
-                index=index, question=question, method=method, model_kind=lm.kind.name, grid=grid,
+                index=index, question=question, method=method, model_kind=lm.family.name, grid=grid,
                 region=model_view_region(lm, np.asarray(frames[index]).shape), p_full=float(p_full[b]),
                 heatmaps={k: v[b].float().cpu().numpy().reshape(grid) for k, v in maps.items()},
                 per_query=None if per_query is None else per_query[b].float().cpu().numpy().reshape(-1, *grid),
                 relevance=relevance[b], selection=selections[b], faithfulness=faith[b], score=scores[b],
                 cross_attention=None if raw is None else raw[b].float().cpu().numpy().reshape(*raw.shape[1:4], *grid),
-                description=describe(lm, np.asarray(frames[index])) if describe_frames else None,
             ))
     return out
 
 
-def compute_relevance(
-    lm: LoadedModel, frames, question: str = prompts.CLASSIFY, method: str = "attention",
-    config: ExplainConfig = ExplainConfig(),
-) -> np.ndarray:
-    """(frames, tokens) relevance for a clip, unnormalised so frames the answer looks at more weigh more.
-
-    >>> select_clip_tokens(compute_relevance(lm, frames)).frame_shares   # doctest: +SKIP
-    """
-    found = explain_frames(lm, frames, None, question, method, faithfulness=False, config=config)
-    return np.stack([e.relevance for e in found])
-
-
 def explain_clip(
-    lm: LoadedModel, frames, question: str = prompts.CLASSIFY, method: str = "attention", rho: float | None = None,
+    lm: LoadedModel, frames, question: str = vocabulary.CLASSIFY, method: str = "attention", rho: float | None = None,
     seed: int = 0, config: ExplainConfig = ExplainConfig(),
 ) -> ClipExplanation:
     """Clip-level token selection (frames x tokens) and its faithfulness per frame.
@@ -701,7 +695,7 @@ def explain_clip(
     tokens than under the top mask; the top mask's per-frame counts are what it says about the frames.
 
     >>> ce = explain_clip(lm, frames[:8], rho=0.25)                          # doctest: +SKIP
-    >>> ce.selection.frame_shares.round(2), ce.p_drop_top.round(2)
+    >>> ce.selection.frame_shares.round(2), ce.p_drop_top.round(2)  # doctest: +SKIP
     """
     F = len(frames)
     relevance, p_full, passes = [], [], []
@@ -729,20 +723,6 @@ def explain_clip(
     )
 
 
-def pick_frames_to_explain(scores, opened: Sequence[int] = (), limit: int = 4, threshold: float = 0.5) -> list[int]:
-    """Which frames the slow tier should run on: those a person opened, then the least certain ones.
-
-    The fast tier's scores are enough to choose: a frame near the threshold is where a labeler's look (and
-    a map) changes most; ties go to the earlier frame.
-
-    >>> pick_frames_to_explain([FrameScore(0.9, True, "pip", {}), FrameScore(0.55, True, "pip", {})], limit=1)  # doctest: +SKIP
-    [1]
-    """
-    chosen = [int(i) for i in dict.fromkeys(opened)][:limit]
-    rest = sorted((i for i in range(len(scores)) if i not in chosen), key=lambda i: (abs(scores[i].p_sludge - threshold), i))
-    return chosen + rest[: max(0, limit - len(chosen))]
-
-
 def pick_cross_attention_map(
     explanation: FrameExplanation, layer: int | None = None, head: int | None = None, query: int | None = None
 ) -> np.ndarray:
@@ -763,7 +743,7 @@ def render_explanation(frame: np.ndarray, explanation: FrameExplanation, alpha: 
     """Every picture of one explanation, as PIL images: one heatmap per view, the mask, the per-query grid.
 
     >>> pictures = render_explanation(frames[5], e)        # doctest: +SKIP
-    >>> sorted(pictures)
+    >>> sorted(pictures)  # doctest: +SKIP
     ['heatmap:layer_0', 'heatmap:layer_1', 'heatmap:max', 'heatmap:mean', 'heatmap:question', 'mask', 'query_grid']
     """
     region = explanation.region

@@ -8,9 +8,12 @@ A model sees only part of some frames (LLaVA's processor centre-crops a square),
 take ``region=(left, top, right, bottom)``: the map is laid over that box and the rest of the frame is
 dimmed to show the model never saw it.
 
-    >>> img = render_heatmap(frame, heatmap)              # doctest: +SKIP
-    >>> img = render_mask(frame, keep_mask)               # doctest: +SKIP
-    >>> img = render_query_grid(frame, per_query, mean)   # doctest: +SKIP
+    >>> frame = np.zeros((448, 252, 3), np.uint8)
+    >>> heatmap = np.random.default_rng(0).random((16, 16))
+    >>> render_heatmap(frame, heatmap).size, render_mask(frame, heatmap > 0.5).size
+    ((252, 448), (252, 448))
+    >>> np.asarray(render_query_grid(frame, [heatmap] * 32, heatmap)).dtype
+    dtype('uint8')
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ Region = tuple[int, int, int, int]
 def normalise_heatmap(heatmap) -> np.ndarray:
     """Scale a map to [0, 1] by its own minimum and maximum (a flat map becomes all zeros).
 
-    >>> normalise_heatmap(np.array([[1.0, 3.0], [2.0, 5.0]])).max()
-    1.0
+    >>> normalise_heatmap(np.array([[1.0, 3.0], [2.0, 5.0]])).tolist()
+    [[0.0, 0.5], [0.25, 1.0]]
     """
     h = np.asarray(heatmap, dtype=np.float32)
     lo, hi = float(np.nanmin(h)), float(np.nanmax(h))
@@ -84,7 +87,7 @@ def render_heatmap(
     The blend weight grows with the value (``alpha * (0.25 + 0.75 * value)``), so cold areas keep the
     picture readable and hot areas are clearly coloured.
 
-    >>> render_heatmap(frame, explanation.heatmaps["question"]).size  # doctest: +SKIP
+    >>> render_heatmap(np.zeros((448, 252, 3), np.uint8), np.eye(16)).size
     (252, 448)
     """
     frame = _as_rgb(frame)
@@ -104,7 +107,7 @@ def render_mask(
 
     `mask` is (gh, gw) bool, or flat (gh * gw,) with `grid` given (a square grid is assumed otherwise).
 
-    >>> render_mask(frame, explanation.mask, explanation.grid).size  # doctest: +SKIP
+    >>> render_mask(np.zeros((448, 252, 3), np.uint8), np.eye(16, dtype=bool).ravel(), (16, 16)).size
     (252, 448)
     """
     frame = _as_rgb(frame)
@@ -141,7 +144,7 @@ def render_query_grid(
 
     `per_query` is (Q, gh, gw); `mean` (gh, gw) is appended as the last tile when given.
 
-    >>> render_query_grid(frame, e.per_query, e.heatmaps["mean"]).size  # doctest: +SKIP
+    >>> render_query_grid(np.zeros((448, 252, 3), np.uint8), np.ones((32, 16, 16)), np.ones((16, 16))).size
     (768, 925)
     """
     frame = _as_rgb(frame)

@@ -66,20 +66,21 @@ def running_app(root: Path, extra_env: dict[str, str] | None = None):
         "HF_HUB_OFFLINE": "1",
         "SLUDGELENS_DB": str(root / "store.db"),
         "SLUDGELENS_MEDIA": str(root / "media"),
-        "SLUDGELENS_EXAMPLES": str(root / "examples"),
         "SLUDGELENS_EXPORTS": str(root / "exports"),
         "SLUDGELENS_USERS": ",".join(f"{n}:{pw}:{role}" for n, (pw, role) in USERS.items()),
         "PYTHONUNBUFFERED": "1",
     })
     env.pop("SLUDGELENS_DEV_USER", None)
     env.pop("SPACE_ID", None)
+    env.pop("SLUDGELENS_EXAMPLES", None)
     env.update(extra_env or {})
     log_path = root / "app.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=REPO, env=env, stdout=log,
                                    stderr=subprocess.STDOUT)
+    # The example clips are the committed ones of the repository (the app's default examples folder).
     app = AppProcess(url=f"http://127.0.0.1:{port}/", db_path=root / "store.db", media_dir=root / "media",
-                     examples_dir=root / "examples", log_path=log_path, process=process)
+                     examples_dir=REPO / "examples", log_path=log_path, process=process)
     try:
         _wait_until_up(app.url, process, log_path)
         yield app

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 import annotations as store
+from core.vocabulary import LABEL_LAYOUTS
 
 LAYOUT_SCORES = ("vertical", "horizontal", "pip", "other")
 
@@ -104,7 +105,7 @@ def kill_target_writer(db_path: str, media_dir: str, labeler: str, video_id: str
             first = rng.randrange(len(frames) - 8)
             lo, hi = frames[first][1], frames[first + 7][1]
             seen = {fid: store.frame_revision(db, fid) for fid, idx in frames if lo <= idx <= hi}
-            events = store.apply_range(db, video_id, lo, hi, "layout", rng.choice(store.LAYOUTS), labeler, seen)
+            events = store.apply_range(db, video_id, lo, hi, "layout", rng.choice(LABEL_LAYOUTS), labeler, seen)
             for event in events:
                 out.write(f"ACK {event.id} {event.frame_id} {event.revision} {len(events)}\n")
         else:

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from store_helpers import build_store
 
 import annotations as store
 from annotations.__main__ import main
-from store_helpers import build_store
 
 REPO = Path(__file__).resolve().parent.parent
 

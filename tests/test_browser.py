@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
+from app_process import REPO, USERS, running_app
 
 import annotations as store
-from app_process import REPO, USERS, running_app
 
 pytestmark = pytest.mark.browser
 
@@ -116,7 +116,18 @@ def test_upload_verdict_timeline_gallery_and_heatmap(app, page):
     shoot(page, "analyze-empty")
     upload_and_wait(page, app.examples_dir / "picture_in_picture.mp4")
     card = page.locator("[data-testid=verdict]").inner_text()
-    assert ("Sludge" in card or "Not sludge" in card) and "majority vote" in card.lower()
+    # The card says what the same model says of the same clip from the command line's path.
+    from core.analyze import analyze_video
+    from core.config import load_settings
+    from core.engine import load_model
+
+    settings = load_settings({})
+    expected = analyze_video(load_model(settings.model), app.examples_dir / "picture_in_picture.mp4",
+                             num_frames=settings.num_frames).verdict
+    headline = card.strip().splitlines()[0]
+    assert headline == ("Sludge" if expected.label else "Not sludge"), card
+    assert f"{round(expected.majority * expected.frames)} of {expected.frames} frames" in card
+    assert "majority vote" in card.lower()
     # The analysis opens the most sludge-like frame in the inspector, with its heatmap and mask.
     page.wait_for_function("document.querySelector('#inspector-heading').innerText.includes('Frame ')")
     page.wait_for_function("document.querySelector('#heatmap img') && document.querySelector('#mask img')")

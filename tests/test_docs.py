@@ -39,8 +39,7 @@ def tabs(tmp_path_factory):
     from ui.services import build_services
 
     root = tmp_path_factory.mktemp("docs")
-    settings = load_settings({"SLUDGELENS_DB": str(root / "s.db"), "SLUDGELENS_MEDIA": str(root / "media"),
-                              "SLUDGELENS_EXAMPLES": str(root / "examples")})
+    settings = load_settings({"SLUDGELENS_DB": str(root / "s.db"), "SLUDGELENS_MEDIA": str(root / "media")})
     demo = build_demo(build_services(settings))
     labels = [block.label for block in demo.blocks.values() if isinstance(block, gr.Tab)]
     assert labels == list(TABS)

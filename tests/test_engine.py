@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import prompts
+from core import vocabulary
 from core.config import EMBEDDED_BLIP2, EMBEDDED_LLAVA, ModelSpec
 from core.engine import (
     ModelLoadError,
@@ -18,8 +18,9 @@ from core.engine import (
     p_yes,
     score_frames,
 )
+from core.families import find_family
 from training import synthetic
-from training.tiny_models import VQWEN_LLAVA_SHAPE, VQWEN_QFORMER_SHAPE, build_blip2, build_llava, build_tokenizer
+from training.tiny_models import VQWEN_LLAVA_SHAPE, VQWEN_QFORMER_SHAPE, build_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,9 @@ def heldout():
 
 
 def test_loader_picks_the_class_from_config(blip2, llava):
-    assert type(blip2.model).__name__ == "Blip2ForConditionalGeneration" and blip2.kind.name == "blip2"
-    assert type(llava.model).__name__ == "LlavaForConditionalGeneration" and llava.kind.name == "llava"
+    assert type(blip2.model).__name__ == "Blip2ForConditionalGeneration" and blip2.family.name == "blip2"
+    assert type(llava.model).__name__ == "LlavaForConditionalGeneration" and llava.family.name == "llava"
+    assert blip2.family is find_family(blip2.model.config.model_type)
     # The Q-Former runs eager (its attention weights are read); the vision tower and LM keep SDPA.
     assert blip2.model.config.qformer_config._attn_implementation == "eager"
     assert blip2.model.config.text_config._attn_implementation == "sdpa"
@@ -52,7 +54,7 @@ def test_batched_scores_equal_one_frame_at_a_time_and_the_stock_forward(blip2, h
     for a, b in zip(batched, single):
         assert a.p_sludge == pytest.approx(b.p_sludge, abs=1e-4)
     # The stock forward on the processor's own inputs gives the same P(yes).
-    text = blip2.tokenizer.apply_chat_template(prompts.build_messages(prompts.CLASSIFY), add_generation_prompt=True, tokenize=False)
+    text = blip2.tokenizer.apply_chat_template(vocabulary.build_messages(vocabulary.CLASSIFY), add_generation_prompt=True, tokenize=False)
     inputs = blip2.processor(text=text, images=frames[0], return_tensors="pt")
     with torch.no_grad():
         logits = blip2.model(**inputs).logits[0, -1]
@@ -138,12 +140,12 @@ def test_a_model_of_another_family_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("build,shape,tokens", [(build_blip2, VQWEN_QFORMER_SHAPE, 32), (build_llava, VQWEN_LLAVA_SHAPE, 576)])
-def test_real_shape_vqwen_configs_load_and_score(tmp_path, build, shape, tokens):
+@pytest.mark.parametrize("family,shape,tokens", [("blip2", VQWEN_QFORMER_SHAPE, 32), ("llava", VQWEN_LLAVA_SHAPE, 576)])
+def test_real_shape_vqwen_configs_load_and_score(tmp_path, family, shape, tokens):
     """True widths (1408/768/2560 or 1024/2560, vocab 151936), reduced depth, random weights."""
-    tok = build_tokenizer([prompts.CLASSIFY, prompts.LAYOUT, "yes no vertical horizontal pip other"] * 20, 400)
+    tok = build_tokenizer([vocabulary.CLASSIFY, vocabulary.LAYOUT, "yes no vertical horizontal pip other"] * 20, 400)
     torch.manual_seed(0)
-    model, processor = build(tok, shape)
+    model, processor = find_family(family).build_tiny(tok, shape)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     del model
@@ -153,9 +155,9 @@ def test_real_shape_vqwen_configs_load_and_score(tmp_path, build, shape, tokens)
     frames = synthetic.make_frames(seed=1, n=2)[0]
     visual = encode_frames(lm, frames, want_attentions=True)
     assert visual.embeds.shape == (2, tokens, 2560)
-    if lm.kind.name == "blip2":
+    if lm.family.name == "blip2":
         assert [a.shape for a in visual.cross_attentions] == [(2, 12, 32, 257)]
-    logits = answer_logits(lm, visual, [prompts.CLASSIFY, prompts.LAYOUT])
+    logits = answer_logits(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])
     assert logits.shape == (2, 2, 151936)
     scores = score_frames(lm, frames, batch_size=2)
     assert len(scores) == 2 and all(0 <= s.p_sludge <= 1 for s in scores)

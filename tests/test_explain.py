@@ -9,9 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from core import prompts
+from core import vocabulary
 from core.config import EMBEDDED_BLIP2, EMBEDDED_LLAVA, ModelSpec
-from core.engine import FrameScore, build_rows, encode_frames, load_model, run_answer_pass, score_frames
+from core.engine import (
+    build_rows,
+    encode_frames,
+    load_model,
+    run_answer_pass,
+    score_frames,
+)
 from core.explain import (
     ExplainConfig,
     capture_answer_attention,
@@ -21,15 +27,22 @@ from core.explain import (
     explain_frames,
     model_view_region,
     pick_cross_attention_map,
-    pick_frames_to_explain,
     render_explanation,
     rescore_masked,
     select_clip_tokens,
     select_tokens,
 )
-from core.render import colorize, normalise_heatmap, render_heatmap, render_mask, render_query_grid, upsample_heatmap
+from core.families import find_family
+from core.render import (
+    colorize,
+    normalise_heatmap,
+    render_heatmap,
+    render_mask,
+    render_query_grid,
+    upsample_heatmap,
+)
 from training import synthetic
-from training.tiny_models import VQWEN_LLAVA_SHAPE, VQWEN_QFORMER_SHAPE, build_blip2, build_llava, build_tokenizer
+from training.tiny_models import VQWEN_LLAVA_SHAPE, VQWEN_QFORMER_SHAPE, build_tokenizer
 
 # No deletion curve where a test does not read it: each curve point is two more re-scores per frame.
 NO_CURVE = ExplainConfig(curve_rhos=())
@@ -96,12 +109,6 @@ def test_random_masks_are_reproducible_nested_and_differ_by_seed_and_frame():
     assert not np.array_equal(a, draw_random_mask(256, 64, seed=3, index=6))
     small = draw_random_mask(256, 13, seed=3, index=5)
     assert np.all(a[small])  # the 13-token set is inside the 64-token one: deletion curves are nested
-
-
-def test_pick_frames_to_explain_opened_first_then_least_certain():
-    scores = [FrameScore(p, p >= 0.5, "none", {}) for p in (0.99, 0.52, 0.1, 0.45, 0.9)]
-    assert pick_frames_to_explain(scores, opened=[4], limit=3) == [4, 1, 3]
-    assert pick_frames_to_explain(scores, limit=1) == [1]
 
 
 # ---------------------------------------------------------------- rendering, no model
@@ -186,22 +193,43 @@ def test_one_vision_pass_serves_scores_maps_and_every_masked_rescore(blip2, clip
         assert e.faithfulness.p_full == e.p_full
 
 
-def test_answer_attention_hooks_match_an_eager_forward(blip2, clip):
+def test_captured_answer_attention_matches_an_eager_forward(blip2, clip):
     frames, _ = clip
-    eager = blip2.kind.model_class.from_pretrained(
+    eager = blip2.family.model_class.from_pretrained(
         str(EMBEDDED_BLIP2),
         attn_implementation={"qformer_config": "eager", "vision_config": "sdpa", "text_config": "eager", "": "sdpa"},
     ).eval()
-    lm = dataclasses.replace(blip2, model=eager)
-    visual = encode_frames(lm, frames[:3])
-    embeds, attention, positions, _ = build_rows(lm, visual.embeds, [prompts.CLASSIFY, prompts.LAYOUT])  # padded rows
-    text = eager.config.text_config
-    with torch.no_grad(), capture_answer_attention(lm, layers=text.num_hidden_layers) as cap:
-        out = lm.kind.run_lm(eager, embeds, attention, positions, logits_to_keep=1, output_attentions=True)
+    visual = encode_frames(blip2, frames[:3])
+    embeds, attention, positions, _ = build_rows(blip2, visual.embeds, [vocabulary.CLASSIFY, vocabulary.LAYOUT])  # padded rows
+    text = blip2.model.config.text_config
+    with torch.no_grad():
+        out = blip2.family.run_lm(eager, embeds, attention, positions, logits_to_keep=1, output_attentions=True)
+        plain = blip2.family.run_lm(blip2.model, embeds, attention, positions, logits_to_keep=1).logits
+        with capture_answer_attention(blip2, layers=text.num_hidden_layers) as cap:
+            captured = blip2.family.run_lm(blip2.model, embeds, attention, positions, logits_to_keep=1).logits
     ours = cap.read(attention)
     reference = torch.stack([out.attentions[i][:, :, -1, :] for i in cap.layer_ids]).float()
     assert ours.shape == reference.shape == (text.num_hidden_layers, 6, text.num_attention_heads, attention.shape[1])
     assert torch.allclose(ours, reference, atol=1e-5)
+    # Reading the attention changes nothing the LM computes, and the LM is back on its own kernel afterwards.
+    assert torch.equal(captured, plain)
+    assert text._attn_implementation == "sdpa"
+
+
+def test_capture_reads_only_the_chosen_layers_and_restores_the_kernel_on_error(llava, clip):
+    frames, _ = clip
+    visual = encode_frames(llava, frames[:2])
+    text = llava.model.config.text_config
+    with pytest.raises(RuntimeError, match="boom"):
+        with capture_answer_attention(llava, layers=[0]):
+            raise RuntimeError("boom")
+    assert text._attn_implementation == "sdpa"
+    with capture_answer_attention(llava, layers=[0, 2]) as cap:
+        ap = run_answer_pass(llava, visual, [vocabulary.CLASSIFY])
+    read = cap.read(ap.attention_mask)
+    assert cap.layer_ids == [0, 2] and read.shape == (2, 2, text.num_attention_heads, ap.attention_mask.shape[1])
+    assert torch.allclose(read.sum(dim=-1), torch.ones(2, 2, text.num_attention_heads))
+    assert text._attn_implementation == "sdpa"
 
 
 def test_masks_and_random_comparisons_are_deterministic_for_a_seed(blip2, clip):
@@ -218,7 +246,7 @@ def test_rescoring_with_every_patch_kept_gives_p_full(blip2, clip):
     frames, _ = clip
     [e] = explain_frames(blip2, frames, [5], faithfulness=False)
     visual = encode_frames(blip2, frames[5:6], want_attentions=False)
-    p = rescore_masked(blip2, visual, [0, 0], np.stack([np.ones(256, bool), e.mask]), prompts.CLASSIFY)
+    p = rescore_masked(blip2, visual, [0, 0], np.stack([np.ones(256, bool), e.mask]), vocabulary.CLASSIFY)
     assert p[0] == pytest.approx(e.p_full, abs=1e-4)
     assert e.faithfulness is None
 
@@ -238,7 +266,7 @@ def test_deletion_curve_and_gradient_mode(blip2, clip):
 
 def test_other_questions_explain_the_answer_the_frame_got(blip2, clip):
     frames, _ = clip
-    [e] = explain_frames(blip2, frames, [1], question=prompts.LAYOUT, rho=0.25, config=NO_CURVE)
+    [e] = explain_frames(blip2, frames, [1], question=vocabulary.LAYOUT, rho=0.25, config=NO_CURVE)
     f = e.faithfulness
     assert 0 < e.p_full <= 1 and all(0 <= p <= 1 for p in (f.p_keep_top, f.p_drop_top, f.p_drop_random))
 
@@ -297,14 +325,14 @@ def test_llava_token_selection_really_shortens_the_sequence(llava, clip):
     first = llava.model.get_decoder().layers[0]
     hook = first.register_forward_pre_hook(lambda m, args: lengths.append(args[0].shape[1]))
     try:
-        full = run_answer_pass(llava, visual, [prompts.CLASSIFY])
+        full = run_answer_pass(llava, visual, [vocabulary.CLASSIFY])
         keep = torch.from_numpy(draw_random_mask(144, 36, seed=0))[None]
-        short = run_answer_pass(llava, visual, [prompts.CLASSIFY], keep=keep)
+        short = run_answer_pass(llava, visual, [vocabulary.CLASSIFY], keep=keep)
     finally:
         hook.remove()
     assert lengths[1] == lengths[0] - 108
     assert int(short.attention_mask.sum()) == int(full.attention_mask.sum()) - 108 and len(short.image_slots[0]) == 36
-    p = rescore_masked(llava, visual, [0, 0], np.stack([np.ones(144, bool), keep[0].numpy()]), prompts.CLASSIFY)
+    p = rescore_masked(llava, visual, [0, 0], np.stack([np.ones(144, bool), keep[0].numpy()]), vocabulary.CLASSIFY)
     assert p[0] == pytest.approx(float(score_frames(llava, frames[:1])[0].p_sludge), abs=1e-4)
 
 
@@ -318,12 +346,12 @@ def test_llava_gradient_mode(llava, clip):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("build,shape,grid", [(build_blip2, VQWEN_QFORMER_SHAPE, 16), (build_llava, VQWEN_LLAVA_SHAPE, 24)])
-def test_real_shape_vqwen_configs_explain(tmp_path, build, shape, grid):
+@pytest.mark.parametrize("family,shape,grid", [("blip2", VQWEN_QFORMER_SHAPE, 16), ("llava", VQWEN_LLAVA_SHAPE, 24)])
+def test_real_shape_vqwen_configs_explain(tmp_path, family, shape, grid):
     """True widths (EVA 1408 / Q-Former 768 x 12 heads / Qwen3-4B 2560 x 32 heads, or CLIP-L 336 -> 24x24)."""
-    tok = build_tokenizer([prompts.CLASSIFY, prompts.LAYOUT, "yes no vertical horizontal pip other"] * 20, 400)
+    tok = build_tokenizer([vocabulary.CLASSIFY, vocabulary.LAYOUT, "yes no vertical horizontal pip other"] * 20, 400)
     torch.manual_seed(0)
-    model, processor = build(tok, shape)
+    model, processor = find_family(family).build_tiny(tok, shape)
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     del model
@@ -335,7 +363,7 @@ def test_real_shape_vqwen_configs_explain(tmp_path, build, shape, grid):
         assert e.selection.kept == grid * grid // 4
         assert 0 < e.heatmaps["question"].sum() <= 1 + 1e-5
         assert all(0 <= p <= 1 for p in (e.p_full, e.faithfulness.p_keep_top, e.faithfulness.p_drop_random))
-        if lm.kind.name == "blip2":
+        if lm.family.name == "blip2":
             assert e.per_query.shape == (32, 16, 16) and set(e.heatmaps) == {"mean", "max", "layer_0", "question"}
             assert e.heatmaps["mean"].sum() <= 1 + 1e-5
         else:

@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from store_helpers import build_store
 
 import annotations as store
-from store_helpers import build_store
+from core.vocabulary import LABEL_LAYOUTS
 
 RECORD_KEYS = {"image", "sludge", "layout", "description", "explanation", "provenance", "split", "video_id",
                "frame_index", "time_s"}
@@ -51,7 +52,7 @@ def test_training_jsonl_records_and_manifest(labelled):
     by_prov = {}
     for r in records:
         by_prov.setdefault(r["provenance"], []).append(r)
-        assert isinstance(r["sludge"], bool) and r["layout"] in store.LAYOUTS and r["split"] in ("train", "val", "test")
+        assert isinstance(r["sludge"], bool) and r["layout"] in LABEL_LAYOUTS and r["split"] in ("train", "val", "test")
         assert r["explanation"].startswith("Sludge:" if r["sludge"] else "Not sludge:")
         assert r["layout"] == "none" or r["sludge"]
         image = tmp / "run1" / r["image"]
@@ -157,6 +158,12 @@ def test_label_studio_tasks_carry_predictions(labelled):
             assert f'name="{result["from_name"]}"' in config and result["to_name"] == "image"
         image = task["data"]["image"].removeprefix("/data/local-files/?d=")
         assert (tmp / "ls" / image).is_file()
+    # The pre-annotations follow the configured threshold (the app passes its engine's).
+    store.export_label_studio(db, tmp / "ls-strict", config=store.ExportConfig(threshold=0.99))
+    strict = json.loads((tmp / "ls-strict" / "tasks.json").read_text())
+    assert all(t["predictions"][0]["result"][0]["value"]["choices"] == ["not_sludge"]
+               for t in strict if p[t["data"]["frame_id"]] < 0.99)
+    assert store.has_export(db, manifest["snapshot_id"]) and not store.has_export(db, "nope")
 
 
 def test_push_to_a_local_folder_target(labelled):

@@ -19,14 +19,15 @@ import torch
 
 import annotations as store
 from annotations.exports import ExportConfig
-from core import prompts
+from annotations.metrics import card_metrics, video_votes
+from core import vocabulary
 from core.config import EMBEDDED_BLIP2, ModelSpec
-from core.engine import KINDS, load_model, prepare_pixels, score_frames
+from core.engine import load_model, prepare_pixels, score_frames
+from core.families import find_family
 from training import synthetic
 from training.cli import parse_config
-from training.evaluate import card_metrics, format_markdown, metrics_of, read_export, video_votes
+from training.evaluate import format_markdown, metrics_of, read_export
 from training.finetune import (
-    PARTS,
     FinetuneConfig,
     attach_lora,
     frozen_features,
@@ -44,10 +45,12 @@ SPLITS = ExportConfig(val_fraction=0.3, test_fraction=0.3)
 
 
 def _build_store(root: Path, clips: int = 14, frames_per_clip: int = 4):
-    """A store of real encoded clips, their frames and raw labels; returns (db, truth by frame id)."""
+    """A store of at least `clips` real encoded clips (more until every split has one), their frames and raw
+    labels; returns (db, truth by frame id)."""
     db = store.open_store(root / "store.db", root / "media")
     truth, rows, splits = {}, [], set()
-    for k in range(clips):
+    k = 0
+    while k < clips or (splits != {"train", "val", "test"} and k < clips + 20):
         frames, truths = synthetic.make_clip(300 + k, num_frames=12, size=(224, 126))
         path = synthetic.write_clip(root / "clips" / f"clip{k}.mp4", frames)
         video_id = store.add_video(db, path, path.name, {"fps": 12.0})
@@ -57,6 +60,7 @@ def _build_store(root: Path, clips: int = 14, frames_per_clip: int = 4):
         rows += [{"video": video_id, "frame_index": i, "sludge": truths[i].sludge, "layout": truths[i].layout}
                  for i in picked]
         splits.add(store.split_for_video(video_id, SPLITS))
+        k += 1
     assert splits == {"train", "val", "test"}, f"the clips cover only {splits}; pick other seeds"
     (root / "raw.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     store.import_ground_truth(db, root / "raw.jsonl")
@@ -95,7 +99,8 @@ def test_loss_goes_down(finetuned):
     assert sorted(evals) == [0, 3, 6]
     # The eval rows are fixed, so their loss is comparable across steps: training must have lowered it.
     assert min(evals[3], evals[6]) < evals[0]
-    assert train.best_step in (3, 6) and train.best_eval_loss == min(evals[3], evals[6])
+    best = min((3, 6), key=evals.get)
+    assert (train.best_step, train.best_eval_loss) == (best, evals[best])
     assert np.mean(train.losses[-2:]) < train.losses[0]
     log_path = finetuned["result"].folder / "report" / "train_log.jsonl"
     log = [json.loads(line) for line in log_path.read_text().splitlines()]
@@ -116,7 +121,7 @@ def test_adapter_loads_with_peft_and_matches_the_merged_checkpoint(finetuned):
     base = load_model(ModelSpec(str(BASE)))
     merged = load_model(ModelSpec(str(folder)))
     frames, _ = synthetic.make_frames(7, 3, pool="holdout")
-    text = base.tokenizer.apply_chat_template(prompts.build_messages(prompts.CLASSIFY), add_generation_prompt=True,
+    text = base.tokenizer.apply_chat_template(vocabulary.build_messages(vocabulary.CLASSIFY), add_generation_prompt=True,
                                               tokenize=False)
     inputs = base.processor(text=[text] * 3, images=list(frames), return_tensors="pt")
     with torch.no_grad():
@@ -132,18 +137,17 @@ def test_adapter_loads_with_peft_and_matches_the_merged_checkpoint(finetuned):
 
 def test_merged_folder_loads_through_the_app_and_scores_frames(finetuned):
     from core.registry import find_checkpoints
-    from core.session import resolve_model_version
 
     result = finetuned["result"]
     lm = load_model(ModelSpec(str(result.folder)))
-    assert type(lm.model).__name__ == "Blip2ForConditionalGeneration" and lm.kind is KINDS["blip-2"]
+    assert type(lm.model).__name__ == "Blip2ForConditionalGeneration" and lm.family is find_family("blip2")
     frames, _ = synthetic.make_frames(11, 5)
     scores = score_frames(lm, frames)
     assert len(scores) == 5 and all(0.0 <= s.p_sludge <= 1.0 for s in scores)
     assert result.folder in find_checkpoints([result.folder.parent])
     # Registered under the id the app stores predictions by, with its lineage.
     db = finetuned["db"]
-    assert result.model_id == resolve_model_version(lm)[0]
+    assert result.model_id == lm.identity.id
     row = db["models"].get(result.model_id)
     lineage = json.loads(row["lineage"])
     assert lineage["export_snapshot"] == finetuned["manifest"]["snapshot_id"]
@@ -152,8 +156,7 @@ def test_merged_folder_loads_through_the_app_and_scores_frames(finetuned):
     # Base and new version both scored the held-out frames, so the Review tab can set them side by side.
     test_frames = {r["frame_id"] for r in read_export(finetuned["root"] / "export", ["test"])[0]}
     for model_id in (result.base_id, result.model_id):
-        scored = {r[0] for r in db.execute("SELECT frame_id FROM predictions WHERE model_id = ?", [model_id])}
-        assert scored == test_frames
+        assert store.frames_scored_by(db, model_id) == test_frames
 
 
 def test_eval_table_matches_scikit_learn_and_a_hand_count(finetuned):
@@ -205,10 +208,10 @@ def test_card_metrics_against_scikit_learn_on_random_predictions():
 
 
 def test_lora_targets_only_the_language_model_of_both_classes(tmp_path):
-    from training.tiny_models import TinyConfig, build_llava, build_tokenizer
+    from training.tiny_models import TinyConfig, build_tokenizer
 
-    tok = build_tokenizer([prompts.CLASSIFY, "yes no vertical pip"], 300)
-    model, processor = build_llava(tok, TinyConfig(vision_hidden=32, vision_heads=2, vision_mlp=64, text_hidden=32,
+    tok = build_tokenizer([vocabulary.CLASSIFY, "yes no vertical pip"], 300)
+    model, processor = find_family("llava").build_tiny(tok, TinyConfig(vision_hidden=32, vision_heads=2, vision_mlp=64, text_hidden=32,
                                                    text_heads=2, text_kv_heads=1, text_head_dim=16, text_mlp=64,
                                                    llava_vision_layers=2, text_layers=1))
     model.save_pretrained(tmp_path)
@@ -217,14 +220,14 @@ def test_lora_targets_only_the_language_model_of_both_classes(tmp_path):
     frames, _ = synthetic.make_frames(1, 2, size=(64, 36))
     pixels = prepare_pixels(lm, frames)
     with torch.no_grad():
-        expected = lm.kind.encode(lm.model, pixels, False).embeds
+        expected = lm.family.encode(lm.model, pixels).embeds
     torch.testing.assert_close(project(lm, frozen_features(lm, pixels)), expected)
     peft_model = attach_lora(lm, FinetuneConfig())
     trainable = [n for n, p in peft_model.named_parameters() if p.requires_grad]
     # CLIP's vision tower has q_proj / k_proj / v_proj too; none of them may get an adapter.
     assert trainable and not [n for n in trainable if "vision_tower" in n]
     assert sum("lora_" in n for n in trainable) == 2 * 7  # one layer x seven projections x (A, B)
-    assert {n for n in trainable if "lora_" not in n} and all(PARTS["llava"].projector.split(".")[-1] in n
+    assert {n for n in trainable if "lora_" not in n} and all(lm.family.projector.split(".")[-1] in n
                                                               for n in trainable if "lora_" not in n)
 
 
@@ -236,7 +239,7 @@ def test_task_mix_skips_what_a_frame_cannot_answer():
     assert len(rows) == 600
     pairs = [(rows[k][1], rows[k + 1][1]) for k in range(0, 600, 2)]
     assert all(a != b for a, b in pairs)
-    share = np.mean([q == prompts.EXPLAIN for _, q, _ in rows[::2]])
+    share = np.mean([q == vocabulary.EXPLAIN for _, q, _ in rows[::2]])
     assert 0.28 < share < 0.42  # 35 % of first draws are the coupled classify+explain task
     assert total_steps(8487, FinetuneConfig()) == 670
 
@@ -261,7 +264,7 @@ def test_scripted_labeler_fixes_flipped_labels_through_the_queue(tmp_path):
     store.register_model(db, "oracle@1", "oracle", "1")
     ids = sorted(truth)
     store.record_predictions(db, "oracle@1", ids, [0.9 if truth[f].sludge else 0.1 for f in ids],
-                             [{name: float(name == truth[f].layout) for name in synthetic.LAYOUTS} for f in ids])
+                             [{name: float(name == truth[f].layout) for name in vocabulary.LAYOUTS} for f in ids])
     store.add_labeler(db, "bot", "reviewer")
     done = work_queue(db, "bot", truth, budget=len(flipped) + 2, strategies=("disagreement", "uncertain"),
                       model_id="oracle@1")

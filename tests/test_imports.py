@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from store_helpers import build_store
 
 import annotations as store
-from store_helpers import build_store
 
 
 @pytest.fixture

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from store_helpers import build_store
 
 import annotations as store
-from core.labeling import LabelSession
-from store_helpers import build_store
+from annotations.labeling import LabelSession
 
 
 @pytest.fixture

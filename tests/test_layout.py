@@ -12,7 +12,7 @@ from ui.services import build_services
 
 def build(tmp_path, **env):
     settings = load_settings({"SLUDGELENS_DB": str(tmp_path / "s.db"), "SLUDGELENS_MEDIA": str(tmp_path / "media"),
-                              "SLUDGELENS_EXAMPLES": str(tmp_path / "examples"), **env})
+                              **env})
     services = build_services(settings)
     return services, build_demo(services)
 

@@ -6,10 +6,16 @@ import random
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    precision_recall_fscore_support,
+)
+from store_helpers import build_store, make_frames
 
 import annotations as store
-from store_helpers import build_store, make_frames
+from core.vocabulary import LABEL_LAYOUTS
 
 
 def test_hand_computed_case(tmp_path):
@@ -28,7 +34,7 @@ def test_hand_computed_case(tmp_path):
     m = store.compute_metrics(db, "m@1")
     # a: TP 1, FN 1, FP 1, TN 1;  b: FP 1, TN 2, TP 1  ->  TP 2, FP 2, FN 1, TN 3
     assert m["frames"] == {"n": 8, "accuracy": 0.625, "precision": 0.5, "recall": pytest.approx(2 / 3, abs=1e-6),
-                           "f1": pytest.approx(4 / 7, abs=1e-6)}
+                           "f1": pytest.approx(4 / 7, abs=1e-6), "tp": 2, "fp": 2, "fn": 1, "tn": 3}
     assert m["confusion_sludge"]["matrix"] == [[3, 2], [1, 2]]
     # a: truth 2/4 -> sludge (ties go to sludge), predicted 2/4 -> sludge: right.
     # b: truth 1/4 -> not sludge, predicted 2/4 -> sludge: wrong.
@@ -54,7 +60,7 @@ def test_random_store_matches_scikit_learn(tmp_path):
                 store.correct_label(db, f, "sludge", value, "ana", store.frame_revision(db, f))
                 truth[f] = value
                 if value and rnd.random() < 0.7:
-                    layout = rnd.choice(store.LAYOUTS[:4])
+                    layout = rnd.choice(LABEL_LAYOUTS[:4])
                     store.correct_label(db, f, "layout", layout, "ana", store.frame_revision(db, f))
                     ana_layout[f] = layout
                 if rnd.random() < 0.5:
@@ -88,7 +94,7 @@ def test_random_store_matches_scikit_learn(tmp_path):
     lt = {f: ana_layout.get(f) or ("none" if not truth[f] else None) for f in frames}
     lt = {f: v for f, v in lt.items() if v is not None}
     lp = {f: (model_layout[f] if p[f] >= 0.5 else "none") for f in lt}
-    expected = confusion_matrix([lt[f] for f in sorted(lt)], [lp[f] for f in sorted(lt)], labels=list(store.LAYOUTS))
+    expected = confusion_matrix([lt[f] for f in sorted(lt)], [lp[f] for f in sorted(lt)], labels=list(LABEL_LAYOUTS))
     assert m["confusion_layout"]["matrix"] == expected.tolist()
 
     shared = sorted(set(ana) & set(bob))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+from store_helpers import build_store
 
 import annotations as store
-from store_helpers import build_store
 
 
 @pytest.fixture
@@ -62,7 +62,9 @@ def test_correction_releases_the_lease(queued):
 def test_unlabeled_and_random(queued):
     db, videos = queued
     all_ids = sorted(f for fs in videos.values() for f in fs)
+    assert store.count_unlabeled(db) == len(all_ids)
     store.correct_label(db, all_ids[0], "sludge", False, "ana", 0)
+    assert store.count_unlabeled(db) == len(all_ids) - 1
     got = store.next_frames(db, "ana", "unlabeled", n=3)
     assert [f["frame_id"] for f in got] == all_ids[1:4]
     a = [f["frame_id"] for f in store.next_frames(db, "vic", "random", n=5, seed=3)]
@@ -103,7 +105,7 @@ def test_disagreement_puts_labeler_conflicts_first_then_confident_model_errors(q
     assert model_part == sorted(ids[1:8], key=lambda f: (-abs(p[f] - 0.5), f))
     # Agreeing with the model, or a reviewer's accept, settles a frame.
     accepted = store.label_history(db, ids[1])[-1]
-    store.review(db, accepted.id, "rita", accept=True)
+    store.review_event(db, accepted.id, "rita", accept=True)
     store.correct_label(db, ids[2], "sludge", p[ids[2]] >= 0.5, "ana", 1)
     store.correct_label(db, conflict, "sludge", True, "rita", 2)  # a reviewer's own label settles too
     got = [f["frame_id"] for f in store.next_frames(db, "rita", "disagreement", n=20)]

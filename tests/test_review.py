@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from store_helpers import build_store
 
 import annotations as store
-from core.review import compare_models, read_holdout_truth, list_model_versions, list_truth_sources
-from store_helpers import build_store
+from annotations.review import compare_models, list_truth_sources, read_holdout_truth
 
 
 @pytest.fixture
@@ -48,7 +48,16 @@ def test_the_holdout_is_the_videos_of_one_split(db):
 
 
 def test_lists_for_the_selectors(db):
-    assert set(list_model_versions(db)) == {"A", "B", "tiny@1"}
+    assert set(store.list_model_versions(db)) == {"A", "B", "tiny@1"}
     assert list_truth_sources(db)[:2] == ["current", "raw-gt"] and "ana" in list_truth_sources(db)
     with pytest.raises(store.NotFoundError):
         compare_models(db, "A", "nope")
+
+
+def test_importing_the_use_case_modules_leaves_the_store_api_whole():
+    import importlib
+    import inspect
+
+    for name in ("accounts", "labeling", "review"):
+        importlib.import_module(f"annotations.{name}")
+    assert not [name for name in store.__all__ if inspect.ismodule(getattr(store, name))]

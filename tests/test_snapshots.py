@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
+from store_helpers import build_store, correction_worker
 
 import annotations as store
-from store_helpers import build_store, correction_worker
 
 
 def events_of(path: Path) -> list[tuple[int, int, int]]:

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_helpers import build_store, correction_worker, make_frames
 
 import annotations as store
 from annotations.schema import MIGRATIONS, resolve_media_path
-from store_helpers import build_store, correction_worker, make_frames
 
 HOSTILE = [
     "<script>alert('x')</script>",
@@ -243,19 +243,19 @@ def test_review_accept_and_reject(small):
     e1 = store.correct_label(db, frame, "sludge", True, "ana", 0)
     e2 = store.correct_label(db, frame, "sludge", False, "bob", 1)
     with pytest.raises(store.PermissionDeniedError):
-        store.review(db, e2.id, "ana", accept=True)
+        store.review_event(db, e2.id, "ana", accept=True)
     assert [e.id for e in store.pending_reviews(db)] == [e1.id, e2.id]
-    accepted = store.review(db, e1.id, "rita", accept=True, note="fine")
+    accepted = store.review_event(db, e1.id, "rita", accept=True, note="fine")
     assert accepted.accepted and accepted.revert is None
-    superseded = store.review(db, e1.id, "rita", accept=False)
+    superseded = store.review_event(db, e1.id, "rita", accept=False)
     assert superseded.revert is None  # e1 no longer holds the value: recorded only
-    rejected = store.review(db, e2.id, "rita", accept=False, note="it is a split")
+    rejected = store.review_event(db, e2.id, "rita", accept=False, note="it is a split")
     assert rejected.revert.kind == "reject" and rejected.revert.new_value is True
     assert rejected.revert.revision == 3 and store.frame_revision(db, frame) == 3
     assert store.current_labels(db, frame_ids=[frame])[0]["sludge"] is True
     assert db["reviews"].count == 3 and store.pending_reviews(db) == []
     with pytest.raises(store.NotFoundError):
-        store.review(db, 99_999, "rita", accept=True)
+        store.review_event(db, 99_999, "rita", accept=True)
 
 
 def test_imported_truth_never_hides_a_correction(small, tmp_path):
@@ -288,7 +288,7 @@ def test_hostile_strings_round_trip_verbatim(tmp_path):
         (frame,) = store.add_frames(db, video, frames[i:i + 1], [0.0], [0])
         store.register_model(db, f"{text}@{i}", text, text)
         event = store.correct_label(db, frame, "description", text, text, 0, note=text, model_seen=text)
-        reviewed = store.review(db, event.id, text, accept=True, note=text)
+        reviewed = store.review_event(db, event.id, text, accept=True, note=text)
         assert (event.note, event.new_value, event.labeler, event.model_seen, reviewed.note) == (text,) * 5
         assert db["videos"].get(video)["name"] == text
         assert store.current_labels(db, frame_ids=[frame])[0]["description"] == text

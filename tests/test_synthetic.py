@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import av
 import numpy as np
 import pytest
 
+from core import vocabulary
 from training import synthetic
 
 SMALL = (64, 36)
+REPO = Path(__file__).resolve().parent.parent
 
 
 def test_same_seed_gives_byte_identical_frames_and_truth():
@@ -37,7 +42,7 @@ def test_frames_are_uint8_rgb_of_the_requested_size(size):
 
 def test_make_frame_honours_layout_and_time():
     rng = np.random.default_rng(0)
-    for layout in synthetic.LAYOUTS:
+    for layout in vocabulary.LAYOUTS:
         frame, truth = synthetic.make_frame(rng, layout=layout, size=SMALL, t=1.5)
         assert frame.shape == (*SMALL, 3) and truth.layout == layout and truth.sludge
     frame, truth = synthetic.make_frame(rng, layout="distractor", size=SMALL)
@@ -51,7 +56,7 @@ def test_make_frame_honours_layout_and_time():
 def test_random_frames_cover_every_layout_and_distractors_with_about_half_sludge():
     _, truths = synthetic.make_frames(2, 300, size=SMALL)
     layouts = {t.layout for t in truths}
-    assert layouts == set(synthetic.LAYOUTS) | {"none"}
+    assert layouts == set(vocabulary.LAYOUTS) | {"none"}
     sludge_share = np.mean([t.sludge for t in truths])
     assert 0.4 < sludge_share < 0.6
     singles = [t for t in truths if not t.sludge]
@@ -95,7 +100,7 @@ def test_every_bundled_photo_loads_offline():
 
 def test_truth_text_is_grounded_and_names_the_streams():
     rng = np.random.default_rng(9)
-    for layout in synthetic.LAYOUTS + ("single", "distractor"):
+    for layout in vocabulary.LAYOUTS + ("single", "distractor"):
         for _ in range(10):
             _, truth = synthetic.make_frame(rng, layout=layout, size=SMALL)
             assert truth.description[0].isupper() and truth.description.endswith(".")
@@ -103,8 +108,8 @@ def test_truth_text_is_grounded_and_names_the_streams():
             assert truth.explanation.startswith(prefix)
             for source in truth.sources:
                 assert synthetic.noun_of(source).lower() in truth.description.lower()
-    assert synthetic.REFUSAL.startswith("I can't identify")
-    assert all(q.endswith("?") for q in synthetic.IDENTITY_QUESTIONS)
+    assert vocabulary.REFUSAL.startswith("I can't identify")
+    assert all(q.endswith("?") for q in vocabulary.IDENTITY_QUESTIONS)
 
 
 def test_description_mentions_a_caption_exactly_when_one_is_drawn():
@@ -172,6 +177,34 @@ def test_make_example_clips_writes_decodable_short_clips(tmp_path):
     for path in paths:
         decoded = _decode(path)
         assert len(decoded) == 12 and decoded[0].shape == (112, 64, 3)
+
+
+def test_the_committed_example_clips_are_what_the_command_renders(tmp_path):
+    fresh = synthetic.make_example_clips(tmp_path)
+    assert sorted(p.name for p in synthetic.EXAMPLES_DIR.iterdir()) == sorted(synthetic.EXAMPLE_CLIPS)
+    for path in fresh:
+        committed = synthetic.EXAMPLES_DIR / path.name
+        assert committed.read_bytes() == path.read_bytes(), (
+            f"{committed} is not what `python -m training.synthetic examples` writes now: run it and commit")
+
+
+def test_the_committed_example_clips_decode_to_their_specs():
+    for k, (name, layouts) in enumerate(synthetic.EXAMPLE_CLIPS.items()):
+        frames, truths = synthetic.render_clip(synthetic.draw_example_spec(k, layouts))
+        decoded = np.stack(_decode(synthetic.EXAMPLES_DIR / name))
+        assert decoded.shape == frames.shape == (24, 448, 252, 3), name
+        # H.264 at crf 20 is lossy, but every frame is within a few grey levels of its picture.
+        errors = np.abs(decoded.astype(int) - frames.astype(int)).mean(axis=(1, 2, 3))
+        assert errors.max() < 5, (name, errors.round(1))
+        assert [t.layout for t in dict.fromkeys(truths)] == ["none" if x == "single" else x for x in layouts]
+
+
+def test_the_app_offers_the_example_clips_in_the_generators_order():
+    # Read from the source: importing ui.services would import gradio and torch for one constant.
+    tree = ast.parse((REPO / "ui" / "services.py").read_text(encoding="utf-8"))
+    (names,) = [ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["EXAMPLE_CLIPS"]]
+    assert names == tuple(synthetic.EXAMPLE_CLIPS)
 
 
 def test_example_clips_show_their_layout_plainly(tmp_path):

@@ -50,7 +50,11 @@ def _flag_kwargs(hint) -> dict:
 def build_parser(cls, prog: str, description: str = "") -> argparse.ArgumentParser:
     """A parser with ``--config FILE.json`` and one ``--field-name`` flag per dataclass field.
 
-    >>> build_parser(FinetuneConfig, "finetune").parse_args(["--lr", "1e-4"]).lr  # doctest: +SKIP
+    >>> @dataclasses.dataclass
+    ... class Config:
+    ...     lr: float = 2e-4
+    ...     epochs: float = 10.0
+    >>> build_parser(Config, "finetune").parse_args(["--lr", "1e-4"]).lr
     0.0001
     """
     parser = argparse.ArgumentParser(prog=prog, description=description)
@@ -65,8 +69,12 @@ def build_parser(cls, prog: str, description: str = "") -> argparse.ArgumentPars
 def parse_config(cls, argv: list[str] | None = None, prog: str = "", description: str = ""):
     """Build `cls` from its defaults, then the ``--config`` JSON file, then the flags given.
 
-    >>> parse_config(FinetuneConfig, ["--epochs", "2"]).epochs  # doctest: +SKIP
-    2.0
+    >>> @dataclasses.dataclass
+    ... class Config:
+    ...     lr: float = 2e-4
+    ...     epochs: float = 10.0
+    >>> parse_config(Config, ["--epochs", "2"])
+    Config(lr=0.0002, epochs=2.0)
     """
     args = vars(build_parser(cls, prog, description).parse_args(argv))
     path = args.pop("config")

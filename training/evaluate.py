@@ -9,6 +9,9 @@ logits, threshold 0.5), so the figures describe the model exactly as the app ser
                                             for the labels and for the predictions alike
     layout accuracy                         on frames labelled sludge with a layout, of the predicted layout
 
+The table itself is computed by ``annotations.metrics.card_metrics``, the one implementation the store's
+metrics and the Review tab use too.
+
     result = evaluate_records(lm, records)             # records: training-export rows with an "image" path
     print(format_markdown({"before": before["metrics"], "after": result["metrics"]}))
     python -m training.evaluate --model data/checkpoints/lora-run1 --export data/exports/run1 --split test
@@ -18,12 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 
+from annotations.metrics import card_metrics
 from core.config import EngineConfig, ModelSpec
 from core.engine import LoadedModel, load_model, score_frames
 
@@ -48,52 +51,6 @@ def load_image(path: str | Path) -> np.ndarray:
 
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
-
-
-def video_votes(labels: Sequence[bool], video_ids: Sequence[str]) -> dict[str, bool]:
-    """Each video's majority vote of its frame labels; ties go to sludge.
-
-    >>> video_votes([True, False, False], ["a", "a", "b"])
-    {'a': True, 'b': False}
-    """
-    by_video: dict[str, list[bool]] = defaultdict(list)
-    for label, video in zip(labels, video_ids):
-        by_video[video].append(bool(label))
-    return {video: sum(votes) / len(votes) >= 0.5 for video, votes in by_video.items()}
-
-
-def card_metrics(y_true: Sequence[bool], y_pred: Sequence[bool], video_ids: Sequence[str],
-                 layout_true: Sequence[str | None] | None = None,
-                 layout_pred: Sequence[str | None] | None = None) -> dict:
-    """The card's table from per-frame labels and predictions, computed by scikit-learn.
-
-    >>> card_metrics([True, True, False, False], [True, False, False, True], ["a", "a", "b", "b"])["frames"]
-    {'n': 4, 'accuracy': 0.5, 'precision': 0.5, 'recall': 0.5, 'f1': 0.5, 'tp': 1, 'fp': 1, 'fn': 1, 'tn': 1}
-    """
-    # scikit-learn takes a second to import; only the metrics need it.
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-
-    y_true, y_pred = [bool(v) for v in y_true], [bool(v) for v in y_pred]
-    if not y_true:
-        return {"frames": {"n": 0, "accuracy": None, "precision": None, "recall": None, "f1": None},
-                "videos": {"n": 0, "majority_accuracy": None}, "layout": {"n": 0, "accuracy": None}}
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_true, y_pred, average="binary", pos_label=True, zero_division=0)
-    (tn, fp), (fn, tp) = confusion_matrix(y_true, y_pred, labels=[False, True])
-    frames = {"n": len(y_true), "accuracy": round(float(accuracy_score(y_true, y_pred)), 6),
-              "precision": round(float(precision), 6), "recall": round(float(recall), 6), "f1": round(float(f1), 6),
-              "tp": int(tp), "fp": int(fp), "fn": int(fn), "tn": int(tn)}
-    truth_votes, pred_votes = video_votes(y_true, video_ids), video_votes(y_pred, video_ids)
-    videos = sorted(truth_votes)
-    video_acc = accuracy_score([truth_votes[v] for v in videos], [pred_votes[v] for v in videos])
-    layout = {"n": 0, "accuracy": None}
-    if layout_true is not None and layout_pred is not None:
-        pairs = [(t, p) for t, p, s in zip(layout_true, layout_pred, y_true) if s and t not in (None, "none")]
-        if pairs:
-            layout = {"n": len(pairs),
-                      "accuracy": round(float(accuracy_score([t for t, _ in pairs], [p for _, p in pairs])), 6)}
-    return {"frames": frames, "videos": {"n": len(videos), "majority_accuracy": round(float(video_acc), 6)},
-            "layout": layout}
 
 
 def predict_records(lm: LoadedModel, records: Sequence[dict], batch_size: int = 16) -> list[dict]:
@@ -123,7 +80,8 @@ def predict_records(lm: LoadedModel, records: Sequence[dict], batch_size: int = 
 
 
 def metrics_of(predictions: Sequence[dict]) -> dict:
-    """The card's table for prediction rows as written by :func:`predict_records`.
+    """The card's table (``annotations.metrics.card_metrics``) for prediction rows as written by
+    :func:`predict_records`.
 
     >>> row = {"sludge": True, "pred": True, "video_id": "a", "layout": "pip", "pred_layout": "pip"}
     >>> metrics_of([row])["frames"]["accuracy"]

@@ -32,19 +32,37 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 import annotations as store
-from core.config import EMBEDDED_BLIP2, REPO_ROOT, EngineConfig, ModelSpec, load_settings
+from core.config import (
+    EMBEDDED_BLIP2,
+    REPO_ROOT,
+    EngineConfig,
+    ModelSpec,
+    load_settings,
+)
 from core.engine import LoadedModel, load_model, prepare_pixels
-from core.session import resolve_model_version
+from core.identity import ModelIdentity
 from training.cli import parse_config
-from training.evaluate import evaluate_records, format_markdown, load_image, read_export, write_report
-from training.tasks import CARD_TASK_MIX, answer_loss, build_training_rows, pick_task, task_of
+from training.evaluate import (
+    evaluate_records,
+    format_markdown,
+    load_image,
+    read_export,
+    write_report,
+)
+from training.tasks import (
+    CARD_TASK_MIX,
+    answer_loss,
+    build_training_rows,
+    pick_task,
+    task_of,
+)
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -137,58 +155,26 @@ class FrameLabels:
                    record.get("explanation") or "")
 
 
-# ---------------------------------------------------------------- the two kinds, split at the projector
-
-
-def _frozen_blip2(model, pixels: torch.Tensor) -> torch.Tensor:
-    states = model.vision_model(pixel_values=pixels, return_dict=True).last_hidden_state
-    mask = torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
-    queries = model.query_tokens.expand(states.shape[0], -1, -1)
-    return model.qformer(query_embeds=queries, encoder_hidden_states=states, encoder_attention_mask=mask,
-                         return_dict=True).last_hidden_state
-
-
-def _frozen_llava(model, pixels: torch.Tensor) -> torch.Tensor:
-    cfg = model.config
-    tower = model.get_submodule("model.vision_tower")
-    hidden = tower(pixels, output_hidden_states=True, return_dict=True).hidden_states
-    layers = cfg.vision_feature_layer
-    layers = layers if isinstance(layers, (list, tuple)) else [layers]
-    pool = [hidden[i][:, 1:] if cfg.vision_feature_select_strategy == "default" else hidden[i] for i in layers]
-    return torch.cat(pool, dim=-1)
-
-
-@dataclass(frozen=True)
-class KindParts:
-    """Where a stock class splits into its frozen vision side, the projector and the language model."""
-
-    frozen: Callable  # (model, pixel_values) -> features the projector reads (B, T, H_vision)
-    projector: str  # submodule path of the projector
-    language_model: str  # submodule path of the language model
-
-
-PARTS = {
-    "blip2": KindParts(_frozen_blip2, "language_projection", "language_model"),
-    "llava": KindParts(_frozen_llava, "model.multi_modal_projector", "model.language_model"),
-}
+# ---------------------------------------------------------------- the model, split at the projector
 
 
 def frozen_features(lm: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
-    """The output of the frozen vision side (BLIP-2: Q-Former queries; LLaVA: selected patch features).
+    """The output of the frozen vision side (BLIP-2: Q-Former queries; LLaVA: selected patch features), as
+    the model's family (``lm.family.frozen_features``) splits it.
 
     >>> frozen_features(lm, prepare_pixels(lm, frames)).shape  # doctest: +SKIP
     torch.Size([4, 32, 96])
     """
     with torch.no_grad():
-        return PARTS[lm.kind.name].frozen(lm.model, pixels)
+        return lm.family.frozen_features(lm.model, pixels)
 
 
 def project(lm: LoadedModel, features: torch.Tensor) -> torch.Tensor:
     """Frozen features -> the image tokens the LM reads, through the (trainable) projector.
 
-    ``project(lm, frozen_features(lm, pixels))`` equals ``lm.kind.encode(lm.model, pixels, False).embeds``.
+    ``project(lm, frozen_features(lm, pixels))`` equals ``lm.family.encode(lm.model, pixels).embeds``.
     """
-    projector = lm.model.get_submodule(PARTS[lm.kind.name].projector)
+    projector = lm.model.get_submodule(lm.family.projector)
     # Under peft the projector holds the frozen original and the trainable copy; feed the one that runs.
     params = [p for p in projector.parameters() if p.requires_grad] or list(projector.parameters())
     return projector(features.to(params[0].device, params[0].dtype))
@@ -200,7 +186,7 @@ def lora_target_pattern(lm: LoadedModel, targets: Sequence[str]) -> str:
     >>> lora_target_pattern(lm, ["q_proj", "v_proj"])  # doctest: +SKIP
     '^language_model\\\\..*\\\\.(q_proj|v_proj)$'
     """
-    prefix = PARTS[lm.kind.name].language_model.replace(".", r"\.")
+    prefix = lm.family.language_model.replace(".", r"\.")
     return rf"^{prefix}\..*\.({'|'.join(targets)})$"
 
 
@@ -218,7 +204,7 @@ def attach_lora(lm: LoadedModel, cfg: FinetuneConfig):
     config = LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
         target_modules=lora_target_pattern(lm, cfg.lora_targets),
-        modules_to_save=[PARTS[lm.kind.name].projector.rsplit(".", 1)[-1]],
+        modules_to_save=[lm.family.projector.rsplit(".", 1)[-1]],
         bias="none",
     )
     peft_model = get_peft_model(lm.model, config)
@@ -232,9 +218,8 @@ def set_train_mode(lm: LoadedModel, training: bool) -> None:
     """Dropout on in the LM (LoRA dropout) and the projector only; the frozen vision side stays in eval."""
     lm.model.eval()
     if training:
-        parts = PARTS[lm.kind.name]
-        lm.model.get_submodule(parts.language_model).train()
-        lm.model.get_submodule(parts.projector).train()
+        for name in lm.family.trained_modules:
+            lm.model.get_submodule(name).train()
 
 
 # ---------------------------------------------------------------- data
@@ -391,7 +376,7 @@ def train(lm: LoadedModel, peft_model, bank: FeatureBank, train_records: Sequenc
     if not train_records:
         raise ValueError("no training frames: the export's train split is empty after the provenance filter")
     rng = np.random.default_rng(cfg.seed)
-    projector_name = PARTS[lm.kind.name].projector.rsplit(".", 1)[-1]
+    projector_name = lm.family.projector.rsplit(".", 1)[-1]
     named = [(n, p) for n, p in peft_model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in named if "lora_" in n], "lr": cfg.lr},
@@ -423,7 +408,7 @@ def train(lm: LoadedModel, peft_model, bank: FeatureBank, train_records: Sequenc
 
     evaluate_at(0)
     batches = _batches(train_records, cfg, rng)
-    bar = tqdm(total=steps, desc=f"fine-tune {lm.kind.name}", disable=not cfg.progress)
+    bar = tqdm(total=steps, desc=f"fine-tune {lm.family.name}", disable=not cfg.progress)
     try:
         for step in range(1, steps + 1):
             set_train_mode(lm, True)
@@ -490,16 +475,14 @@ def open_run_store(cfg: FinetuneConfig):
     return store.open_store(db_path, media)
 
 
-def register_version(db, reference: tuple[str, str, str | None], lineage: dict | None = None) -> str:
-    """Register a model version under the id the app stores its predictions by (core.session.resolve_model_version).
+def register_version(db, identity: ModelIdentity, lineage: dict | None = None) -> str:
+    """Register a model version under the id the app stores its predictions by (the model's identity).
 
     >>> lm = load_model("data/checkpoints/lora-run1")  # doctest: +SKIP
-    >>> register_version(db, resolve_model_version(lm), {"base_id": "models/tiny-vqwen-qformer@3fa9"})  # doctest: +SKIP
+    >>> register_version(db, lm.identity, {"base_id": "models/tiny-vqwen-qformer@3fa9"})  # doctest: +SKIP
     'data/checkpoints/lora-run1@a1b2c3d4e5f6'
     """
-    model_id, source, revision = reference
-    store.register_model(db, model_id, source, revision, lineage)
-    return model_id
+    return store.register_model(db, identity.id, identity.source, identity.revision, lineage)
 
 
 def store_predictions(db, model_id: str, predictions: Sequence[dict]) -> int:
@@ -580,8 +563,8 @@ def run(cfg: FinetuneConfig, bank: FeatureBank | None = None, db=None) -> Finetu
     # model
     engine = EngineConfig(device=cfg.device, batch_size=cfg.eval_batch_size)
     lm = load_model(ModelSpec(cfg.base, cfg.base_revision), engine)
-    # (id, source, revision) the app stores the base's predictions under; taken before training changes it.
-    base_ref = resolve_model_version(lm)
+    # The identity the app stores the base's predictions under, computed when it loaded (before training).
+    base_identity = lm.identity
 
     # data
     records, manifest = read_export(cfg.export)
@@ -641,12 +624,10 @@ def run(cfg: FinetuneConfig, bank: FeatureBank | None = None, db=None) -> Finetu
     model_id = base_id = None
     if cfg.register:
         db = db if db is not None else open_run_store(cfg)
-        base_id = register_version(db, base_ref)
-        model_id = register_version(db, resolve_model_version(tuned), {**lineage, "base_id": base_id})
+        base_id = register_version(db, base_identity)
+        model_id = register_version(db, tuned.identity, {**lineage, "base_id": base_id})
         lineage["base_id"] = base_id
-        exported_here = bool(manifest.get("snapshot_id")) and db.execute(
-            "SELECT 1 FROM exports WHERE snapshot_id = ?", [manifest["snapshot_id"]]).fetchone() is not None
-        if exported_here:
+        if store.has_export(db, manifest.get("snapshot_id")):
             store_predictions(db, base_id, before["predictions"])
             store_predictions(db, model_id, after["predictions"])
     lineage["model_id"] = model_id

@@ -20,6 +20,7 @@ time ``t`` (seconds), so clips move their content smoothly and can change layout
 
 from __future__ import annotations
 
+import argparse
 import colorsys
 import functools
 import importlib.util
@@ -32,24 +33,12 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
-LAYOUTS = ("vertical", "horizontal", "pip", "other")
+from core.vocabulary import LAYOUTS
+
 POOLS = ("train", "holdout")
 # Non-sludge layouts draw_frame_spec accepts besides LAYOUTS: any single stream, a plain one, a distractor.
 FRAME_KINDS = ("none", "single", "distractor")
 
-REFUSAL = "I can't identify specific shows, games or channels; I can only describe what is visible."
-IDENTITY_QUESTIONS = (
-    "Which show is this from?",
-    "What game is being played?",
-    "Which channel posted this?",
-    "Who made this video?",
-    "What is the name of this show?",
-    "Which streamer is this?",
-    "What movie is this clip from?",
-    "Which account uploaded this?",
-    "Can you name the game in the bottom half?",
-    "What series is playing in the top part?",
-)
 
 # Real photos, by the name used in truth `sources`, with the plain noun used in descriptions.
 PHOTO_NOUNS = {
@@ -1199,11 +1188,14 @@ def make_clip(seed: int, num_frames: int = 48, fps: float = 12.0, size: tuple[in
 
 def write_clip(path: str | Path, frames: np.ndarray, fps: float = 12.0) -> Path:
     """Encode RGB frames (T, H, W, 3) with PyAV: H.264 yuv420p in .mp4 where libx264 exists, else MPEG-4.
-    yuv420p needs even sides, so an odd last row or column is dropped.
+    yuv420p needs even sides, so an odd last row or column is dropped. One encoder thread: x264 slices the
+    picture by its thread count, so only a fixed count gives the same bytes on every machine.
 
+    >>> import tempfile
     >>> frames, _ = make_clip(0, num_frames=6, size=(64, 36))
-    >>> write_clip("/tmp/clip.mp4", frames).name
-    'clip.mp4'
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     write_clip(Path(folder) / "clip.mp4", frames).stat().st_size > 0
+    True
     """
     path = Path(path)
     frames = np.asarray(frames, dtype=np.uint8)
@@ -1217,6 +1209,7 @@ def write_clip(path: str | Path, frames: np.ndarray, fps: float = 12.0) -> Path:
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.thread_count = 1
         if codec == "libx264":
             stream.options = {"crf": "20", "preset": "veryfast"}
         for frame in frames:
@@ -1240,7 +1233,9 @@ def make_example_clips(folder: str | Path, seed: int = 0, num_frames: int = 24, 
                        size: tuple[int, int] = (448, 252)) -> list[Path]:
     """Write the example clips (2 s each at the defaults) into a folder and return their paths.
 
-    >>> [p.name for p in make_example_clips("/tmp/examples")][:2]
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     [p.name for p in make_example_clips(folder, num_frames=2, size=(64, 36))][:2]
     ['single_stream.mp4', 'vertical_split.mp4']
     """
     folder = Path(folder)
@@ -1279,3 +1274,31 @@ def shows_layout_plainly(spec: ClipSpec, min_inset_width: float = 0.25) -> bool:
         if frame.truth.layout == "pip" and any(t.box[2] - t.box[0] < min_inset_width for t in frame.tiles[1:]):
             return False
     return True
+
+
+# The committed copies of the example clips the app offers on its Analyze tab.
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    """``python -m training.synthetic examples [--out FOLDER]``: render the example clips (default into the
+    repository's ``examples/`` folder, which the app reads); the same code and defaults give the same bytes.
+
+    >>> main(["examples", "--out", "/tmp/examples"])  # doctest: +SKIP
+    [PosixPath('/tmp/examples/single_stream.mp4'), ...]
+    """
+    parser = argparse.ArgumentParser(prog="python -m training.synthetic",
+                                     description="Render synthetic clips with ground truth.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    examples = commands.add_parser("examples", help="render the app's one-click example clips")
+    examples.add_argument("--out", type=Path, default=EXAMPLES_DIR,
+                          help=f"folder to write them into (default {EXAMPLES_DIR})")
+    args = parser.parse_args(argv)
+    paths = make_example_clips(args.out)
+    for path in paths:
+        print(f"{path} ({path.stat().st_size // 1024} KB)")
+    return paths
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,7 @@
 """The vqwen card's task mix and the teacher-forced loss, shared by every training script.
 
 A frame's labels (sludge, layout, description, explanation) become one chat turn per task: the user turn
-is the image plus a question from ``core.prompts``, the assistant turn is the answer. Rows are
+is the image plus a question from ``core.vocabulary``, the assistant turn is the answer. Rows are
 right-padded and carry labels only on the answer and its end token, so the loss never rewards predicting
 the prompt. The vision side runs once per frame and its image tokens are scattered into every row that
 asks about that frame.
@@ -9,7 +9,8 @@ asks about that frame.
     rng = np.random.default_rng(0)
     qa = [pick_task(rng, truth, CARD_TASK_MIX) for truth in truths]
     ids, att, labels = build_training_rows(lm, qa)
-    loss = training_loss(lm, pixels, torch.arange(len(qa)), ids, att, labels)
+    visual = lm.family.encode(lm.model, pixels).embeds
+    loss = answer_loss(lm, visual, torch.arange(len(qa)), ids, att, labels)
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from core import prompts
-from training import synthetic
+from core import vocabulary
 
 # One random task per frame, in the proportions of the vqwen card (classify / layout / describe /
 # coupled classify+explain / refusal of "which show" questions).
@@ -75,32 +75,32 @@ def answer_for(task: str, truth, rng: np.random.Generator) -> tuple[str, str]:
     ('Is this sludge content? Answer yes or no.', 'no')
     """
     if task == "classify":
-        return prompts.CLASSIFY, "yes" if truth.sludge else "no"
+        return vocabulary.CLASSIFY, "yes" if truth.sludge else "no"
     if task == "layout":
-        return prompts.LAYOUT, truth.layout
+        return vocabulary.LAYOUT, truth.layout
     if task == "describe":
-        return prompts.DESCRIBE, truth.description
+        return vocabulary.DESCRIBE, truth.description
     if task == "explain":
-        return prompts.EXPLAIN, explain_answer(truth)
+        return vocabulary.EXPLAIN, explain_answer(truth)
     if task == "refuse":
-        return synthetic.IDENTITY_QUESTIONS[rng.integers(len(synthetic.IDENTITY_QUESTIONS))], synthetic.REFUSAL
+        return vocabulary.IDENTITY_QUESTIONS[rng.integers(len(vocabulary.IDENTITY_QUESTIONS))], vocabulary.REFUSAL
     raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
 
 
 def task_of(qa: tuple[str, str]) -> str:
     """The task name a (question, answer) pair belongs to.
 
-    >>> task_of((prompts.LAYOUT, "pip"))
+    >>> task_of((vocabulary.LAYOUT, "pip"))
     'layout'
     """
-    return {prompts.CLASSIFY: "classify", prompts.LAYOUT: "layout", prompts.DESCRIBE: "describe",
-            prompts.EXPLAIN: "explain"}.get(qa[0], "refuse")
+    return {vocabulary.CLASSIFY: "classify", vocabulary.LAYOUT: "layout", vocabulary.DESCRIBE: "describe",
+            vocabulary.EXPLAIN: "explain"}.get(qa[0], "refuse")
 
 
 def build_training_rows(lm, qa_pairs: list[tuple[str, str]]):
     """Right-padded ids, attention mask and labels (loss on the answer and its end token only).
 
-    >>> ids, att, labels = build_training_rows(lm, [(prompts.CLASSIFY, "yes")])  # doctest: +SKIP
+    >>> ids, att, labels = build_training_rows(lm, [(vocabulary.CLASSIFY, "yes")])  # doctest: +SKIP
     >>> int((labels != -100).sum())  # "yes" + end token  # doctest: +SKIP
     2
     """
@@ -132,16 +132,7 @@ def answer_loss(lm, visual: torch.Tensor, rows_to_frame: torch.Tensor, ids, att,
     slots = (ids == lm.image_token_id).unsqueeze(-1)
     embeds = embeds.masked_scatter(slots, visual.index_select(0, rows_to_frame).to(embeds.dtype))
     positions = (att.cumsum(-1) - 1).clamp(min=0)
-    logits = lm.kind.run_lm(lm.model, embeds, att, positions, logits_to_keep=0).logits
+    logits = lm.family.run_lm(lm.model, embeds, att, positions, logits_to_keep=0).logits
     return torch.nn.functional.cross_entropy(
         logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels[:, 1:].reshape(-1), ignore_index=-100
     )
-
-
-def training_loss(lm, pixels: torch.Tensor, rows_to_frame: torch.Tensor, ids, att, labels) -> torch.Tensor:
-    """Teacher-forced cross-entropy over the answers; the vision side runs once per frame.
-
-    >>> training_loss(lm, pixels, torch.tensor([0, 0, 1]), ids, att, labels).backward()  # doctest: +SKIP
-    """
-    visual = lm.kind.encode(lm.model, pixels, False).embeds
-    return answer_loss(lm, visual, rows_to_frame, ids, att, labels)

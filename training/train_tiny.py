@@ -22,14 +22,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core import prompts
-from core.config import EMBEDDED_BLIP2, EMBEDDED_LLAVA, EngineConfig, ModelSpec
-from core.engine import KINDS, LoadedModel, VisualTokens, score_frames
+from core import vocabulary
+from core.config import EngineConfig, ModelSpec
+from core.engine import LoadedModel, score_frames
+from core.families import FAMILIES, TinyConfig, VisualTokens, find_family
 from training import synthetic
-from training.tasks import answer_loss, build_training_rows, explain_answer, pick_task, task_of
-from training.tiny_models import TinyConfig, build_blip2, build_llava, build_tokenizer
-
-BUILDERS = {"blip2": (build_blip2, "blip-2", EMBEDDED_BLIP2), "llava": (build_llava, "llava", EMBEDDED_LLAVA)}
+from training.tasks import (
+    answer_loss,
+    build_training_rows,
+    explain_answer,
+    pick_task,
+    task_of,
+)
+from training.tiny_models import build_tokenizer
 
 
 @dataclass
@@ -37,8 +42,9 @@ class TrainTinyConfig:
     """How the embedded models are trained. Each model card gives the exact command of its checkpoint."""
 
     seed: int = 0
+    # Model families to train, by name (core.families).
     kinds: tuple[str, ...] = ("blip2", "llava")
-    # Where each kind is written; empty means the embedded-model folders under models/.
+    # Where each family's model is written; empty means the embedded-model folders under models/.
     out: str = ""
     # Task-mix stage: 24 frames x 2 tasks per step, after the vision stage below.
     steps: int = 500
@@ -73,10 +79,10 @@ class TrainTinyConfig:
 def build_corpus(seed: int, n: int = 3000) -> list[str]:
     """Every string the models will read or write, for training the tokenizer."""
     rng = np.random.default_rng(seed)
-    texts = [prompts.CLASSIFY, prompts.LAYOUT, prompts.DESCRIBE, prompts.EXPLAIN, synthetic.REFUSAL]
-    texts += list(synthetic.IDENTITY_QUESTIONS)
-    texts += [w for w in prompts.YES_WORDS + prompts.NO_WORDS] * 50
-    texts += [f"{w} {w.capitalize()}" for w in prompts.LAYOUT_CLASSES] * 50
+    texts = [vocabulary.CLASSIFY, vocabulary.LAYOUT, vocabulary.DESCRIBE, vocabulary.EXPLAIN, vocabulary.REFUSAL]
+    texts += list(vocabulary.IDENTITY_QUESTIONS)
+    texts += [w for w in vocabulary.YES_WORDS + vocabulary.NO_WORDS] * 50
+    texts += [f"{w} {w.capitalize()}" for w in vocabulary.LAYOUTS] * 50
     for _ in range(n):
         _, truth = synthetic.make_frame(rng, size=(64, 36))
         texts += [truth.description, explain_answer(truth)]
@@ -95,7 +101,7 @@ def evaluate(lm: LoadedModel, seed: int, n: int, pool: str) -> dict:
     layout_ok = [max(s.layout_scores, key=s.layout_scores.get) == t.layout for s, t in layout_pairs]
     distractors = [ok for ok, t in zip(sludge_ok, truths) if t.distractor]
     by_layout = {}
-    for name in ("none",) + prompts.LAYOUT_CLASSES:
+    for name in (vocabulary.NO_LAYOUT,) + vocabulary.LAYOUTS:
         hits = [ok for ok, t in zip(sludge_ok, truths) if t.layout == name]
         if hits:
             by_layout[name] = {"frames": len(hits), "sludge_accuracy": round(float(np.mean(hits)), 4)}
@@ -108,7 +114,7 @@ def evaluate(lm: LoadedModel, seed: int, n: int, pool: str) -> dict:
     }
 
 
-# ---------------------------------------------------------------- train one kind
+# ---------------------------------------------------------------- train one family
 
 
 def boundary_map(spec, grid: int) -> torch.Tensor:
@@ -154,16 +160,16 @@ def _optimizer(params: list[tuple[str, torch.nn.Parameter]], cfg: TrainTinyConfi
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps, cfg.warmup_share))
 
 
-def train_kind(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyConfig()) -> tuple[LoadedModel, dict]:
-    """Build a fresh model of `kind`, train it (vision stage, then the task mix), evaluate it."""
-    build, model_type, _ = BUILDERS[kind]
+def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyConfig()) -> tuple[LoadedModel, dict]:
+    """Build a fresh model of the family named `kind`, train it (vision stage, then the task mix), evaluate it."""
+    family = find_family(kind)
     torch.manual_seed(cfg.seed)
-    model, processor = build(tok, tiny)
+    model, processor = family.build_tiny(tok, tiny)
     lm = LoadedModel(
-        model=model, processor=processor, kind=KINDS[model_type], spec=ModelSpec(f"tiny-{kind}"),
+        model=model, processor=processor, family=family, spec=ModelSpec(f"tiny-{kind}"),
         device=torch.device("cpu"), dtype=torch.float32, config=EngineConfig(),
     )
-    aux_classes = ("none",) + prompts.LAYOUT_CLASSES
+    aux_classes = (vocabulary.NO_LAYOUT,) + vocabulary.LAYOUTS
     width = model.get_input_embeddings().embedding_dim
     aux_head = torch.nn.Linear(width, len(aux_classes))
     rng = np.random.default_rng(cfg.seed + 1)
@@ -178,10 +184,8 @@ def train_kind(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyConf
 
     # Stage 1: the vision side alone. A from-scratch ViT learns "two streams" slowly from one answer token;
     # a layout head on the pooled image tokens and a per-patch stream-border head teach it in minutes.
-    states = (lambda v: v.vision_states[:, 1:]) if model_type == "blip-2" else (lambda v: v.embeds)
-    dense_width = tiny.vision_hidden if model_type == "blip-2" else width
-    dense_head = torch.nn.Linear(dense_width, 2)
-    vision_params = [(n, p) for n, p in model.named_parameters() if not n.startswith(("language_model", "model.language_model", "lm_head"))]
+    dense_head = torch.nn.Linear(family.patch_width(model), 2)
+    vision_params = [(n, p) for n, p in model.named_parameters() if not n.startswith((family.language_model, "lm_head"))]
     heads = [("aux.weight", aux_head.weight), ("aux.bias", aux_head.bias),
              ("dense.weight", dense_head.weight), ("dense.bias", dense_head.bias)]
     opt, sched = _optimizer(vision_params + heads, cfg, cfg.vision_steps)
@@ -189,8 +193,8 @@ def train_kind(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyConf
     for step in range(cfg.vision_steps):
         specs, frames = _draw_batch(rng, cfg.batch_size)
         pixels = processor.image_processor(images=frames, return_tensors="pt")["pixel_values"]
-        visual = lm.kind.encode(model, pixels, False)
-        patches = states(visual)
+        visual = family.encode(model, pixels)
+        patches = family.patch_states(visual)
         grid = int(round(patches.shape[1] ** 0.5))
         borders = torch.stack([boundary_map(sp, grid) for sp in specs])
         dense = torch.nn.functional.cross_entropy(
@@ -220,7 +224,7 @@ def train_kind(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyConf
             qa += [first, pick_task(rng, truth, cfg.task_mix, exclude=task_of(first))]
             rows += [i, i]
         ids, att, labels = build_training_rows(lm, qa)
-        visual = lm.kind.encode(model, pixels, False)
+        visual = family.encode(model, pixels)
         loss = answer_loss(lm, visual.embeds, torch.tensor(rows), ids, att, labels)
         loss = loss + cfg.aux_weight * aux_loss(visual, specs, hits)
         opt.zero_grad(set_to_none=True)
@@ -268,31 +272,20 @@ def save_checkpoint(lm: LoadedModel, folder: Path, kind: str, cfg: TrainTinyConf
 
 
 def _model_card(kind: str, cfg: TrainTinyConfig, tiny: TinyConfig, figures: dict, params: int, size_mb: float) -> str:
-    cls = "Blip2ForConditionalGeneration" if kind == "blip2" else "LlavaForConditionalGeneration"
+    family = find_family(kind)
+    card = family.describe_tiny(tiny)
+    cls = family.model_class.__name__
     syn, real = figures["heldout_synthetic"], figures["heldout_real_photos"]
-    role = ("It is the model the app loads when no other is configured" if kind == "blip2" else
-            "It stands in for vqwen3-4b offline and is listed in the app's model selector")
-    image_px = tiny.image_size if kind == "blip2" else tiny.llava_image_size
+    role, image_px, shape = card.role, card.image_size, card.shape
     by_layout = ", ".join(f"{name} {v['sludge_accuracy']:.0%} (n={v['frames']})"
                           for name, v in syn.get("sludge_accuracy_by_layout", {}).items())
-    shape = (
-        f"EVA-style ViT ({tiny.vision_layers} layers, width {tiny.vision_hidden}, {tiny.image_size} px, patch "
-        f"{tiny.patch_size}: 16x16 grid + CLS) -> Q-Former ({tiny.qformer_layers} layers, width {tiny.qformer_hidden}, "
-        f"{tiny.num_query_tokens} queries, cross-attention every {tiny.qformer_cross_attention_frequency}nd layer) -> "
-        f"Linear -> Qwen3 ({tiny.text_layers} layers, width {tiny.text_hidden}, GQA {tiny.text_heads}/{tiny.text_kv_heads})"
-        if kind == "blip2" else
-        f"CLIP-style ViT ({tiny.llava_vision_layers} layers, width {tiny.vision_hidden}, {tiny.llava_image_size} px, "
-        f"patch {tiny.patch_size}: {(tiny.llava_image_size // tiny.patch_size)}x{(tiny.llava_image_size // tiny.patch_size)} "
-        f"image tokens, feature layer -2, CLS stripped) -> MLP projector -> Qwen3 ({tiny.text_layers} layers, width "
-        f"{tiny.text_hidden})"
-    )
     return f"""---
 library_name: transformers
 pipeline_tag: image-text-to-text
 license: apache-2.0
 tags: [sludge, tiny, synthetic]
 ---
-# Embedded {"default" if kind == "blip2" else "model"}: tiny {cls}
+# {card.heading}: tiny {cls}
 
 A real `{cls}` checkpoint with a Qwen3 decoder, at tiny widths ({params / 1e6:.2f} M parameters,
 {size_mb:.1f} MB on disk). {role}. It loads through the same loader as the vqwen
@@ -312,7 +305,7 @@ alone (a 5-way layout head on the pooled image tokens plus a per-patch stream-bo
 afterwards), then {cfg.steps} steps of {cfg.batch_size} frames x 2 tasks on the whole model with the task mix
 {cfg.task_mix}; {figures['train_seconds']:.0f} s on 2 CPU cores, final loss {figures['final_loss']}. The
 tokenizer is our own byte-level BPE ({cfg.vocab_size} tokens) with a Qwen-style chat template holding the
-vqwen prompt ("{prompts.CLASSIFY}").
+vqwen prompt ("{vocabulary.CLASSIFY}").
 
 ## Measured accuracy
 
@@ -350,7 +343,7 @@ def parse_config(argv: list[str] | None = None) -> TrainTinyConfig:
         if f.name == "task_mix":
             parser.add_argument("--task-mix", type=json.loads, help="JSON object, e.g. '{\"classify\": 0.5, ...}'")
         elif f.name == "kinds":
-            parser.add_argument("--kinds", nargs="+", choices=sorted(BUILDERS))
+            parser.add_argument("--kinds", nargs="+", choices=sorted(family.name for family in FAMILIES.values()))
         else:
             parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default))
     args = vars(parser.parse_args(argv))
@@ -367,8 +360,9 @@ def main(argv: list[str] | None = None) -> None:
     tiny = TinyConfig(vocab_size=cfg.vocab_size)
     tok = build_tokenizer(build_corpus(cfg.seed), cfg.vocab_size)
     for kind in cfg.kinds:
-        lm, figures = train_kind(kind, tok, cfg, tiny)
-        folder = Path(cfg.out) / BUILDERS[kind][2].name if cfg.out else BUILDERS[kind][2]
+        lm, figures = train_family(kind, tok, cfg, tiny)
+        embedded = find_family(kind).embedded
+        folder = Path(cfg.out) / embedded.name if cfg.out else embedded
         save_checkpoint(lm, folder, kind, cfg, tiny, figures)
         print(f"[{kind}] saved to {folder}", flush=True)
 

@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import gradio as gr
 
-from core import prompts
-from core.engine import ModelLoadError
-from core.explain import render_explanation
-from core.session import (
-    analyze_and_store,
+from annotations import StoreError
+from annotations.analyses import (
     ask_stored_frame,
+    build_verdict_card,
     describe_stored_frame,
     explain_stored_clip,
     explain_stored_frame,
-    build_verdict_card,
+    record_analysis,
 )
+from core import vocabulary
+from core.engine import ModelLoadError
+from core.explain import render_explanation
 from core.video import VideoError
-from annotations import StoreError
 from ui.figures import plot_timeline, plot_token_map
-from ui.format import esc, format_frame_heading, format_limits, format_model_status, format_verdict, make_thumbnail
+from ui.format import (
+    esc,
+    format_frame_heading,
+    format_limits,
+    format_model_status,
+    format_verdict,
+    make_thumbnail,
+)
 from ui.gpu import MODEL_QUEUE, on_gpu
 
 # Inspector views: label -> the key of core.explain.render_explanation's pictures.
@@ -97,10 +104,11 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
             frames = gr.Slider(4, limits.max_sampled_frames, value=settings.num_frames, step=1,
                                label=f"Frames to sample (fast tier, up to {limits.max_sampled_frames})")
             go = gr.Button("Analyze", variant="primary", elem_id="analyze-button")
-            gr.Examples(examples=[[str(p)] for p in services.examples], inputs=[video],
-                        example_labels=[p.stem.replace("_", " ") for p in services.examples],
-                        label="Examples (synthetic clips): one click loads and analyzes", examples_per_page=6,
-                        api_visibility="private", elem_id="examples")
+            if services.examples:
+                gr.Examples(examples=[[str(p)] for p in services.examples], inputs=[video],
+                            example_labels=[p.stem.replace("_", " ") for p in services.examples],
+                            label="Examples (synthetic clips): one click loads and analyzes", examples_per_page=6,
+                            api_visibility="private", elem_id="examples")
         with gr.Column(scale=3, min_width=360):
             card = gr.HTML(format_verdict(None), elem_id="verdict-card")
             with gr.Column(visible=False) as results:
@@ -118,7 +126,7 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
                                 elem_id="heatmap-view")
                 overlay = gr.Image(label="Where the model looks", type="pil", interactive=False, height=360,
                                    elem_id="heatmap", buttons=["fullscreen", "download"])
-                question = gr.Textbox(value=prompts.CLASSIFY, label="Question the question-aware map answers",
+                question = gr.Textbox(value=vocabulary.CLASSIFY, label="Question the question-aware map answers",
                                       lines=1, info="press Enter to recompute the map for another question")
             with gr.Column(scale=3):
                 rho = gr.Slider(0, 0.5, value=0, step=0.01, label="Token budget ρ (0 = auto)", elem_id="rho")
@@ -152,14 +160,14 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
         try:
             lm = services.models.get(source or None)
             progress(0.2, desc=f"Decoding and scoring {int(num_frames)} frames")
-            stored = analyze_and_store(lm, db, path, num_frames=int(num_frames), limits=limits)
+            stored = record_analysis(lm, db, path, num_frames=int(num_frames), limits=limits)
         except VideoError as err:
             raise gr.Error(str(err), title="Cannot use this file") from err
         except ModelLoadError as err:
             raise gr.Error(str(err), title="Model not available") from err
         data = stored.to_dict()
         top = max(range(len(data["frames"])), key=lambda i: data["frames"][i]["p_sludge"])
-        state = {"result": data, "frame_ids": stored.frame_ids, "model": lm.spec.source}
+        state = {"result": data, "frame_ids": stored.frame_ids, "model": lm.identity.source}
         video = stored.analysis.video
         thumbs = [(make_thumbnail(f), f"{t:.1f} s") for f, t in zip(video.frames, video.timestamps)]
         return (data, state, format_verdict(build_verdict_card(data)), plot_timeline(data, threshold, top), thumbs,

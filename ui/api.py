@@ -12,9 +12,9 @@ from __future__ import annotations
 import gradio as gr
 
 import annotations as store
-from core.auth import AuthError
+from annotations.accounts import AuthError
+from annotations.analyses import correct_as, record_analysis
 from core.engine import ModelLoadError
-from core.session import analyze_and_store, correct_as
 from core.video import VideoError
 from ui.gpu import MODEL_QUEUE, on_gpu
 
@@ -61,7 +61,7 @@ def build_api(services) -> None:
             raise gr.Error(f"num_frames must be between 1 and {limit}.")
         try:
             lm = services.models.get(model or None)
-            return analyze_and_store(lm, db, video, num_frames=int(num_frames), limits=settings.video).to_dict()
+            return record_analysis(lm, db, video, num_frames=int(num_frames), limits=settings.video).to_dict()
         except (VideoError, ModelLoadError) as err:
             raise gr.Error(str(err)) from err
 

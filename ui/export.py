@@ -5,9 +5,8 @@ from __future__ import annotations
 import gradio as gr
 
 import annotations as store
-from core.auth import AuthError, require_writer
-from core.review import list_model_versions
-from core.session import export_zip
+from annotations.accounts import AuthError, require_writer
+from annotations.analyses import export_zip
 from ui.format import esc, format_message
 
 KINDS = {
@@ -68,14 +67,15 @@ def build_export_tab(services, identity: gr.State):
         push_msg = gr.HTML()
 
     def refresh(chosen):
-        versions = list_model_versions(db)
+        versions = store.list_model_versions(db)
         return gr.update(choices=versions, value=chosen if chosen in versions else (versions[0] if versions else None))
 
     def run_export(which, model_id):
         if not store.list_videos(db):
             raise gr.Error("The store has no frames yet: analyze a video first.", title="Nothing to export")
         try:
-            manifest, folder, archive = export_zip(db, which, settings.export_dir, model_id or None)
+            manifest, folder, archive = export_zip(db, which, settings.export_dir, model_id or None,
+                                                   store.ExportConfig(threshold=settings.engine.threshold))
         except store.StoreError as err:
             raise gr.Error(str(err), title="Export failed") from err
         return format_counts(manifest), str(archive), manifest, str(folder), "", gr.update(visible=True)

@@ -32,7 +32,7 @@ def format_layout_chip(layout: str) -> str:
 
 
 def format_verdict(card: dict | None) -> str:
-    """The verdict card (``core.session.build_verdict_card``), or the empty state before any analysis."""
+    """The verdict card (``annotations.analyses.build_verdict_card``), or the empty state before any analysis."""
     if card is None:
         return ('<div class="sl-card sl-empty"><div class="sl-headline">No video yet</div>'
                 "<div class=\"sl-sub\">Upload a clip or click an example below: the verdict appears here, "
@@ -139,7 +139,7 @@ def format_model_status(services, error: str | None = None) -> str:
         return f"⚠️ {error}"
     if current is None:
         return "Loads on first use (a few seconds for the embedded model)."
-    return f"Loaded: `{current.spec.label}` ({current.kind.name} on {current.device.type})"
+    return f"Loaded: `{current.identity.short}` ({current.family.name} on {current.device.type})"
 
 
 def format_metrics(metrics: dict) -> str:

@@ -6,12 +6,26 @@ import gradio as gr
 from PIL import Image
 
 import annotations as store
-from core.auth import AuthError, authenticate, make_dev_identity, make_oauth_identity, register_identity, require_writer
+from annotations.accounts import (
+    AuthError,
+    authenticate,
+    make_dev_identity,
+    make_oauth_identity,
+    register_identity,
+    require_writer,
+)
+from annotations.analyses import explain_stored_frame
+from annotations.labeling import LabelSession
 from core.engine import ModelLoadError
 from core.explain import render_explanation
-from core.labeling import LabelSession
-from core.session import explain_stored_frame
-from ui.format import format_conflict, format_label_facts, format_message, format_model_status, format_progress
+from core.vocabulary import LAYOUT_MEANINGS, LAYOUTS
+from ui.format import (
+    format_conflict,
+    format_label_facts,
+    format_message,
+    format_model_status,
+    format_progress,
+)
 from ui.gpu import MODEL_QUEUE, on_gpu
 
 STRATEGIES = {
@@ -23,7 +37,8 @@ STRATEGIES = {
 
 KEY_HELP = (
     '<div class="sl-keyhelp"><kbd>y</kbd> sludge (then a layout) · <kbd>n</kbd> not sludge · '
-    "<kbd>1</kbd> vertical <kbd>2</kbd> horizontal <kbd>3</kbd> pip <kbd>4</kbd> other · "
+    + " ".join(f"<kbd>{i}</kbd> {name} ({LAYOUT_MEANINGS[name]})" for i, name in enumerate(LAYOUTS, 1))
+    + " · "
     "<kbd>Enter</kbd> accept the prediction · <kbd>←</kbd> <kbd>→</kbd> move · <kbd>u</kbd> undo · "
     "<kbd>r</kbd> apply the last label from where you set it to this frame. n, a layout and Enter move on "
     "by themselves. Keys work while no text box has the cursor.</div>"
@@ -117,7 +132,7 @@ def build_label_tab(services, identity: gr.State, demo: gr.Blocks, status: gr.Ma
         yes = gr.Button("Sludge · y", variant="primary", elem_id="key-yes", size="sm")
         no = gr.Button("Not sludge · n", elem_id="key-no", size="sm")
         layout_buttons = [gr.Button(f"{name} · {i + 1}", elem_id=f"key-layout-{i + 1}", size="sm")
-                          for i, name in enumerate(("vertical", "horizontal", "pip", "other"))]
+                          for i, name in enumerate(LAYOUTS)]
         accept = gr.Button("Accept prediction · Enter", elem_id="key-accept", size="sm")
     with gr.Row(elem_classes=["sl-keybar"]):
         prev = gr.Button("◀ Previous · ←", elem_id="key-prev", size="sm")
@@ -133,9 +148,6 @@ def build_label_tab(services, identity: gr.State, demo: gr.Blocks, status: gr.Ma
 
     # ------------------------------------------------------------ callbacks
 
-    def count_unlabeled() -> int:
-        return db.execute("SELECT count(*) FROM current_labels WHERE sludge IS NULL").fetchone()[0]
-
     def render(s: LabelSession):
         item = s.current
         image = None
@@ -148,7 +160,7 @@ def build_label_tab(services, identity: gr.State, demo: gr.Blocks, status: gr.Ma
         message = "" if s.pending is not None else format_message(s.message, kind)
         return (
             s, image, format_label_facts(item, threshold), message, format_conflict(s.pending),
-            gr.update(visible=s.pending is not None), format_progress(s.progress(), count_unlabeled()),
+            gr.update(visible=s.pending is not None), format_progress(s.progress(), store.count_unlabeled(db)),
         )
 
     outputs = [session, frame, facts, message, conflict, conflict_row, progress]
@@ -224,7 +236,7 @@ def build_label_tab(services, identity: gr.State, demo: gr.Blocks, status: gr.Ma
         heatmap, [session, shown], [heat, mask, shown, status], api_visibility="private", **MODEL_QUEUE)
     wire(yes, act("label", ("sludge", True)), True)
     wire(no, act("label", ("sludge", False)), True)
-    for button, name in zip(layout_buttons, ("vertical", "horizontal", "pip", "other")):
+    for button, name in zip(layout_buttons, LAYOUTS):
         wire(button, act("label", ("layout", name)), True)
     wire(accept, act("accept"), True)
     wire(prev, act("prev"), False)

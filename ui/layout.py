@@ -21,7 +21,6 @@ TABS = ("Analyze", "Label", "Review", "Export")
 
 def build_demo(services) -> gr.Blocks:
     """The whole app for these services; launch it with ``demo.launch(**launch_options(services))``."""
-    settings = services.settings
     with gr.Blocks(title="sludgelens") as demo:
         identity = gr.State(None)
         with gr.Row(equal_height=True, elem_classes=["sl-header"]):
@@ -30,7 +29,7 @@ def build_demo(services) -> gr.Blocks:
                         "short-form video. <b>Sludge</b> = two or more unrelated streams in one frame: stacked "
                         "(vertical), side by side (horizontal), picture-in-picture (pip) or a collage (other).</p>")
             with gr.Column(scale=2, min_width=320):
-                model = gr.Dropdown(services.models.choices(), value=settings.model.source, label="Model",
+                model = gr.Dropdown(services.models.choices(), value=services.models.default_key, label="Model",
                                     elem_id="model-select", allow_custom_value=False)
                 status = gr.Markdown(format_model_status(services), elem_id="model-status")
         with gr.Tabs():
@@ -50,7 +49,7 @@ def build_demo(services) -> gr.Blocks:
             except ModelLoadError as err:
                 gr.Warning(str(err), title="Model not available")
                 current = services.models.current
-                return gr.update(value=current.spec.source if current else settings.model.source), \
+                return gr.update(value=current.identity.source if current else services.models.default_key), \
                     format_model_status(services, error=str(err))
             return gr.skip(), format_model_status(services)
 

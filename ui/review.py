@@ -5,9 +5,10 @@ from __future__ import annotations
 import gradio as gr
 
 import annotations as store
-from core.auth import AuthError, require_reviewer
+from annotations.accounts import AuthError, require_reviewer
+from annotations.labeling import show_value
+from annotations.review import compare_models, list_truth_sources, score_holdout
 from core.engine import ModelLoadError
-from core.review import compare_models, list_model_versions, list_truth_sources, score_holdout
 from ui.figures import plot_comparison, plot_confusion, plot_layout_errors
 from ui.format import esc, format_message, format_metrics
 from ui.gpu import MODEL_QUEUE, on_gpu
@@ -71,7 +72,7 @@ def build_review_tab(services, identity: gr.State):
         gr.Markdown("A new checkpoint has no predictions yet: this runs it on the holdout's stored frames "
                     "(frames it already scored are skipped) so it can be compared.")
         with gr.Row(equal_height=False):
-            scorer = gr.Dropdown(services.models.choices(), value=services.settings.model.source,
+            scorer = gr.Dropdown(services.models.choices(), value=services.models.default_key,
                                  label="Model to run", scale=4)
             score_btn = gr.Button("Score the holdout", scale=1)
         score_msg = gr.HTML()
@@ -94,11 +95,11 @@ def build_review_tab(services, identity: gr.State):
     # ------------------------------------------------------------ callbacks
 
     def list_pending_rows():
-        return [[e.id, e.frame_id, e.field, _shown(e.old_value), _shown(e.new_value), e.labeler, e.note,
+        return [[e.id, e.frame_id, e.field, show_value(e.old_value, ""), show_value(e.new_value, ""), e.labeler, e.note,
                  e.created_at[:19].replace("T", " ")] for e in store.pending_reviews(db, limit=200)]
 
     def refresh_all(chosen, truth):
-        versions = list_model_versions(db)
+        versions = store.list_model_versions(db)
         sources = list_truth_sources(db)
         chosen = chosen if chosen in versions else (versions[0] if versions else None)
         truth = truth if truth in sources else "current"
@@ -136,7 +137,7 @@ def build_review_tab(services, identity: gr.State):
             done = score_holdout(lm, db, against=truth or "current", split=which)
         except ModelLoadError as err:
             raise gr.Error(str(err), title="Model not available") from err
-        versions = list_model_versions(db)
+        versions = store.list_model_versions(db)
         return (format_message(f"Scored {done['frames']} holdout frames with {done['model_id']}.", "ok"),
                 gr.update(choices=versions), gr.update(choices=versions, value=done["model_id"]))
 
@@ -150,13 +151,13 @@ def build_review_tab(services, identity: gr.State):
                 reviewer = require_reviewer(me)
                 if event is None:
                     raise gr.Error("Click a row of the list first (or type its event number).")
-                result = store.review(db, int(event), reviewer.name, accepted, note=text or "")
+                result = store.review_event(db, int(event), reviewer.name, accepted, note=text or "")
             except AuthError as err:
                 raise gr.Error(str(err), title="Reviewers only") from err
             except store.StoreError as err:
                 raise gr.Error(str(err)) from err
             what = "Accepted" if accepted else "Rejected"
-            extra = f"; the value is back to {_shown(result.revert.new_value)}" if result.revert else ""
+            extra = f"; the value is back to {show_value(result.revert.new_value, empty='')}" if result.revert else ""
             return format_message(f"{what} event {result.event_id}{extra}.", "ok"), list_pending_rows(), None, ""
         return run
 
@@ -178,11 +179,3 @@ def build_review_tab(services, identity: gr.State):
     reject.click(decide(False), [identity, event_id, review_note], [review_msg, pending, event_id, review_note],
                  api_visibility="private")
     return refresh_all, [model, against], refresh_outputs
-
-
-def _shown(value) -> str:
-    if value is True:
-        return "yes"
-    if value is False:
-        return "no"
-    return "" if value is None else str(value)

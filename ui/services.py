@@ -7,14 +7,25 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from annotations import SnapshotScheduler, Store, StoreError, open_store, restore_store, schedule_snapshots
-from core.auth import register_accounts
+from annotations import (
+    SnapshotScheduler,
+    Store,
+    StoreError,
+    open_store,
+    restore_store,
+    schedule_snapshots,
+)
+from annotations.accounts import register_accounts
 from core.config import Settings
 from core.registry import ModelRegistry
 from core.video import start_decord_worker
-from training.synthetic import EXAMPLE_CLIPS, make_example_clips
 
 log = logging.getLogger(__name__)
+
+# The one-click example clips of the Analyze tab, in the order shown, as committed in the examples folder
+# (settings.examples_dir). `python -m training.synthetic examples` renders them again.
+EXAMPLE_CLIPS = ("single_stream.mp4", "vertical_split.mp4", "side_by_side.mp4", "picture_in_picture.mp4",
+                 "layout_change.mp4")
 
 
 @dataclass
@@ -28,8 +39,7 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     """Open the store (restoring the newest snapshot first when the file is missing and a target is set),
-    register the configured accounts, write the example clips if they are missing, start the decord child
-    and the snapshots.
+    register the configured accounts, find the example clips, start the decord child and the snapshots.
 
     Loads no model: models load on first use.
     """
@@ -42,9 +52,7 @@ def build_services(settings: Settings) -> Services:
             log.warning("no snapshot restored from %s: %s", settings.snapshot_target, err)
     db = open_store(settings.db_path, settings.media_dir)
     register_accounts(db, settings.auth)
-    examples = [settings.examples_dir / name for name in EXAMPLE_CLIPS]
-    if not all(p.exists() for p in examples):
-        examples = make_example_clips(settings.examples_dir)
+    examples = find_examples(settings.examples_dir)
     if settings.video.decoder == "decord":
         start_decord_worker()  # its ~0.5 s start-up is paid now, not by the first upload
     snapshots = None
@@ -55,3 +63,18 @@ def build_services(settings: Settings) -> Services:
         # the last scheduled snapshot go out too.
         atexit.register(snapshots.stop, final_snapshot=True)
     return Services(settings=settings, models=ModelRegistry(settings), db=db, examples=examples, snapshots=snapshots)
+
+
+def find_examples(folder: Path) -> list[Path]:
+    """The example clips present in `folder`, in the order of EXAMPLE_CLIPS; a missing one is logged and left
+    out (the app still starts, with fewer examples).
+
+    >>> find_examples(Path("no/such/folder"))
+    []
+    """
+    found = [folder / name for name in EXAMPLE_CLIPS if (folder / name).is_file()]
+    if len(found) < len(EXAMPLE_CLIPS):
+        missing = [name for name in EXAMPLE_CLIPS if not (folder / name).is_file()]
+        log.warning("example clips missing from %s: %s (`python -m training.synthetic examples --out %s` "
+                    "renders them)", folder, ", ".join(missing), folder)
+    return found

@@ -1,25 +1,21 @@
-"""What the app does around an analysis: store it, name the model version, score stored frames, export a zip."""
+"""What the app does around an analysis: store it under the model's identity, score stored frames, export a zip."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import zipfile
-from pathlib import Path
 
 import pytest
 
 import annotations as store
-from core.config import REPO_ROOT, load_settings
-from core.engine import load_model, score_frames
-from core.session import (
-    analyze_and_store,
+from annotations.analyses import (
     export_zip,
     load_frame_image,
-    resolve_model_version,
+    record_analysis,
     score_stored_frames,
-    hash_weights,
 )
+from core.config import load_settings
+from core.engine import load_model, score_frames
 from training.synthetic import make_clip, write_clip
 
 
@@ -36,7 +32,7 @@ def db(tmp_path):
 def test_an_analysis_is_stored_with_this_model_versions_predictions(lm, db, tmp_path):
     frames, _ = make_clip(3, num_frames=12, size=(128, 72), layouts=("vertical",))
     clip = write_clip(tmp_path / "split.mp4", frames)
-    stored = analyze_and_store(lm, db, clip, num_frames=4)
+    stored = record_analysis(lm, db, clip, num_frames=4)
     data = stored.to_dict()
     assert data["video"]["name"] == "split.mp4" and "path" not in data["video"]
     assert [f["frame_id"] for f in data["frames"]] == stored.frame_ids
@@ -44,7 +40,7 @@ def test_an_analysis_is_stored_with_this_model_versions_predictions(lm, db, tmp_
     rows = store.video_frames(db, stored.video_id, model_id=stored.model_id)
     assert [r["prediction"]["p_sludge"] for r in rows] == pytest.approx([f["p_sludge"] for f in data["frames"]])
     # The same file again is the same video and the same frames.
-    again = analyze_and_store(lm, db, clip, num_frames=4)
+    again = record_analysis(lm, db, clip, num_frames=4)
     assert (again.video_id, again.frame_ids) == (stored.video_id, stored.frame_ids)
 
     # Scoring stored frames scores only those this version has not scored, from their stored pixels.
@@ -58,18 +54,14 @@ def test_an_analysis_is_stored_with_this_model_versions_predictions(lm, db, tmp_
     assert got == pytest.approx(expected, abs=1e-5)
 
 
-def test_model_versions_are_named_by_folder_and_weights(lm, tmp_path):
-    model_id, source, revision = resolve_model_version(lm)
-    assert model_id == f"{source}@{revision}" and len(revision) == 12
-    if Path(lm.spec.source).resolve().is_relative_to(REPO_ROOT):
-        assert not source.startswith("/")                # inside the repo: named relative to it
-    copy = tmp_path / "ckpt"
-    shutil.copytree(lm.spec.source, copy)
-    assert hash_weights(copy) == revision
-    config = json.loads((copy / "config.json").read_text())
-    config["sludgelens_note"] = "retrained"
-    (copy / "config.json").write_text(json.dumps(config))
-    assert hash_weights(copy) != revision
+def test_predictions_are_stored_under_the_models_identity(lm, db, tmp_path):
+    frames, _ = make_clip(5, num_frames=6, size=(128, 72), layouts=("horizontal",))
+    stored = record_analysis(lm, db, write_clip(tmp_path / "side.mp4", frames), num_frames=3)
+    identity = lm.identity
+    assert stored.model_id == identity.id
+    row = db["models"].get(identity.id)
+    assert (row["source"], row["revision"]) == (identity.source, identity.revision)
+    assert not row["source"].startswith("/")            # never where this machine keeps its files
 
 
 def test_an_export_is_zipped_with_its_manifest(db, tmp_path):

@@ -1,8 +1,10 @@
 """What the app does with an analysis besides showing it: store it, summarise it, score stored frames, export.
 
-Each function is what one UI callback (or API endpoint) calls; they join core/ and the annotation store.
+Each function is what one UI callback (or API endpoint) calls; they join the model library (core/) and the
+annotation store. A model version is stored under its identity, computed once when it loads
+(``lm.identity``: ``core.identity.ModelIdentity``).
 
-    stored = analyze_and_store(lm, db, "clip.mp4", num_frames=16)
+    stored = record_analysis(lm, db, "clip.mp4", num_frames=16)
     stored.to_dict()["store"]        {'video_id': '9f86…', 'model_id': 'models/tiny-vqwen-qformer@3fa9…'}
     build_verdict_card(stored.to_dict())   {'headline': 'Sludge', 'tone': 'sludge', ...}
     event = correct_as(db, settings.auth, "alice", "pw", frame_id=12, field="sludge", value=True, seen_revision=0)
@@ -10,7 +12,6 @@ Each function is what one UI callback (or API endpoint) calls; they join core/ a
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,16 +20,14 @@ from pathlib import Path
 import numpy as np
 
 import annotations as store
+from annotations.accounts import authenticate, register_identity, require_writer
+from annotations.exports import ExportConfig
+from core import vocabulary
 from core.analyze import Analysis, analyze_video
-from core.auth import AuthConfig, authenticate, register_identity, require_writer
-from core import prompts
-from core.config import REPO_ROOT, VideoLimits
+from core.config import AuthConfig, VideoLimits
 from core.engine import LoadedModel, ask, describe, explain_verdict, score_frames
 from core.explain import ClipExplanation, FrameExplanation, explain_clip, explain_frames
-
-# Weight files up to this size are hashed whole for the model version id; bigger ones (a 4B model is
-# ~8 GB) by size and safetensors header, which is what changes when a checkpoint is rewritten.
-FULL_HASH_BYTES = 256 * 2**20
+from core.identity import ModelIdentity
 
 
 @dataclass
@@ -55,52 +54,36 @@ class StoredAnalysis:
         return data
 
 
-def resolve_model_version(lm: LoadedModel) -> tuple[str, str, str | None]:
-    """(model id, source, revision) under which a model's predictions are stored.
+def require_identity(lm: LoadedModel) -> ModelIdentity:
+    """The identity a loaded model's predictions are stored under; refuses a model without one.
 
-    A folder inside the repo is named relative to it, so a store copied between machines keeps its ids; its
-    revision is a digest of the weights, so a checkpoint retrained in place becomes a new model version.
-
-    >>> resolve_model_version(lm)  # doctest: +SKIP
-    ('models/tiny-vqwen-qformer@3fa9c2d1e0b4', 'models/tiny-vqwen-qformer', '3fa9c2d1e0b4')
+    >>> require_identity(lm).id  # doctest: +SKIP
+    'models/tiny-vqwen-qformer@3fa9c2d1e0b4'
     """
-    spec = lm.spec
-    if not spec.is_local:
-        return store.model_version_id(spec.source, spec.revision), spec.source, spec.revision
-    folder = Path(spec.source).resolve()
-    source = folder.relative_to(REPO_ROOT).as_posix() if folder.is_relative_to(REPO_ROOT) else str(folder)
-    revision = spec.revision or hash_weights(folder)
-    return store.model_version_id(source, revision), source, revision
+    if lm.identity is None:
+        raise store.InvalidLabelError(
+            f"model {lm.spec.label!r} has no identity (it was not loaded with core.engine.load_model), so its "
+            "predictions cannot be stored")
+    return lm.identity
 
 
-def hash_weights(folder: str | Path) -> str:
-    """12 hex digits identifying the weights in a checkpoint folder (config and weight files).
+def register_model_version(db, lm: LoadedModel, lineage: dict | None = None) -> str:
+    """Register a loaded model under its identity (``lm.identity``); returns the model version id.
 
-    >>> len(hash_weights("models/tiny-vqwen-qformer"))  # doctest: +SKIP
-    12
+    >>> register_model_version(db, lm)  # doctest: +SKIP
+    'models/tiny-vqwen-qformer@3fa9c2d1e0b4'
     """
-    digest = hashlib.sha256()
-    folder = Path(folder)
-    for path in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
-        digest.update(path.name.encode())
-        size = path.stat().st_size
-        digest.update(str(size).encode())
-        with open(path, "rb") as fh:
-            if size <= FULL_HASH_BYTES:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(chunk)
-            else:
-                digest.update(fh.read(1 << 20))
-    return digest.hexdigest()[:12]
+    identity = require_identity(lm)
+    return store.register_model(db, identity.id, identity.source, identity.revision, lineage)
 
 
-def analyze_and_store(lm: LoadedModel, db, path, num_frames: int = 16, limits: VideoLimits = VideoLimits(),
-                      name: str | None = None) -> StoredAnalysis:
+def record_analysis(lm: LoadedModel, db, path, num_frames: int = 16, limits: VideoLimits = VideoLimits(),
+                    name: str | None = None) -> StoredAnalysis:
     """Analyze a video and store its frames and this model version's predictions.
 
     Raises core.video.VideoError (with a human message) for a file we cannot use; nothing is stored then.
 
-    >>> analyze_and_store(lm, db, "clip.mp4", num_frames=8).to_dict()["verdict"]["label"]  # doctest: +SKIP
+    >>> record_analysis(lm, db, "clip.mp4", num_frames=8).to_dict()["verdict"]["label"]  # doctest: +SKIP
     True
     """
     analysis = analyze_video(lm, path, num_frames=num_frames, limits=limits)
@@ -111,8 +94,7 @@ def analyze_and_store(lm: LoadedModel, db, path, num_frames: int = 16, limits: V
         "codec": meta.codec, "rotation": meta.rotation})
     frame_ids = store.add_frames(db, video_id, analysis.video.frames, analysis.video.timestamps,
                                  analysis.video.indices)
-    model_id, source, revision = resolve_model_version(lm)
-    store.register_model(db, model_id, source, revision)
+    model_id = register_model_version(db, lm)
     store.record_predictions(db, model_id, frame_ids, [s.p_sludge for s in analysis.scores],
                              [s.layout_scores for s in analysis.scores])
     revisions = {row["frame_id"]: row["revision"] for row in store.current_labels(db, frame_ids=frame_ids)}
@@ -150,7 +132,7 @@ def correct_as(db, auth: AuthConfig, user: str, password: str, frame_id: int, fi
                note: str = "") -> store.LabelEvent:
     """Correct one label as a local account, after checking its password and role (the API's write path).
 
-    Raises core.auth.AuthError before anything is written when the account or its role does not allow it,
+    Raises annotations.accounts.AuthError before anything is written when the account or its role does not allow it,
     and the store's StaleRevisionError / InvalidLabelError / NotFoundError otherwise.
 
     >>> correct_as(db, auth, "alice", "pw", 12, "sludge", True, seen_revision=0).revision  # doctest: +SKIP
@@ -181,9 +163,8 @@ def score_stored_frames(lm: LoadedModel, db, frame_ids: list[int]) -> str:
     >>> score_stored_frames(lm, db, [1, 2, 3])  # doctest: +SKIP
     'data/checkpoints/lora-1@a1b2c3d4e5f6'
     """
-    model_id, source, revision = resolve_model_version(lm)
-    store.register_model(db, model_id, source, revision)
-    have = {r[0] for r in db.execute("SELECT frame_id FROM predictions WHERE model_id = ?", [model_id])}
+    model_id = register_model_version(db, lm)
+    have = store.frames_scored_by(db, model_id)
     todo = [int(f) for f in frame_ids if int(f) not in have]
     batch = lm.config.batch_size
     for start in range(0, len(todo), batch):
@@ -201,8 +182,11 @@ EXPORTERS = {
 }
 
 
-def export_zip(db, kind: str, export_dir: str | Path, model_id: str | None = None) -> tuple[dict, Path, Path]:
+def export_zip(db, kind: str, export_dir: str | Path, model_id: str | None = None,
+               config: ExportConfig = ExportConfig()) -> tuple[dict, Path, Path]:
     """Export the labels in one of the store's formats and zip the folder; returns (manifest, folder, zip).
+
+    ``config.threshold`` decides which model scores count as "sludge" where the export falls back on them.
 
     >>> manifest, folder, archive = export_zip(db, "training", "data/exports")  # doctest: +SKIP
     >>> archive.name  # doctest: +SKIP
@@ -212,12 +196,12 @@ def export_zip(db, kind: str, export_dir: str | Path, model_id: str | None = Non
         raise store.InvalidLabelError(f"unknown export kind {kind!r}; expected one of {', '.join(EXPORTERS)}")
     export_dir = Path(export_dir)
     folder = export_dir / kind
-    manifest = EXPORTERS[kind](db, folder, model_id=model_id)
+    manifest = EXPORTERS[kind](db, folder, model_id=model_id, config=config)
     archive = shutil.make_archive(str(export_dir / f"{kind}-{manifest['snapshot_id']}"), "zip", root_dir=folder)
     return manifest, folder, Path(archive)
 
 
-def explain_stored_frame(lm: LoadedModel, db, frame_id: int, question: str = prompts.CLASSIFY,
+def explain_stored_frame(lm: LoadedModel, db, frame_id: int, question: str = vocabulary.CLASSIFY,
                          rho: float | None = None, method: str = "attention") -> tuple[np.ndarray, FrameExplanation]:
     """The slow tier on one stored frame: its pixels and its explanation (maps, mask, faithfulness).
 
@@ -226,19 +210,19 @@ def explain_stored_frame(lm: LoadedModel, db, frame_id: int, question: str = pro
     (True, 0.41)
     """
     frame = load_frame_image(db, frame_id)
-    [explanation] = explain_frames(lm, [frame], [0], question=question or prompts.CLASSIFY, method=method, rho=rho)
+    [explanation] = explain_frames(lm, [frame], [0], question=question or vocabulary.CLASSIFY, method=method, rho=rho)
     return frame, explanation
 
 
 def explain_stored_clip(lm: LoadedModel, db, frame_ids: list[int], rho: float | None = None,
-                        question: str = prompts.CLASSIFY) -> ClipExplanation:
+                        question: str = vocabulary.CLASSIFY) -> ClipExplanation:
     """Clip-level token selection (frames x tokens) over stored frames, with per-frame faithfulness.
 
     >>> explain_stored_clip(lm, db, [1, 2, 3]).selection.frame_shares  # doctest: +SKIP
     array([0.5, 0.25, 0.25])
     """
     frames = [load_frame_image(db, f) for f in frame_ids]
-    return explain_clip(lm, frames, question=question or prompts.CLASSIFY, rho=rho)
+    return explain_clip(lm, frames, question=question or vocabulary.CLASSIFY, rho=rho)
 
 
 def describe_stored_frame(lm: LoadedModel, db, frame_id: int) -> dict:

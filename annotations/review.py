@@ -2,7 +2,8 @@
 
 The holdout is fixed by the store's own split rule (``annotations.split_for_video``: a hash of the video
 id), so it never changes as labels accumulate elsewhere and never overlaps the training split an export
-writes. Both versions are scored on exactly the same frames: those both have predictions for.
+writes. Both versions are scored on exactly the same frames: those both have predictions for, with the
+card's metrics (``annotations.metrics.card_metrics``).
 
     cmp = compare_models(db, "models/tiny@a1", "data/checkpoints/lora-1@b2", against="current", split="test")
     cmp["models"][0]["f1"], cmp["models"][1]["f1"], cmp["disagreements"][:3]
@@ -11,6 +12,7 @@ writes. Both versions are scored on exactly the same frames: those both have pre
 from __future__ import annotations
 
 import annotations as store
+from annotations.metrics import card_metrics
 
 HOLDOUT_SPLITS = ("test", "val", "train", "all")
 
@@ -37,20 +39,11 @@ def read_holdout_truth(db, against: str = "current", split: str = "test") -> dic
     return out
 
 
-def _scores(y_true: list[bool], y_pred: list[bool]) -> dict:
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support
-
-    if not y_true:
-        return {"accuracy": None, "precision": None, "recall": None, "f1": None}
-    precision, recall, f1, _ = precision_recall_fscore_support(y_true, y_pred, average="binary", pos_label=True,
-                                                               zero_division=0)
-    return {"accuracy": round(float(accuracy_score(y_true, y_pred)), 4), "precision": round(float(precision), 4),
-            "recall": round(float(recall), 4), "f1": round(float(f1), 4)}
-
-
 def compare_models(db, model_a: str, model_b: str, against: str = "current", split: str = "test",
                    threshold: float = 0.5) -> dict:
     """Sludge accuracy / precision / recall / F1 and layout accuracy of two versions on the same holdout frames.
+
+    A version's layout on a frame it calls not sludge is "none", as the app shows it.
 
     Returns {"split", "against", "frames" (shared holdout frames), "holdout" (labelled frames in the split),
     "models": [{model_id, scored, accuracy, precision, recall, f1, layout_accuracy}, ...],
@@ -62,21 +55,22 @@ def compare_models(db, model_a: str, model_b: str, against: str = "current", spl
     truth = read_holdout_truth(db, against, split)
     preds = {}
     for model_id in (model_a, model_b):
-        if db.execute("SELECT 1 FROM models WHERE id = ?", [model_id]).fetchone() is None:
+        if not store.has_model(db, model_id):
             raise store.NotFoundError(f"model {model_id!r} has no predictions in the store")
-        preds[model_id] = {fid: (p, layout) for fid, p, layout in db.execute(
-            "SELECT frame_id, p_sludge, layout FROM predictions WHERE model_id = ?", [model_id])}
+        preds[model_id] = store.read_predictions(db, model_id)
     shared = sorted(fid for fid in truth if all(fid in preds[m] for m in (model_a, model_b)))
     y_true = [truth[f]["sludge"] for f in shared]
+    video_ids = [truth[f]["video_id"] for f in shared]
+    layout_true = [truth[f]["layout"] for f in shared]
     models = []
     for model_id in (model_a, model_b):
         y_pred = [preds[model_id][f][0] >= threshold for f in shared]
-        layout_pairs = [(truth[f]["layout"], preds[model_id][f][1] if preds[model_id][f][0] >= threshold else "none")
-                        for f in shared if truth[f]["sludge"] and truth[f]["layout"] not in (None, "none")]
-        layout_accuracy = (round(sum(t == p for t, p in layout_pairs) / len(layout_pairs), 4)
-                           if layout_pairs else None)
+        layout_pred = [layout if p >= threshold else "none" for p, layout in (preds[model_id][f] for f in shared)]
+        card = card_metrics(y_true, y_pred, video_ids, layout_true, layout_pred)
+        frames = card["frames"]
         models.append({"model_id": model_id, "scored": sum(f in preds[model_id] for f in truth),
-                       **_scores(y_true, y_pred), "layout_accuracy": layout_accuracy})
+                       **{k: frames[k] for k in ("accuracy", "precision", "recall", "f1")},
+                       "layout_accuracy": card["layout"]["accuracy"]})
     disagreements = []
     for f in shared:
         a, b = preds[model_a][f][0], preds[model_b][f][0]
@@ -86,25 +80,13 @@ def compare_models(db, model_a: str, model_b: str, against: str = "current", spl
             "frames": len(shared), "models": models, "disagreements": disagreements}
 
 
-def list_model_versions(db) -> list[str]:
-    """Model versions with predictions in the store, newest first.
-
-    >>> list_model_versions(db)  # doctest: +SKIP
-    ['data/checkpoints/lora-1@b2c3d4e5f6a7', 'models/tiny-vqwen-qformer@a1b2c3d4e5f6']
-    """
-    return [r[0] for r in db.execute(
-        "SELECT m.id FROM models m WHERE EXISTS (SELECT 1 FROM predictions p WHERE p.model_id = m.id)"
-        " ORDER BY m.created_at DESC, m.rowid DESC")]
-
-
 def list_truth_sources(db) -> list[str]:
     """What metrics can be computed against: the current labels, imported ground truth, each labeler.
 
     >>> list_truth_sources(db)  # doctest: +SKIP
     ['current', 'raw-gt', 'alice', 'rita']
     """
-    names = [r[0] for r in db.execute("SELECT name FROM labelers WHERE kind = 'human' ORDER BY name")]
-    return ["current", store.RAW_GT, *names]
+    return ["current", store.RAW_GT, *store.list_labelers(db, "human")]
 
 
 def score_holdout(lm, db, against: str = "current", split: str = "test") -> dict:
@@ -113,7 +95,8 @@ def score_holdout(lm, db, against: str = "current", split: str = "test") -> dict
     >>> score_holdout(lm, db, split="test")  # doctest: +SKIP
     {'model_id': 'data/checkpoints/lora-1@b2c3d4e5f6a7', 'frames': 48}
     """
-    from core.session import score_stored_frames
+    # The model library (torch) loads only when something is scored.
+    from annotations.analyses import score_stored_frames
 
     frame_ids = sorted(read_holdout_truth(db, against, split))
     return {"model_id": score_stored_frames(lm, db, frame_ids), "frames": len(frame_ids)}

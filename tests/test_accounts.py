@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import annotations as store
-from core.auth import (
+from annotations.accounts import (
     AuthError,
     Identity,
     authenticate,

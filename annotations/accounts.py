@@ -2,7 +2,8 @@
 
 Anyone may analyze a video. Writing a label needs an :class:`Identity` whose role allows it; the store
 checks the role again on every write (``annotations.writes``), so an identity is a claim the UI and the
-API make on a person's behalf, never a bypass.
+API make on a person's behalf, never a bypass. The accounts themselves are settings
+(``core.config.AuthConfig``).
 
     auth = load_settings().auth
     me = authenticate(auth, "alice", "secret")      # Identity(name='alice', role='labeler', via='password')
@@ -15,9 +16,9 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
+from annotations.writes import add_labeler
 from core.config import AuthConfig
-
-WRITE_ROLES = ("labeler", "reviewer")
+from core.vocabulary import WRITE_ROLES
 
 
 class AuthError(PermissionError):
@@ -98,7 +99,7 @@ def require_writer(identity: Identity | None) -> Identity:
     >>> require_writer(Identity("vic", "viewer", "oauth"))
     Traceback (most recent call last):
     ...
-    core.auth.AuthError: vic is a viewer: viewers can analyze and look, but not write labels.
+    annotations.accounts.AuthError: vic is a viewer: viewers can analyze and look, but not write labels.
     """
     if identity is None:
         raise AuthError("Sign in to label: nothing was written.")
@@ -124,8 +125,6 @@ def register_identity(db, identity: Identity) -> Identity:
 
     >>> register_identity(db, Identity("alice", "labeler", "password"))  # doctest: +SKIP
     """
-    from annotations import add_labeler
-
     add_labeler(db, identity.name, identity.role)
     return identity
 

@@ -25,8 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import annotations as store
-
-KEY_LAYOUTS = ("vertical", "horizontal", "pip", "other")
+from core.vocabulary import LAYOUTS, NO_LAYOUT
 
 
 @dataclass
@@ -43,7 +42,7 @@ class PendingChange:
     def describe(self) -> str:
         """What the change was, e.g. "your change sludge = yes on frame 12"."""
         what = "range" if self.kind == "range" else "change"
-        return f"your {what} {self.field} = {_show(self.value)} on frame {self.frame_id}"
+        return f"your {what} {self.field} = {show_value(self.value)} on frame {self.frame_id}"
 
 
 @dataclass
@@ -136,10 +135,10 @@ class LabelSession:
         item = self._require_current()
         advance = (field == "layout" or value is False) if advance is None else advance
         changes = [(field, value)]
-        if field == "layout" and value != "none" and item.get("sludge") is not True:
+        if field == "layout" and value != NO_LAYOUT and item.get("sludge") is not True:
             changes.insert(0, ("sludge", True))
-        if field == "sludge" and value is False and item.get("layout") not in (None, "none"):
-            changes.append(("layout", "none"))
+        if field == "sludge" and value is False and item.get("layout") not in (None, NO_LAYOUT):
+            changes.append(("layout", NO_LAYOUT))
         if self._write(db, item, changes, note):
             self.last_label = (field, value)
             self.anchor = (item["video_id"], item["frame_index"])
@@ -156,7 +155,7 @@ class LabelSession:
             return self
         sludge = item["p_sludge"] >= self.threshold
         changes = [("sludge", sludge)]
-        if sludge and item.get("model_layout") in KEY_LAYOUTS:
+        if sludge and item.get("model_layout") in LAYOUTS:
             changes.append(("layout", item["model_layout"]))
         if self._write(db, item, changes, note or "accepted prediction"):
             self.last_label = ("sludge", sludge)
@@ -189,7 +188,7 @@ class LabelSession:
             item[field] = value
         self.done.append(item["frame_id"])
         self.pending = None
-        shown = ", ".join(f"{f} = {_show(v)}" for f, v in changes)
+        shown = ", ".join(f"{f} = {show_value(v)}" for f, v in changes)
         self.message = f"Saved frame {item['frame_id']}: {shown} (revision {revision})."
         return True
 
@@ -220,7 +219,7 @@ class LabelSession:
         self._refresh(db)
         frames = sorted({f for f, _, _ in undone})
         if len(frames) == 1:
-            done = ", ".join(f"{field} back to {_show(value)}" for _, field, value in reversed(undone))
+            done = ", ".join(f"{field} back to {show_value(value)}" for _, field, value in reversed(undone))
             self.message = f"Undone on frame {frames[0]}: {done}."
         elif frames:
             self.message = f"Undone on {len(frames)} frames."
@@ -259,7 +258,7 @@ class LabelSession:
         self.done += [e.frame_id for e in events]
         self.pending = None
         self._refresh(db)
-        self.message = f"Saved {field} = {_show(value)} on {len(events)} frames (indices {lo}..{hi})."
+        self.message = f"Saved {field} = {show_value(value)} on {len(events)} frames (indices {lo}..{hi})."
         return self
 
     def retry_pending(self, db) -> "LabelSession":
@@ -289,9 +288,14 @@ class LabelSession:
         return item
 
 
-def _show(value) -> str:
+def show_value(value, empty: str = "(nothing)") -> str:
+    """A label value as a person reads it.
+
+    >>> show_value(True), show_value(None), show_value("pip")
+    ('yes', '(nothing)', 'pip')
+    """
     if value is True:
         return "yes"
     if value is False:
         return "no"
-    return "(nothing)" if value is None else str(value)
+    return empty if value is None else str(value)
