@@ -46,6 +46,7 @@ from annotations.metrics import (
 from annotations.queue import STRATEGIES, count_unlabeled, next_frames, release_frames
 from annotations.schema import (
     RAW_GT,
+    UPLOADS,
     InvalidLabelError,
     NotFoundError,
     PermissionDeniedError,
@@ -71,6 +72,7 @@ from annotations.snapshots import (
 from annotations.writes import (
     LabelEvent,
     Review,
+    add_analyzed_video,
     add_frames,
     add_labeler,
     add_video,
@@ -87,6 +89,7 @@ from annotations.writes import (
     latest_model_id,
     list_labelers,
     list_model_versions,
+    list_collections,
     list_videos,
     pending_reviews,
     read_predictions,
@@ -98,15 +101,15 @@ from annotations.writes import (
 )
 
 __all__ = [
-    "RAW_GT", "SNAPSHOT_PREFIX", "STRATEGIES",
+    "RAW_GT", "UPLOADS", "SNAPSHOT_PREFIX", "STRATEGIES",
     "ExportConfig", "InvalidLabelError", "LabelEvent", "NotFoundError", "PermissionDeniedError", "Review",
     "SnapshotScheduler", "StaleRevisionError", "Store", "StoreConfig", "StoreError",
-    "add_frames", "add_labeler", "add_video", "apply_range", "backup_store", "card_metrics", "check_integrity",
+    "add_analyzed_video", "add_frames", "add_labeler", "add_video", "apply_range", "backup_store", "card_metrics", "check_integrity",
     "collect_records", "compute_metrics", "connect_store", "correct_label", "count_unlabeled", "current_labels",
     "export_imagefolder", "export_label_studio", "export_training_set", "find_media_dir", "format_metrics_table",
     "frame_image_path", "frame_revision", "frames_scored_by", "get_frame", "has_export", "has_model",
     "import_ground_truth", "label_history", "labeler_agreement", "latest_model_id", "list_labelers",
-    "list_model_versions", "list_snapshots", "list_videos", "next_frames", "open_store",
+    "list_model_versions", "list_snapshots", "list_collections", "list_videos", "next_frames", "open_store",
     "pending_reviews", "push_export_to_hub", "read_ground_truth_rows", "read_predictions", "record_predictions",
     "register_model", "release_frames", "restore_latest_snapshot", "restore_store", "review_event",
     "schedule_snapshots", "snapshot_store", "split_for_video", "truth_labels", "undo", "video_frames", "video_votes",

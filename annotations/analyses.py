@@ -78,8 +78,8 @@ def register_model_version(db, lm: LoadedModel, lineage: dict | None = None) -> 
 
 
 def record_analysis(lm: LoadedModel, db, path, num_frames: int = 16, limits: VideoLimits = VideoLimits(),
-                    name: str | None = None) -> StoredAnalysis:
-    """Analyze a video and store its frames and this model version's predictions.
+                    name: str | None = None, collection: str = store.UPLOADS) -> StoredAnalysis:
+    """Analyze a video and store its frames and this model version's predictions, all in one transaction.
 
     Raises core.video.VideoError (with a human message) for a file we cannot use; nothing is stored then.
 
@@ -89,14 +89,15 @@ def record_analysis(lm: LoadedModel, db, path, num_frames: int = 16, limits: Vid
     analysis = analyze_video(lm, path, num_frames=num_frames, limits=limits)
     started = time.perf_counter()
     meta = analysis.video.meta
-    video_id = store.add_video(db, path, name or Path(path).name, {
-        "duration_s": meta.duration_s, "fps": meta.fps, "width": meta.width, "height": meta.height,
-        "codec": meta.codec, "rotation": meta.rotation})
-    frame_ids = store.add_frames(db, video_id, analysis.video.frames, analysis.video.timestamps,
-                                 analysis.video.indices)
-    model_id = register_model_version(db, lm)
-    store.record_predictions(db, model_id, frame_ids, [s.p_sludge for s in analysis.scores],
-                             [s.layout_scores for s in analysis.scores])
+    identity = require_identity(lm)
+    model_id = identity.id
+    video_id, frame_ids = store.add_analyzed_video(
+        db, path, name or Path(path).name,
+        {"duration_s": meta.duration_s, "fps": meta.fps, "width": meta.width, "height": meta.height,
+         "codec": meta.codec, "rotation": meta.rotation},
+        analysis.video.frames, analysis.video.timestamps, analysis.video.indices,
+        (identity.id, identity.source, identity.revision),
+        [s.p_sludge for s in analysis.scores], [s.layout_scores for s in analysis.scores], collection=collection)
     revisions = {row["frame_id"]: row["revision"] for row in store.current_labels(db, frame_ids=frame_ids)}
     analysis.timings["store"] = time.perf_counter() - started
     return StoredAnalysis(analysis=analysis, video_id=video_id, frame_ids=frame_ids, model_id=model_id,

@@ -6,7 +6,8 @@ newer schema is one more decorated function below.
 
 Tables (to add a table or a column, see "Where to add a store migration" in ARCHITECTURE.md):
 
-- ``videos``        sha256 of the file bytes is the id, so the same upload twice is one video.
+- ``videos``        sha256 of the file bytes is the id, so the same upload twice is one video; each belongs
+                    to one named ``collection`` (the first it was added under; ``uploads`` by default).
 - ``frames``        (video, index) is unique; ``image_path`` is relative to the media folder and named by the
                     sha256 of the image bytes; ``revision`` grows by one with every accepted label event.
 - ``models``        a model version (id, source, revision, lineage JSON).
@@ -249,6 +250,17 @@ LEFT JOIN label_events dh ON dh.id = (SELECT max(id) FROM label_events
 LEFT JOIN label_events di ON di.id = (SELECT max(id) FROM label_events
     WHERE frame_id = f.id AND field = 'description' AND source = 'import')
 """
+
+
+# The collection a video belongs to when nobody named one: what the Analyze tab and the API upload.
+UPLOADS = "uploads"
+
+
+@MIGRATIONS()
+def m002_collections(db: sqlite_utils.Database) -> None:
+    """Videos belong to a named collection (a dataset ingested in one run, or the app's uploads)."""
+    db.execute(f"ALTER TABLE videos ADD COLUMN collection TEXT NOT NULL DEFAULT '{UPLOADS}'")
+    db.execute("CREATE INDEX videos_collection ON videos (collection, created_at)")
 
 
 def utc_now() -> str:

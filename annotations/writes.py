@@ -31,6 +31,7 @@ import sqlite_utils
 
 from annotations.schema import (
     RAW_GT,
+    UPLOADS,
     InvalidLabelError,
     NotFoundError,
     PermissionDeniedError,
@@ -208,15 +209,26 @@ def _require_role(db: sqlite_utils.Database, labeler: str, roles: Sequence[str],
 
 
 def add_video(db: sqlite_utils.Database, path_or_bytes: str | os.PathLike | bytes, name: str,
-              meta: dict | None = None) -> str:
+              meta: dict | None = None, collection: str = UPLOADS) -> str:
     """Add a video by its sha256 (the id); adding the same bytes again returns the same id.
 
     ``meta`` may carry duration_s, fps, width, height (stored as columns) and anything else (kept as JSON).
+    A video belongs to the collection it was first added under; adding it again under another keeps it there.
 
     >>> add_video(db, "clip.mp4", "clip.mp4", {"fps": 30.0, "duration_s": 12.5})  # doctest: +SKIP
     '9f86d081884c7d65...'
     """
+    row = build_video_row(path_or_bytes, name, meta, collection)
+    with write_transaction(db):
+        db["videos"].insert(row, ignore=True)
+    return row["id"]
+
+
+def build_video_row(path_or_bytes: str | os.PathLike | bytes, name: str, meta: dict | None = None,
+                    collection: str = UPLOADS) -> dict:
+    """The ``videos`` row of a file or its bytes (hashing it for the id), checked, not yet written."""
     _check_name(name, "video name")
+    _check_name(collection, "collection name")
     meta = dict(meta or {})
     digest = hashlib.sha256()
     source_path = None
@@ -240,11 +252,10 @@ def add_video(db: sqlite_utils.Database, path_or_bytes: str | os.PathLike | byte
         "width": _int_or_none(meta.get("width")),
         "height": _int_or_none(meta.get("height")),
         "meta": json.dumps(meta, sort_keys=True, default=str),
+        "collection": collection,
         "created_at": utc_now(),
     }
-    with write_transaction(db):
-        db["videos"].insert(row, ignore=True)
-    return video_id
+    return row
 
 
 def _float_or_none(value):
@@ -311,14 +322,21 @@ def add_frames(db: sqlite_utils.Database, video_id: str, frames: np.ndarray, tim
     >>> add_frames(db, video_id, np.zeros((2, 224, 224, 3), np.uint8), [0.0, 0.5], [0, 15])  # doctest: +SKIP
     [1, 2]
     """
+    rows = save_frame_images(db, video_id, frames, timestamps, indices, image_format)
+    with write_transaction(db):
+        return insert_frame_rows(db, video_id, rows)
+
+
+def save_frame_images(db: sqlite_utils.Database, video_id: str, frames: np.ndarray, timestamps: Sequence[float],
+                      indices: Sequence[int], image_format: str = "png") -> list[dict]:
+    """Write frames' images under the media folder (named by content, so rewriting one is harmless) and
+    return their ``frames`` rows, not yet inserted: encoding happens outside any write transaction."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise InvalidLabelError(f"frames must be an (N, H, W, 3) uint8 array, not {frames.dtype} {frames.shape}")
     if not (len(frames) == len(timestamps) == len(indices)):
         raise InvalidLabelError(
             f"{len(frames)} frames but {len(timestamps)} timestamps and {len(indices)} indices")
-    if db.execute("SELECT 1 FROM videos WHERE id = ?", [video_id]).fetchone() is None:
-        raise NotFoundError(f"video {video_id!r} is not in the store; add it with add_video first")
     media_dir = find_media_dir(db)
     suffix = ".png" if image_format == "png" else ".jpg"
     rows = []
@@ -334,13 +352,44 @@ def add_frames(db: sqlite_utils.Database, video_id: str, frames: np.ndarray, tim
             "height": int(frame.shape[0]),
             "created_at": utc_now(),
         })
+    return rows
+
+
+def insert_frame_rows(db: sqlite_utils.Database, video_id: str, rows: Sequence[dict]) -> list[int]:
+    """Insert frame rows of a stored video (inside the caller's write transaction); returns their ids."""
+    if db.execute("SELECT 1 FROM videos WHERE id = ?", [video_id]).fetchone() is None:
+        raise NotFoundError(f"video {video_id!r} is not in the store; add it with add_video first")
     ids = []
-    with write_transaction(db):
-        for row in rows:
-            db["frames"].insert(row, ignore=True)
-            ids.append(db.execute("SELECT id FROM frames WHERE video_id = ? AND frame_index = ?",
-                                  [video_id, row["frame_index"]]).fetchone()[0])
+    for row in rows:
+        db["frames"].insert(row, ignore=True)
+        ids.append(db.execute("SELECT id FROM frames WHERE video_id = ? AND frame_index = ?",
+                              [video_id, row["frame_index"]]).fetchone()[0])
     return ids
+
+
+def add_analyzed_video(db: sqlite_utils.Database, path_or_bytes: str | os.PathLike | bytes, name: str, meta: dict,
+                       frames: np.ndarray, timestamps: Sequence[float], indices: Sequence[int],
+                       model: tuple[str, str, str | None], p_sludge: Sequence[float],
+                       layout_scores: Sequence[Mapping[str, float]], collection: str = UPLOADS) -> tuple[str, list[int]]:
+    """Store a video, its sampled frames and one model version's predictions in one transaction.
+
+    Either all of it is in the store or none of it: a process killed half-way leaves no video without its
+    frames (the frame images may stay on disk; they are named by content and reused). ``model`` is the
+    (id, source, revision) the predictions are stored under. Returns (video id, frame ids).
+
+    >>> add_analyzed_video(db, "clip.mp4", "clip.mp4", {"fps": 30.0}, frames, [0.0, 0.5], [0, 15],
+    ...                    ("tiny@1", "models/tiny", "1"), [0.9, 0.2], [{"pip": 1.0}] * 2)  # doctest: +SKIP
+    ('9f86d081884c7d65...', [1, 2])
+    """
+    video = build_video_row(path_or_bytes, name, meta, collection)
+    rows = save_frame_images(db, video["id"], frames, timestamps, indices)
+    model_id, source, revision = model
+    with write_transaction(db):
+        db["videos"].insert(video, ignore=True)
+        frame_ids = insert_frame_rows(db, video["id"], rows)
+        register_model(db, model_id, source, revision)
+        record_predictions(db, model_id, frame_ids, p_sludge, layout_scores)
+    return video["id"], frame_ids
 
 
 def find_media_dir(db: sqlite_utils.Database) -> Path:
@@ -809,12 +858,24 @@ def video_frames(db: sqlite_utils.Database, video_id: str, model_id: str | None 
     return out
 
 
-def list_videos(db: sqlite_utils.Database) -> list[dict]:
-    """Stored videos with their frame counts, newest first.
+def list_videos(db: sqlite_utils.Database, collection: str | None = None) -> list[dict]:
+    """Stored videos with their frame counts, newest first; only one collection's when it is named.
 
     >>> list_videos(db)[0]["name"]  # doctest: +SKIP
     'clip.mp4'
     """
+    where, params = ("WHERE v.collection = ?", [collection]) if collection else ("", [])
     return list(db.query(
         "SELECT v.*, (SELECT count(*) FROM frames f WHERE f.video_id = v.id) AS frames FROM videos v"
-        " ORDER BY v.created_at DESC, v.id"))
+        f" {where} ORDER BY v.created_at DESC, v.id", params))
+
+
+def list_collections(db: sqlite_utils.Database) -> list[dict]:
+    """Every collection with its number of videos and frames, by name.
+
+    >>> list_collections(db)  # doctest: +SKIP
+    [{'collection': 'uploads', 'videos': 3, 'frames': 48}]
+    """
+    return list(db.query(
+        "SELECT v.collection, count(DISTINCT v.id) AS videos, count(f.id) AS frames FROM videos v"
+        " LEFT JOIN frames f ON f.video_id = v.id GROUP BY v.collection ORDER BY v.collection"))
