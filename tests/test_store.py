@@ -56,14 +56,34 @@ def test_open_store_applies_migrations_and_pragmas(tmp_path):
     assert {"videos", "frames", "models", "predictions", "labelers", "label_events", "reviews", "leases",
             "exports"} <= set(db.table_names())
     assert "current_labels" in db.view_names()
-    assert [m.name for m in MIGRATIONS.applied(db)] == ["m001_initial"]
+    assert [m.name for m in MIGRATIONS.applied(db)] == ["m001_initial", "m002_collections"]
     assert MIGRATIONS.pending(db) == []
     assert db["labelers"].get(store.RAW_GT)["kind"] == "import"
     db.close()
     again = store.open_store(tmp_path / "s.db", tmp_path / "media")
-    assert again.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 1
+    assert again.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 2
     assert again["labelers"].count == 1
     again.close()
+
+
+def test_a_store_from_before_collections_keeps_its_videos_as_uploads(tmp_path):
+    import sqlite_utils
+    from sqlite_utils import Migrations
+
+    from annotations.schema import m001_initial
+
+    first_only = Migrations("sludgelens")
+    first_only()(m001_initial)
+    old = sqlite_utils.Database(tmp_path / "old.db")
+    first_only.apply(old)
+    old["videos"].insert({"id": "v1", "name": "a.mp4", "created_at": "2026-01-01T00:00:00Z"})
+    old.close()
+    db = store.open_store(tmp_path / "old.db", tmp_path / "media")
+    assert [v["collection"] for v in store.list_videos(db)] == [store.UPLOADS]
+    video = store.add_video(db, b"new bytes", "b.mp4", collection="dataset-1")
+    assert store.list_videos(db, "dataset-1")[0]["id"] == video
+    assert store.add_video(db, b"new bytes", "b.mp4", collection="other") == video  # stays where it was first added
+    assert [(c["collection"], c["videos"]) for c in store.list_collections(db)] == [("dataset-1", 1), ("uploads", 1)]
 
 
 def test_label_events_are_append_only(small):
