@@ -7,7 +7,9 @@ annotation store. A model version is stored under its identity, computed once wh
     stored = record_analysis(lm, db, "clip.mp4", num_frames=16)
     stored.to_dict()["store"]        {'video_id': '9f86…', 'model_id': 'models/tiny-vqwen-qformer@3fa9…'}
     build_verdict_card(stored.to_dict())   {'headline': 'Sludge', 'tone': 'sludge', ...}
+    open_stored_video(lm, db, stored.video_id)     the same analysis again, from the stored frames
     event = correct_as(db, settings.auth, "alice", "pw", frame_id=12, field="sludge", value=True, seen_revision=0)
+    lm = pick_model(services.models, settings.auth, "data/checkpoints/other", "rita", "pw")  # a reviewer only
 """
 
 from __future__ import annotations
@@ -20,14 +22,17 @@ from pathlib import Path
 import numpy as np
 
 import annotations as store
-from annotations.accounts import authenticate, register_identity, require_writer
+from annotations.accounts import AuthError, authenticate, register_identity, require_writer
 from annotations.exports import ExportConfig
 from core import vocabulary
 from core.analyze import Analysis, analyze_video
-from core.config import AuthConfig, VideoLimits
-from core.engine import LoadedModel, ask, describe, explain_verdict, score_frames
+from core.config import AuthConfig, VideoLimits, check_frame_count
+from core.engine import FrameScore, LoadedModel, ask, decide_video, describe, explain_verdict, score_frames
 from core.explain import ClipExplanation, FrameExplanation, explain_clip, explain_frames
 from core.identity import ModelIdentity
+from core.registry import ModelRegistry
+from core.video import check_video_file
+from core.video import SampledVideo, VideoMeta
 
 
 @dataclass
@@ -77,15 +82,59 @@ def register_model_version(db, lm: LoadedModel, lineage: dict | None = None) -> 
     return store.register_model(db, identity.id, identity.source, identity.revision, lineage)
 
 
+def pick_model(models: ModelRegistry, auth: AuthConfig, key: str | None, user: str | None = None,
+               password: str | None = None) -> LoadedModel:
+    """The loaded model for a selector key, as the API's /analyze asks for it.
+
+    Anyone may pick a key the registry lists (``models.choices()``; empty means the default). Any other
+    folder or hub id loads only for a reviewer's account; for anyone else it is refused with AuthError
+    before the key is looked up anywhere (no file is touched, nothing is fetched).
+
+    >>> pick_model(services.models, auth, "models/tiny-vqwen-llava").identity.source  # doctest: +SKIP
+    'models/tiny-vqwen-llava'
+    """
+    if models.offers(key):
+        return models.get(key or None)
+    shown = key if len(key) <= 80 else key[:80] + "…"
+    if not user and not password:
+        raise AuthError(f"{shown!r} is not one of the models this app offers ({', '.join(k for _, k in models.choices())}); "
+                        "loading any other folder or hub id needs a reviewer's user and password.")
+    identity = authenticate(auth, user, password)
+    if not identity.can_review:
+        raise AuthError(f"{identity.name} is a {identity.role}: loading a model that is not on the list "
+                        f"({shown!r}) needs a reviewer.")
+    return models.get(key, allow_unlisted=True)
+
+
+def analyze_upload(models: ModelRegistry, db, auth: AuthConfig, path, num_frames, limits: VideoLimits = VideoLimits(),
+                   model: str | None = None, user: str | None = None, password: str | None = None) -> StoredAnalysis:
+    """An upload as the app takes it: the number of frames and the file are checked first (cheap, no model
+    needed), then the model is picked (:func:`pick_model`: a key off the list needs a reviewer), then the
+    analysis is recorded (:func:`record_analysis`).
+
+    Raises ValueError (frames), core.video.VideoError (the file), AuthError or core.engine.ModelLoadError
+    (the model); nothing is stored or loaded then.
+
+    >>> analyze_upload(services.models, db, auth, "clip.mp4", 16).to_dict()["store"]["model_id"]  # doctest: +SKIP
+    'models/tiny-vqwen-qformer@3fa9c2d1e0b4'
+    """
+    num_frames = check_frame_count(num_frames, limits)
+    check_video_file(path, limits)
+    lm = pick_model(models, auth, model, user, password)
+    return record_analysis(lm, db, path, num_frames=num_frames, limits=limits)
+
+
 def record_analysis(lm: LoadedModel, db, path, num_frames: int = 16, limits: VideoLimits = VideoLimits(),
                     name: str | None = None, collection: str = store.UPLOADS) -> StoredAnalysis:
     """Analyze a video and store its frames and this model version's predictions, all in one transaction.
 
-    Raises core.video.VideoError (with a human message) for a file we cannot use; nothing is stored then.
+    Raises core.video.VideoError (with a human message) for a file we cannot use, and ValueError for a
+    number of frames outside 1..limits.max_sampled_frames; nothing is stored then.
 
     >>> record_analysis(lm, db, "clip.mp4", num_frames=8).to_dict()["verdict"]["label"]  # doctest: +SKIP
     True
     """
+    num_frames = check_frame_count(num_frames, limits)
     analysis = analyze_video(lm, path, num_frames=num_frames, limits=limits)
     started = time.perf_counter()
     meta = analysis.video.meta
@@ -102,6 +151,55 @@ def record_analysis(lm: LoadedModel, db, path, num_frames: int = 16, limits: Vid
     analysis.timings["store"] = time.perf_counter() - started
     return StoredAnalysis(analysis=analysis, video_id=video_id, frame_ids=frame_ids, model_id=model_id,
                           revisions=[revisions[f] for f in frame_ids])
+
+
+def open_stored_video(lm: LoadedModel, db, video_id: str) -> StoredAnalysis:
+    """A stored video's analysis, without uploading or decoding it again: its stored frames and this model
+    version's stored predictions. Frames the version has not scored yet are scored from their stored pixels
+    first, and those predictions are stored. The verdict is decided as for a fresh analysis, so a video
+    analyzed and then opened again shows the same frames, scores and verdict.
+
+    >>> open_stored_video(lm, db, "9f86d081884c7d65...").to_dict()["verdict"]["label"]  # doctest: +SKIP
+    True
+    """
+    started = time.perf_counter()
+    video = store.get_video(db, video_id)
+    model_id = register_model_version(db, lm)
+    rows = store.video_frames(db, video_id, model_id=model_id)
+    if not rows:
+        raise store.NotFoundError(f"video {video['name']!r} has no stored frames: analyze it to sample some")
+    frames = np.stack([load_frame_image(db, row["frame_id"]) for row in rows])
+    loaded = time.perf_counter()
+    stored = {row["frame_id"]: row["prediction"] for row in rows}
+    todo = [i for i, row in enumerate(rows) if stored.get(row["frame_id"]) is None]
+    if todo:
+        fresh = score_frames(lm, frames[todo])
+        store.record_predictions(db, model_id, [rows[i]["frame_id"] for i in todo], [s.p_sludge for s in fresh],
+                                 [s.layout_scores for s in fresh])
+        for i, score in zip(todo, fresh):
+            stored[rows[i]["frame_id"]] = {"p_sludge": score.p_sludge, "layout_scores": score.layout_scores}
+    scored = time.perf_counter()
+    threshold = lm.config.threshold
+    scores = []
+    for row in rows:
+        prediction = stored[row["frame_id"]]
+        p, layout_scores = prediction["p_sludge"], dict(prediction["layout_scores"])
+        # As core.engine.summarise_logits decides a frame: ties go to the layout listed first.
+        best = max(vocabulary.LAYOUTS, key=lambda name: layout_scores.get(name, 0.0))
+        scores.append(FrameScore(p_sludge=p, label=p >= threshold, layout=best if p >= threshold else
+                                 vocabulary.NO_LAYOUT, layout_scores=layout_scores))
+    meta = video["meta"]
+    duration, fps = video["duration_s"] or 0.0, video["fps"] or 0.0
+    sampled = SampledVideo(
+        frames=frames, timestamps=[row["time_s"] for row in rows], indices=[row["frame_index"] for row in rows],
+        meta=VideoMeta(path=video["name"], size_bytes=video["size_bytes"] or 0, duration_s=duration, fps=fps,
+                       width=video["width"] or frames.shape[2], height=video["height"] or frames.shape[1],
+                       codec=str(meta.get("codec") or ""), rotation=int(meta.get("rotation") or 0),
+                       frame_count=round(duration * fps), decoder="store"))
+    timings = {"load": loaded - started, "score": scored - loaded, "total": time.perf_counter() - started}
+    analysis = Analysis(video=sampled, scores=scores, verdict=decide_video(scores), model=lm.version, timings=timings)
+    return StoredAnalysis(analysis=analysis, video_id=video_id, frame_ids=[row["frame_id"] for row in rows],
+                          model_id=model_id, revisions=[row["revision"] for row in rows])
 
 
 def build_verdict_card(result: dict) -> dict:
@@ -141,7 +239,7 @@ def correct_as(db, auth: AuthConfig, user: str, password: str, frame_id: int, fi
     """
     identity = require_writer(authenticate(auth, user, password))
     register_identity(db, identity)
-    return store.correct_label(db, int(frame_id), field, value, identity.name, int(seen_revision), note=note)
+    return store.correct_label(db, frame_id, field, value, identity.name, seen_revision, note=note)
 
 
 def load_frame_image(db, frame_id: int) -> np.ndarray:

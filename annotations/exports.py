@@ -17,14 +17,28 @@ One JSON object per line, one line per frame, sorted by (video_id, frame_index),
      "provenance": "corrected",       # of the sludge label: corrected (a person) | raw (imported) | model
      "provenance_fields": {"sludge": "corrected", "layout": "model", "description": "none"},
      "labeler": "ana",                # who set the sludge label (null for model)
-     "split": "train",                # train | val | test, by a hash of the video id: no video spans two splits
+     "split": "train",                # train | val | test, by video (split_videos): no video spans two splits
      "video_id": "9f86…", "frame_id": 12, "frame_index": 30, "time_s": 1.0,
      "model_id": "tiny@1", "p_sludge": 0.91}   # the model version used for fill-ins and its score (or null)
 
 ``provenance_fields`` values: corrected | raw | model | derived ("none" layout of a non-sludge frame) |
 default (a sludge frame nobody, not even a model, gave a layout: "other") | none (empty description).
-Frames with no sludge label are written with provenance "model" when ``include_model_labels`` is true and
-the model version has scored them; otherwise they are left out (counted in the manifest).
+Frames with no sludge label are left out by default (counted in the manifest as ``skipped_unlabelled``): an
+export holds human and imported labels only. With ``include_model_labels`` they are written as the model's
+pseudo-labels (provenance "model") where the model version scored them, and the manifest says so under
+``pseudo_labels`` ({"included", "model_id", "records"}).
+
+Splits (``split_videos``): by video, per collection. Each video has a fixed place in a hash order of its id;
+a video below ``test_fraction`` is test, below ``test_fraction + val_fraction`` val, the rest train, and a
+collection of ``min_videos_for_holdout`` or more videos has at least ``min_test_videos`` test and
+``min_val_videos`` val videos (the first ones in hash order), so a small collection is not all train. A
+video keeps its split as videos are added, except one that a small collection promoted to val or test
+(it may move once the collection has enough videos of its own in that split). The review holdout
+(``annotations.review``) is the test split of this same rule.
+
+Label Studio tasks: ``data`` holds the image and where the frame comes from; the current human (and imported)
+labels are the task's ``annotations`` ([{"result": [...]}]) and the model's answer its ``predictions``, as
+Label Studio imports them.
 
 Imagefolder (``export_imagefolder``): ``{train,validation,test}/<video>-<index>.<ext>`` plus a
 ``metadata.jsonl`` per split with ``file_name`` and the fields above, loadable with
@@ -61,7 +75,7 @@ from annotations.schema import (
     write_transaction,
 )
 from annotations.targets import copy_tree, parse_target, upload_folder_to_hub
-from annotations.writes import find_media_dir, latest_model_id
+from annotations.writes import find_media_dir, sole_model_id
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -87,27 +101,78 @@ class ExportConfig:
     # Changing the salt reshuffles which videos land in which split; keep it fixed across retrainings so a
     # test video never becomes a training video.
     split_salt: str = "sludgelens-split-v1"
-    # Unlabelled frames the model scored are useful pseudo-labels; the fine-tuning scripts may filter them
-    # out by provenance.
-    include_model_labels: bool = True
+    # A collection this large gets a test and a validation video even when no video hashes below the
+    # fractions (with 10 % each, most collections under ~10 videos would otherwise be all train).
+    min_videos_for_holdout: int = 3
+    min_test_videos: int = 1
+    min_val_videos: int = 1
+    # Unlabelled frames the model scored can stand in as pseudo-labels, but a model trained on its own guesses
+    # learns its own mistakes: off unless asked for, and the manifest says whether they are in.
+    include_model_labels: bool = False
     # P(sludge) at or above this makes a model pseudo-label (and a Label Studio pre-annotation) "sludge";
     # pass the engine's threshold so an export calls a frame what the app showed for it.
     threshold: float = 0.5
 
 
+def split_key(video_id: str, config: ExportConfig = ExportConfig()) -> float:
+    """A video's place in the split order, in [0, 1): a hash of its id and the salt.
+
+    >>> 0.0 <= split_key("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08") < 1.0
+    True
+    """
+    digest = hashlib.sha256(f"{config.split_salt}:{video_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2 ** 64
+
+
 def split_for_video(video_id: str, config: ExportConfig = ExportConfig()) -> str:
-    """The split of a video: deterministic from its id, so every frame of it lands in the same split.
+    """The split of a video by its hash alone: what :func:`split_videos` gives in a collection large enough to
+    need no minimum counts.
 
     >>> split_for_video("9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08") in SPLITS
     True
     """
-    digest = hashlib.sha256(f"{config.split_salt}:{video_id}".encode()).digest()
-    u = int.from_bytes(digest[:8], "big") / 2 ** 64
+    u = split_key(video_id, config)
     if u < config.test_fraction:
         return "test"
     if u < config.test_fraction + config.val_fraction:
         return "val"
     return "train"
+
+
+def assign_splits(video_ids, config: ExportConfig = ExportConfig()) -> dict[str, str]:
+    """The splits of one collection's videos: by hash order, with the minimum counts of a small collection.
+
+    >>> splits = assign_splits([f"video-{i}" for i in range(4)])
+    >>> sorted(splits.values())
+    ['test', 'train', 'train', 'val']
+    >>> assign_splits(["a", "b"]) == {"a": split_for_video("a"), "b": split_for_video("b")}
+    True
+    """
+    order = sorted(set(video_ids), key=lambda v: (split_key(v, config), v))
+    keys = [split_key(v, config) for v in order]
+    n_test = sum(k < config.test_fraction for k in keys)
+    n_val = sum(config.test_fraction <= k < config.test_fraction + config.val_fraction for k in keys)
+    if len(order) >= config.min_videos_for_holdout:
+        n_test = max(n_test, config.min_test_videos)
+        n_val = max(n_val, config.min_val_videos)
+        # Training keeps at least one video.
+        n_val = max(0, min(n_val, len(order) - n_test - 1))
+    return {v: "test" if i < n_test else "val" if i < n_test + n_val else "train" for i, v in enumerate(order)}
+
+
+def split_videos(db: sqlite_utils.Database, config: ExportConfig = ExportConfig()) -> dict[str, str]:
+    """video id -> train | val | test for every stored video, collection by collection (:func:`assign_splits`).
+
+    >>> split_videos(db)["9f86d081884c7d65..."]  # doctest: +SKIP
+    'test'
+    """
+    collections: dict[str, list[str]] = {}
+    for video_id, collection in db.execute("SELECT id, collection FROM videos"):
+        collections.setdefault(collection, []).append(video_id)
+    out: dict[str, str] = {}
+    for video_ids in collections.values():
+        out.update(assign_splits(video_ids, config))
+    return out
 
 
 @contextmanager
@@ -155,9 +220,9 @@ def collect_records(db: sqlite_utils.Database, model_id: str | None = None,
     >>> records[0]["provenance"], info["skipped_unlabelled"]  # doctest: +SKIP
     ('corrected', 12)
     """
-    model_id = model_id or latest_model_id(db)
+    model_id = model_id or sole_model_id(db)
     records, skipped = [], 0
-    splits: dict[str, str] = {}
+    splits = split_videos(db, config)
     for row in db.query(_RECORDS_SQL, {"model": model_id}):
         p = row["p_sludge"]
         if row["sludge"] is not None:
@@ -182,8 +247,6 @@ def collect_records(db: sqlite_utils.Database, model_id: str | None = None,
         else:
             description, description_prov = "", "none"
         video_id = row["video_id"]
-        if video_id not in splits:
-            splits[video_id] = split_for_video(video_id, config)
         records.append({
             "frame_id": row["frame_id"],
             "video_id": video_id,
@@ -203,11 +266,23 @@ def collect_records(db: sqlite_utils.Database, model_id: str | None = None,
             "p_sludge": p,
         })
     last_event = db.execute("SELECT coalesce(max(id), 0) FROM label_events").fetchone()[0]
-    return records, {"skipped_unlabelled": skipped, "last_event": last_event, "model_id": model_id}
+    return records, {"skipped_unlabelled": skipped, "last_event": last_event, "model_id": model_id,
+                     "pseudo_labels": _pseudo_labels(records, config, model_id)}
+
+
+def _pseudo_labels(records: list[dict], config: ExportConfig, model_id: str | None) -> dict:
+    """What the manifest says about the model's pseudo-labels: whether asked for, whose, and how many."""
+    return {"included": config.include_model_labels, "model_id": model_id if config.include_model_labels else None,
+            "records": sum(r["provenance"] == "model" for r in records)}
+
+
+# One encoder for every line: json.dumps with options builds a new encoder per call, a fifth of the time of
+# writing a line of a million-frame export.
+_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
 
 
 def _dumps(obj) -> str:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+    return _ENCODER.encode(obj)
 
 
 def _sha256_file(path: Path) -> str:
@@ -351,13 +426,16 @@ def export_training_set(db: sqlite_utils.Database, out_dir: str | Path, model_id
             lines.append(_dumps(record))
         (staging / "training.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         manifest = _finish(db, staging, out_dir, "training-jsonl", _counts(records, info), _model_versions(records),
-                           info["last_event"], {"images": images, "split": _split_info(config)}, copied)
+                           info["last_event"], {"images": images, "split": _split_info(config),
+                                                "pseudo_labels": info["pseudo_labels"]}, copied)
     return manifest
 
 
 def _split_info(config: ExportConfig) -> dict:
-    return {"by": "video_id", "salt": config.split_salt, "val_fraction": config.val_fraction,
-            "test_fraction": config.test_fraction}
+    return {"by": "video_id hash order per collection", "salt": config.split_salt,
+            "val_fraction": config.val_fraction, "test_fraction": config.test_fraction,
+            "min_videos_for_holdout": config.min_videos_for_holdout, "min_test_videos": config.min_test_videos,
+            "min_val_videos": config.min_val_videos}
 
 
 def export_imagefolder(db: sqlite_utils.Database, out_dir: str | Path, model_id: str | None = None,
@@ -386,7 +464,8 @@ def export_imagefolder(db: sqlite_utils.Database, out_dir: str | Path, model_id:
         for folder, lines in sorted(per_split.items()):
             (staging / folder / "metadata.jsonl").write_text("".join(x + "\n" for x in lines), encoding="utf-8")
         manifest = _finish(db, staging, out_dir, "imagefolder", _counts(records, info), _model_versions(records),
-                           info["last_event"], {"split": _split_info(config)}, copied)
+                           info["last_event"], {"split": _split_info(config), "pseudo_labels": info["pseudo_labels"]},
+                           copied)
     return manifest
 
 
@@ -412,10 +491,34 @@ def label_studio_config() -> str:
     )
 
 
+def _choice(frame_id: int, name: str, value: str) -> dict:
+    return {"id": f"{frame_id}-{name}", "from_name": name, "to_name": "image", "type": "choices",
+            "value": {"choices": [value]}}
+
+
+def _label_studio_annotation(row: dict) -> dict | None:
+    """A frame's current labels (a person's, or imported ground truth) as one Label Studio annotation, or None.
+
+    >>> _label_studio_annotation({"frame_id": 3, "sludge": 1, "layout": "pip", "description": None})["result"][1]
+    {'id': '3-layout', 'from_name': 'layout', 'to_name': 'image', 'type': 'choices', 'value': {'choices': ['pip']}}
+    """
+    frame_id = row["frame_id"]
+    result = []
+    if row["sludge"] is not None:
+        result.append(_choice(frame_id, "sludge", "sludge" if row["sludge"] else "not_sludge"))
+    if row["layout"] is not None:
+        result.append(_choice(frame_id, "layout", row["layout"]))
+    if row["description"]:
+        result.append({"id": f"{frame_id}-description", "from_name": "description", "to_name": "image",
+                       "type": "textarea", "value": {"text": [row["description"]]}})
+    return {"result": result} if result else None
+
+
 def export_label_studio(db: sqlite_utils.Database, out_dir: str | Path, model_id: str | None = None,
                         image_url_prefix: str = "/data/local-files/?d=images/",
                         config: ExportConfig = ExportConfig()) -> dict:
-    """Write Label Studio ``tasks.json`` with our predictions as pre-annotations; returns the manifest.
+    """Write Label Studio ``tasks.json``: each frame's current labels as its annotation and our predictions as
+    pre-annotations; returns the manifest.
 
     Images are copied to ``images/``; with the default prefix, serve them by starting Label Studio with
     LOCAL_FILES_SERVING_ENABLED=true and LOCAL_FILES_DOCUMENT_ROOT set to the export folder.
@@ -424,7 +527,7 @@ def export_label_studio(db: sqlite_utils.Database, out_dir: str | Path, model_id
     480
     """
     media_dir = find_media_dir(db).resolve()
-    model_id = model_id or latest_model_id(db)
+    model_id = model_id or sole_model_id(db)
     with _read_snapshot(db):
         rows = list(db.query(
             "SELECT c.*, f.image_path, f.image_sha256, p.p_sludge, p.layout AS model_layout,"
@@ -447,10 +550,14 @@ def export_label_studio(db: sqlite_utils.Database, out_dir: str | Path, model_id
                     "video_id": row["video_id"],
                     "frame_index": row["frame_index"],
                     "time_s": row["time_s"],
-                    "current_sludge": None if row["sludge"] is None else bool(row["sludge"]),
-                    "current_layout": row["layout"],
                 },
             }
+            annotation = _label_studio_annotation(row)
+            if annotation is not None:
+                task["annotations"] = [annotation]
+                # Who set the sludge label and how: a correction, or imported (raw) ground truth.
+                field = next(f for f in ("sludge", "layout", "description") if row[f] is not None)
+                task["meta"] = {"labeler": row[f"{field}_labeler"], "provenance": _provenance(row[f"{field}_source"])}
             p = row["p_sludge"]
             if p is not None:
                 predicted = p >= config.threshold
@@ -472,7 +579,8 @@ def export_label_studio(db: sqlite_utils.Database, out_dir: str | Path, model_id
         body = ",\n".join(json.dumps(task, sort_keys=True, ensure_ascii=False) for task in tasks)
         (staging / "tasks.json").write_text(f"[\n{body}\n]\n" if tasks else "[]\n", encoding="utf-8")
         (staging / "label_config.xml").write_text(label_studio_config(), encoding="utf-8")
-        counts = {"tasks": len(tasks), "with_predictions": sum("predictions" in t for t in tasks)}
+        counts = {"tasks": len(tasks), "with_annotations": sum("annotations" in t for t in tasks),
+                  "with_predictions": sum("predictions" in t for t in tasks)}
         versions = [model_id] if model_id and counts["with_predictions"] else []
         manifest = _finish(db, staging, out_dir, "label-studio", counts, versions, last_event,
                            {"image_url_prefix": image_url_prefix}, copied)

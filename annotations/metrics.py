@@ -25,12 +25,14 @@ from collections.abc import Sequence
 import sqlite_utils
 
 from annotations.schema import RAW_GT, InvalidLabelError, NotFoundError
-from annotations.writes import has_model, latest_model_id, read_predictions
+from annotations.writes import check_collection, has_model, read_predictions, sole_model_id
 from core.vocabulary import LABEL_LAYOUTS
 
 
-def truth_labels(db: sqlite_utils.Database, against: str = "current") -> dict[int, dict]:
-    """frame_id -> {"video_id", "sludge", "layout"} from the current labels, or one labeler's latest values.
+def truth_labels(db: sqlite_utils.Database, against: str = "current",
+                 collection: str | None = None) -> dict[int, dict]:
+    """frame_id -> {"video_id", "sludge", "layout"} from the current labels, or one labeler's latest values;
+    only the frames of one collection's videos when it is named.
 
     ``against`` is "current", "raw-gt", or any labeler's name. A frame whose sludge is False and has no
     layout label gets layout "none".
@@ -38,9 +40,13 @@ def truth_labels(db: sqlite_utils.Database, against: str = "current") -> dict[in
     >>> truth_labels(db, "raw-gt")[1]  # doctest: +SKIP
     {'video_id': '9f86…', 'sludge': True, 'layout': 'vertical'}
     """
+    check_collection(db, collection)
+    in_collection, params = ("", []) if collection is None else (
+        " AND {video} IN (SELECT id FROM videos WHERE collection = ?)", [collection])
     out: dict[int, dict] = {}
     if against == "current":
-        rows = db.execute("SELECT frame_id, video_id, sludge, layout FROM current_labels WHERE sludge IS NOT NULL")
+        rows = db.execute("SELECT frame_id, video_id, sludge, layout FROM current_labels WHERE sludge IS NOT NULL"
+                          + in_collection.format(video="video_id"), params)
         for frame_id, video_id, sludge, layout in rows:
             out[frame_id] = {"video_id": video_id, "sludge": bool(sludge), "layout": layout}
     else:
@@ -49,7 +55,7 @@ def truth_labels(db: sqlite_utils.Database, against: str = "current") -> dict[in
         rows = db.execute(
             "SELECT e.frame_id, f.video_id, e.field, e.new_value FROM label_events e JOIN frames f ON f.id = e.frame_id"
             " WHERE e.id IN (SELECT max(id) FROM label_events WHERE labeler = ? AND field IN ('sludge', 'layout')"
-            " GROUP BY frame_id, field)", [against])
+            " GROUP BY frame_id, field)" + in_collection.format(video="f.video_id"), [against, *params])
         partial: dict[int, dict] = defaultdict(dict)
         for frame_id, video_id, field, value in rows:
             partial[frame_id]["video_id"] = video_id
@@ -121,10 +127,11 @@ def card_metrics(y_true: Sequence[bool], y_pred: Sequence[bool], video_ids: Sequ
 
 
 def compute_metrics(db: sqlite_utils.Database, model_id: str | None = None, against: str = "current",
-                    threshold: float = 0.5) -> dict:
+                    threshold: float = 0.5, collection: str | None = None) -> dict:
     """The model version's scores against the labels; see the module docstring for what is in it.
 
-    The predicted layout of a frame the model calls not sludge is "none", as the app shows it.
+    The predicted layout of a frame the model calls not sludge is "none", as the app shows it. With a
+    ``collection``, every figure (the agreement between labelers too) counts that collection's frames only.
 
     >>> compute_metrics(db, "tiny@1", against="raw-gt")["videos"]  # doctest: +SKIP
     {'n': 30, 'majority_accuracy': 0.9}
@@ -132,18 +139,18 @@ def compute_metrics(db: sqlite_utils.Database, model_id: str | None = None, agai
     # scikit-learn takes a second to import; only the metrics need it.
     from sklearn.metrics import confusion_matrix
 
-    model_id = model_id or latest_model_id(db)
+    model_id = model_id or sole_model_id(db)
     if not has_model(db, model_id):
         raise NotFoundError(f"model {model_id!r} is not registered (or no model has predictions yet)")
-    truth = truth_labels(db, against)
-    preds = read_predictions(db, model_id)
+    truth = truth_labels(db, against, collection)
+    preds = read_predictions(db, model_id, collection)
     pairs = [(fid, p, layout) for fid, (p, layout) in preds.items() if fid in truth]
     y_true = [truth[fid]["sludge"] for fid, _, _ in pairs]
     y_pred = [p >= threshold for _, p, _ in pairs]
     shown_layout = [layout if p >= threshold else "none" for _, p, layout in pairs]
     card = card_metrics(y_true, y_pred, [truth[fid]["video_id"] for fid, _, _ in pairs],
                         [truth[fid]["layout"] for fid, _, _ in pairs], shown_layout)
-    result: dict = {"model_id": model_id, "against": against, "threshold": threshold,
+    result: dict = {"model_id": model_id, "against": against, "threshold": threshold, "collection": collection,
                     "predictions": len(preds), "labelled": len(truth), **card}
     f = card["frames"]
     matrix = [[f["tn"], f["fp"]], [f["fn"], f["tp"]]] if pairs else [[0, 0], [0, 0]]
@@ -168,12 +175,14 @@ def compute_metrics(db: sqlite_utils.Database, model_id: str | None = None, agai
             "layout_error_rate": _ratio(1 - sum(layout_hits) / len(layout_hits)) if layout_hits else None,
         }
     result["per_layout"] = per_layout
-    result["kappa"] = labeler_agreement(db)
+    result["kappa"] = labeler_agreement(db, collection=collection)
     return result
 
 
-def labeler_agreement(db: sqlite_utils.Database, min_overlap: int = 1) -> dict[str, list[dict]]:
-    """Cohen's kappa between every pair of labelers (raw-gt included), per field, on frames both labelled.
+def labeler_agreement(db: sqlite_utils.Database, min_overlap: int = 1,
+                      collection: str | None = None) -> dict[str, list[dict]]:
+    """Cohen's kappa between every pair of labelers (raw-gt included), per field, on frames both labelled
+    (of one collection's videos when it is named).
 
     kappa is None where it is undefined (both labelers used a single class on the shared frames).
 
@@ -182,12 +191,16 @@ def labeler_agreement(db: sqlite_utils.Database, min_overlap: int = 1) -> dict[s
     """
     from sklearn.metrics import cohen_kappa_score
 
+    check_collection(db, collection)
+    in_collection, params = ("", []) if collection is None else (
+        " AND frame_id IN (SELECT f.id FROM frames f JOIN videos v ON v.id = f.video_id WHERE v.collection = ?)",
+        [collection])
     out: dict[str, list[dict]] = {}
     for field in ("sludge", "layout"):
         values: dict[str, dict[int, str]] = defaultdict(dict)
         rows = db.execute(
             "SELECT labeler, frame_id, new_value FROM label_events WHERE id IN (SELECT max(id) FROM label_events"
-            " WHERE field = ? GROUP BY labeler, frame_id)", [field])
+            " WHERE field = ?" + in_collection + " GROUP BY labeler, frame_id)", [field, *params])
         for labeler, frame_id, value in rows:
             if value is not None:
                 values[labeler][frame_id] = value

@@ -9,21 +9,44 @@ Strategies:
                     settled (left out) once its current event is a reviewer's or has been accepted in review,
                     and a frame whose latest event is the asking labeler's own is left for someone else;
 - ``unlabeled``     frames with no sludge label at all, in the order they were stored;
-- ``random``        any frame, uniformly (for unbiased spot checks); ``seed`` makes it repeatable.
+- ``random``        any frame, uniformly (for unbiased spot checks); ``seed`` makes it repeatable;
+- ``label-issue``   frames whose current sludge label is most likely wrong given the model's P(sludge):
+                    cleanlab's label quality score (``cleanlab.rank.get_label_quality_scores``, self-confidence:
+                    the probability the model gives the label the frame has), lowest first, ties by frame id.
+                    Candidates have a current sludge label and a prediction of the model version; settled
+                    labels and frames whose latest event is the asking labeler's own are left out, as above.
+
+Every strategy can be limited to one collection of videos (``collection``; None: all of them). Ties go to
+the lower frame id.
 
 A frame handed to a labeler is leased to them for ``lease_s`` seconds; other labelers do not get it until
 the lease expires or the labeler writes an event on it. Viewers may look at the queue but take no lease.
 
-    next_frames(db, "ana", "uncertain", n=10)
-    [{'frame_id': 812, 'p_sludge': 0.503, 'reason': 'uncertain', 'revision': 0, 'image': '/…/ab12….png', …}, …]
+The strategies rank every frame of the store, so they work on a :class:`LabelIndex`: each frame's current
+labels, and a model version's scores and label quality, as numpy arrays, built on a connection's first
+call and kept in step by reading only what is new since the last one (label events and reviews are
+append-only and numbered, frames are numbered, predictions carry a rowid and a time). Each ranked strategy
+keeps its frames sorted by its key (:class:`RankedOrder`); a call walks that order from the top until it
+has enough frames that pass the strategy's filters, and scores the few frames whose key changed since the
+sort apart. So a call reads a few thousand array entries, however many frames the store holds.
+
+    next_frames(db, "ana", "label-issue", n=10, collection="crawl-2024")
+    [{'frame_id': 812, 'p_sludge': 0.97, 'sludge': False, 'reason': 'label issue', 'score': 0.03, …}, …]
 """
 
 from __future__ import annotations
 
-import random
+import contextlib
+import itertools
+import os
+import threading
 import time
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import sqlite_utils
 
 from annotations.schema import (
@@ -32,92 +55,539 @@ from annotations.schema import (
     resolve_media_path,
     write_transaction,
 )
-from annotations.writes import find_media_dir, latest_model_id
+from annotations.writes import check_collection, find_media_dir, sole_model_id
+from core.vocabulary import LABEL_LAYOUTS, NO_LAYOUT
 
-STRATEGIES = ("uncertain", "disagreement", "unlabeled", "random")
+STRATEGIES = ("uncertain", "disagreement", "unlabeled", "random", "label-issue")
 # Long enough to look at a frame's heatmaps and decide, short enough that a closed tab frees its frames soon.
 DEFAULT_LEASE_S = 180.0
 
-_AVAILABLE = ("NOT EXISTS (SELECT 1 FROM leases le WHERE le.frame_id = f.id AND le.labeler != :labeler"
-              " AND le.expires_at > :now)")
 
-_UNCERTAIN = f"""
-SELECT f.id AS frame_id, abs(p.p_sludge - :threshold) AS score, 'uncertain' AS reason
-FROM predictions p JOIN frames f ON f.id = p.frame_id
-WHERE p.model_id = :model AND {_AVAILABLE}
-  AND NOT EXISTS (SELECT 1 FROM label_events e WHERE e.frame_id = f.id AND e.field = 'sludge' AND e.source = 'human')
-ORDER BY score, f.id
-LIMIT :n
-"""
+@dataclass(frozen=True)
+class QueueConfig:
+    """How the queue ranks frames."""
 
-_DISAGREEMENT = f"""
-WITH latest AS (
-    SELECT frame_id, field, labeler, new_value,
-           row_number() OVER (PARTITION BY frame_id, field, labeler ORDER BY id DESC) AS rn
-    FROM label_events WHERE field IN ('sludge', 'layout')
-),
-cur AS (
-    SELECT c.frame_id, c.field, c.value,
-           (lb.role = 'reviewer' OR EXISTS (SELECT 1 FROM reviews r WHERE r.event_id = c.event_id AND r.accepted = 1))
-             AS settled
-    FROM (
-        SELECT frame_id, 'sludge' AS field, CAST(sludge AS TEXT) AS value, sludge_labeler AS labeler,
-               (SELECT max(id) FROM label_events e WHERE e.frame_id = v.frame_id AND e.field = 'sludge'
-                  AND e.labeler = v.sludge_labeler) AS event_id
-        FROM current_labels v WHERE sludge IS NOT NULL
-        UNION ALL
-        SELECT frame_id, 'layout', layout, layout_labeler,
-               (SELECT max(id) FROM label_events e WHERE e.frame_id = v.frame_id AND e.field = 'layout'
-                  AND e.labeler = v.layout_labeler)
-        FROM current_labels v WHERE layout IS NOT NULL
-    ) c JOIN labelers lb ON lb.name = c.labeler
-),
-labeler_conflicts AS (
-    SELECT DISTINCT l.frame_id FROM latest l
-    JOIN cur c ON c.frame_id = l.frame_id AND c.field = l.field AND NOT c.settled
-    WHERE l.rn = 1 AND l.new_value IS NOT NULL
-    GROUP BY l.frame_id, l.field HAVING count(DISTINCT l.new_value) > 1
-),
-model_conflicts AS (
-    SELECT c.frame_id, max(abs(p.p_sludge - :threshold)) AS confidence
-    FROM cur c JOIN predictions p ON p.frame_id = c.frame_id AND p.model_id = :model
-    WHERE NOT c.settled AND (
-        (c.field = 'sludge' AND CAST(c.value AS INTEGER) != (p.p_sludge >= :threshold))
-        OR (c.field = 'layout' AND c.value != CASE WHEN p.p_sludge >= :threshold THEN p.layout ELSE 'none' END))
-    GROUP BY c.frame_id
-)
-SELECT f.id AS frame_id,
-       CASE WHEN lc.frame_id IS NOT NULL THEN 1.0 ELSE 0.0 END + coalesce(mc.confidence, 0.0) AS score,
-       CASE WHEN lc.frame_id IS NOT NULL THEN 'labelers disagree' ELSE 'model disagrees' END AS reason
-FROM frames f
-LEFT JOIN labeler_conflicts lc ON lc.frame_id = f.id
-LEFT JOIN model_conflicts mc ON mc.frame_id = f.id
-WHERE (lc.frame_id IS NOT NULL OR mc.frame_id IS NOT NULL) AND {_AVAILABLE}
-  AND coalesce((SELECT e.labeler FROM label_events e WHERE e.frame_id = f.id ORDER BY e.id DESC LIMIT 1), '')
-      != :labeler
-ORDER BY score DESC, f.id
-LIMIT :n
-"""
+    # cleanlab's per-frame label quality score. With two classes, self-confidence, normalized margin and the
+    # entropy score rank frames alike; self-confidence (P of the given label) reads plainly in the Label tab.
+    # Each frame's score depends on that frame alone, so a new label or prediction rescores its frame only.
+    label_quality: str = "self_confidence"
+    # Up to this many frames in scope (the store, or one collection) are ranked in one vectorised pass; a
+    # larger scope walks the sorted orders, which costs the same however large the store grows.
+    dense_frames: int = 50_000
+    # A collection with less than this share of the store's frames is ranked in one pass over its frames:
+    # walking the store-wide order would pass ~1/share frames of other collections per frame it keeps.
+    dense_share: float = 1 / 16
+    # An order is sorted again once this many of its frames changed key since the sort. Until then each call
+    # scores those frames apart; a sort of 1.6 M frames takes about a second here.
+    resort_after: int = 20_000
+    # Model versions whose scores an index keeps at once (~40 bytes per frame each): the selector's current
+    # and previous model and the Review tab's two.
+    models_kept: int = 4
 
-_UNLABELED = f"""
-SELECT f.id AS frame_id, 0.0 AS score, 'unlabeled' AS reason FROM frames f
-WHERE NOT EXISTS (SELECT 1 FROM label_events e WHERE e.frame_id = f.id AND e.field = 'sludge')
-  AND {_AVAILABLE}
-ORDER BY f.id
-LIMIT :n
-"""
+
+_SLUDGE, _LAYOUT = 0, 1
+_NONE_CODE = LABEL_LAYOUTS.index(NO_LAYOUT)
+_FIELD_SQL = "CASE e.field WHEN 'sludge' THEN 0 WHEN 'layout' THEN 1 ELSE 2 END"
+# An event as three integers: its id; its frame id and the first characters of its field, source and value
+# packed in one (the stored words differ in their first letter, and a code point is one cheap call per
+# column; the store holds millions of events); its labeler's rowid (read with the labelers, so codes never
+# depend on rowids staying put).
+_EVENTS_SQL = ("SELECT e.id, ((e.frame_id * 256 + unicode(e.field)) * 256 + unicode(e.source)) * 256"
+               " + coalesce(unicode(e.new_value), 0) % 256, lb.rowid"
+               " FROM label_events e JOIN labelers lb ON lb.name = e.labeler WHERE e.id > ? ORDER BY e.id")
+
+
+def _build_letter_table(words: dict[str, int]) -> np.ndarray:
+    """A table from a word's first character (its code point) to its code; -1 for any other character."""
+    table = np.full(256, -1, np.int8)
+    for word, code in words.items():
+        if table[ord(word[0])] != -1:
+            raise ValueError(f"{word!r} shares its first letter with another word of its column")
+        table[ord(word[0])] = code
+    return table
+
+
+_FIELD_OF = _build_letter_table({"sludge": 0, "layout": 1, "description": 2})
+_VALUE_OF = _build_letter_table({"0": 0, "1": 1, **{name: i for i, name in enumerate(LABEL_LAYOUTS)}})
+# A prediction as two numbers: frame id and layout packed in one, and P(sludge).
+_PREDICTIONS_SQL = ("SELECT p.frame_id * 8 + (CASE p.layout "
+                    + " ".join(f"WHEN '{name}' THEN {i}" for i, name in enumerate(LABEL_LAYOUTS))
+                    + " ELSE -1 END) + 1, p.p_sludge FROM predictions p WHERE ")
+
+
+def _read_columns(rows, width: int, dtype=np.int64) -> list[np.ndarray]:
+    """Rows of `width` numbers as `width` numpy columns, read straight from a cursor."""
+    flat = np.fromiter(itertools.chain.from_iterable(rows), dtype)
+    return [flat[i::width] for i in range(width)]
+
+
+@dataclass
+class RankedOrder:
+    """Frames sorted by one strategy's key (ties by frame id), and which of them changed key since the sort."""
+
+    slots: np.ndarray  # positions in the index, by key
+    stale: np.ndarray  # per position: its key changed since the sort (the walk skips it)
+    fresh: list[np.ndarray] = field(default_factory=list)  # those positions, in batches
+    changed: int = 0
+    # slots[:start] are stale or out for good (e.g. labelled by a person, for the uncertain order): every
+    # walk starts here, so frames worked through once are not walked past again.
+    start: int = 0
+
+    @classmethod
+    def sort(cls, candidates: np.ndarray, keys: np.ndarray, size: int) -> "RankedOrder":
+        # candidates are in position order, so a stable sort leaves ties in frame-id order.
+        return cls(candidates[np.argsort(keys, kind="stable")], np.zeros(size, bool))
+
+    def touch(self, slots: np.ndarray) -> None:
+        if len(slots):
+            self.stale[slots] = True
+            self.fresh.append(slots)
+            self.changed += len(slots)
+
+    def list_fresh(self) -> np.ndarray:
+        return np.unique(np.concatenate(self.fresh)) if self.fresh else np.zeros(0, np.int64)
+
+    def walk(self, accept: Callable[[np.ndarray], np.ndarray], k: int,
+             gone: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+        """The first k positions of the order (skipping stale ones) that `accept` keeps, in order. `gone`
+        says which positions can never be accepted again (the walk's start moves past them)."""
+        while self.start < len(self.slots):
+            chunk = self.slots[self.start:self.start + 4096]
+            out = self.stale[chunk] | (gone(chunk) if gone is not None else False)
+            if not out.all():
+                self.start += int(np.argmin(out))
+                break
+            self.start += len(chunk)
+        return _walk(self.slots[self.start:], lambda chunk: ~self.stale[chunk] & accept(chunk), k)
+
+
+@dataclass
+class ModelScores:
+    """One model version's P(sludge), layout and label quality per frame of a :class:`LabelIndex`."""
+
+    model_id: str
+    p: np.ndarray  # float64, NaN where the version has not scored the frame
+    layout: np.ndarray  # int8 index in LABEL_LAYOUTS, -1 where not scored
+    # cleanlab label quality of the frame's current sludge label (NaN: no label or no score); None until the
+    # label-issue strategy first asks for it.
+    quality: np.ndarray | None = None
+    # Positions whose label or score changed since `quality` was last brought up to date.
+    quality_dirty: list[np.ndarray] = field(default_factory=list)
+    orders: dict[tuple, RankedOrder] = field(default_factory=dict)
+    last_rowid: int = 0
+    last_created: str = ""
+
+    def touch_scores(self, slots: np.ndarray) -> None:
+        for key, order in self.orders.items():
+            if key[0] != "label-issue":
+                order.touch(slots)
+        self.quality_dirty.append(slots)
+
+
+class LabelIndex:
+    """Every frame's current labels as numpy arrays, in frame-id order, kept in step with the event log.
+
+    Per field (sludge, layout) it holds what the ``current_labels`` view computes: the latest human and the
+    latest imported event (value, id, labeler), the current value and event, whether that event was accepted
+    in review, and whether labelers' latest values differ. Labelers are small integer codes (0: nobody).
+
+    >>> index = get_label_index(db)  # doctest: +SKIP
+    >>> int((index.cur_val[0] < 0).sum())  # frames without a current sludge label  # doctest: +SKIP
+    412
+    """
+
+    def __init__(self, config: QueueConfig = QueueConfig()) -> None:
+        self.config = config
+        self.lock = threading.Lock()
+        self.ids = np.zeros(0, np.int64)
+        self.collection = np.zeros(0, np.int32)
+        self.collections: dict[str, int] = {}
+        self.labelers: dict[str, int] = {}
+        self.reviewer = np.zeros(1, bool)  # by labeler code
+        self.last_frame = self.last_event = self.last_review = 0
+        # Grows with every batch of label events; keys the caches below.
+        self.version = 0
+        self.any_sludge = np.zeros(0, bool)
+        self.last_labeler = np.zeros(0, np.int32)
+        two = range(2)
+        self.h_val = [np.zeros(0, np.int8) for _ in two]  # -2: no human event, -1: one holding nothing
+        self.h_ev = [np.zeros(0, np.int64) for _ in two]
+        self.h_lab = [np.zeros(0, np.int32) for _ in two]
+        self.i_val = [np.zeros(0, np.int8) for _ in two]
+        self.i_ev = [np.zeros(0, np.int64) for _ in two]
+        self.i_lab = [np.zeros(0, np.int32) for _ in two]
+        self.cur_val = [np.zeros(0, np.int8) for _ in two]  # -1: no current value
+        self.cur_ev = [np.zeros(0, np.int64) for _ in two]
+        self.cur_lab = [np.zeros(0, np.int32) for _ in two]
+        self.cur_accepted = [np.zeros(0, bool) for _ in two]
+        self.differs = [np.zeros(0, bool) for _ in two]
+        # Positions where labelers' latest values differ in either field (few: frames two people labelled).
+        self.differing: set[int] = set()
+        self.differing_version = 0
+        # (position, field) -> {human labeler code: latest value}; only frames people have labelled.
+        self.human_latest: dict[tuple[int, int], dict[int, int]] = {}
+        self.accepted: set[int] = set()
+        self.models: dict[str, ModelScores] = {}
+        self._cache: dict[tuple, object] = {}
+
+    # ------------------------------------------------------------ keeping in step
+
+    def refresh(self, db: sqlite_utils.Database, model_id: str | None = None) -> ModelScores | None:
+        """Read what is new in the store (one read transaction) and, with ``model_id``, that version's scores."""
+        with _read_snapshot(db):
+            rowids = self._read_labelers(db)
+            self._read_frames(db)
+            self._read_events(db, rowids)
+            self._read_reviews(db)
+            return self._read_predictions(db, model_id) if model_id else None
+
+    def _code(self, name: str) -> int:
+        code = self.labelers.get(name)
+        if code is None:
+            code = self.labelers[name] = len(self.labelers) + 1
+            self.reviewer = np.append(self.reviewer, False)
+        return code
+
+    def _read_labelers(self, db) -> np.ndarray:
+        """Roles by code, and the labelers table's rowid -> code."""
+        rows = db.execute("SELECT rowid, name, role FROM labelers").fetchall()
+        rowids = np.zeros(max((r[0] for r in rows), default=0) + 1, np.int32)
+        for rowid, name, role in rows:
+            code = self._code(name)
+            self.reviewer[code] = role == "reviewer"
+            rowids[rowid] = code
+        return rowids
+
+    def _read_frames(self, db) -> None:
+        if self.last_frame == 0:
+            # All of a store's frames: collection by collection, off the videos' and frames' indexes (twice as
+            # fast as joining each frame to its video).
+            parts = []
+            for name in [r[0] for r in db.execute("SELECT DISTINCT collection FROM videos ORDER BY collection")]:
+                code = self.collections.setdefault(name, len(self.collections))
+                (found,) = _read_columns(db.execute("SELECT f.id FROM videos v JOIN frames f ON f.video_id = v.id"
+                                               " WHERE v.collection = ?", [name]), 1)
+                parts.append((found, np.full(len(found), code, np.int32)))
+            ids = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+            by_id = np.argsort(ids)
+            ids, codes = ids[by_id], np.concatenate([p[1] for p in parts])[by_id] if parts else ids
+        else:
+            rows = db.execute("SELECT f.id, v.collection FROM frames f JOIN videos v ON v.id = f.video_id"
+                              " WHERE f.id > ? ORDER BY f.id", [self.last_frame]).fetchall()
+            names = [r[1] for r in rows]
+            for name in sorted(set(names) - set(self.collections)):
+                self.collections[name] = len(self.collections)
+            ids = np.array([r[0] for r in rows], np.int64)
+            codes = np.fromiter(map(self.collections.__getitem__, names), np.int32, len(names))
+        n = len(ids)
+        if not n:
+            return
+        self.ids = np.concatenate([self.ids, ids])
+        self.collection = np.concatenate([self.collection, codes.astype(np.int32)])
+        self.any_sludge = np.concatenate([self.any_sludge, np.zeros(n, bool)])
+        self.last_labeler = np.concatenate([self.last_labeler, np.zeros(n, np.int32)])
+        for name, fill in (("h_val", -2), ("h_ev", 0), ("h_lab", 0), ("i_val", -2), ("i_ev", 0), ("i_lab", 0),
+                           ("cur_val", -1), ("cur_ev", 0), ("cur_lab", 0), ("cur_accepted", False),
+                           ("differs", False)):
+            arrays = getattr(self, name)
+            for f in range(2):
+                arrays[f] = np.concatenate([arrays[f], np.full(n, fill, arrays[f].dtype)])
+        for scores in self.models.values():
+            scores.p = np.concatenate([scores.p, np.full(n, np.nan)])
+            scores.layout = np.concatenate([scores.layout, np.full(n, -1, np.int8)])
+            if scores.quality is not None:
+                scores.quality = np.concatenate([scores.quality, np.full(n, np.nan)])
+            for order in scores.orders.values():
+                order.stale = np.concatenate([order.stale, np.zeros(n, bool)])
+        self.last_frame = int(ids[-1])
+        self._cache.clear()
+
+    def find_slots(self, frame_ids) -> np.ndarray:
+        """Positions of frame ids in the arrays (every id must be a known frame)."""
+        return np.searchsorted(self.ids, np.asarray(frame_ids, np.int64))
+
+    def find_known_slots(self, frame_ids) -> np.ndarray:
+        """Positions of those frame ids that are in the arrays (a frame stored since the last refresh is not)."""
+        ids = np.asarray(frame_ids, np.int64)
+        if not len(self.ids):
+            return np.zeros(0, np.int64)
+        slots = np.minimum(np.searchsorted(self.ids, ids), len(self.ids) - 1)
+        return slots[self.ids[slots] == ids]
+
+    def _read_events(self, db, rowids: np.ndarray) -> None:
+        eid, packed, lab_rowid = _read_columns(db.execute(_EVENTS_SQL, [self.last_event]), 3)
+        if not len(eid):
+            return
+        self.version += 1
+        val = _VALUE_OF[packed % 256]
+        hum = (packed >> 8) % 256 == ord("h")
+        fld = _FIELD_OF[(packed >> 16) % 256]
+        slot = self.find_slots(packed >> 24)
+        lab = rowids[lab_rowid]
+        order = np.arange(len(eid))
+        last = _find_last_per_slot(slot, order, len(self.ids))
+        self.last_labeler[slot[last]] = lab[last]
+        for f in (_SLUDGE, _LAYOUT):
+            of_field = np.flatnonzero(fld == f)
+            if not len(of_field):
+                continue
+            for is_human, value, event, labeler in ((True, self.h_val, self.h_ev, self.h_lab),
+                                                    (False, self.i_val, self.i_ev, self.i_lab)):
+                rows = of_field[hum[of_field] == is_human]
+                last = _find_last_per_slot(slot[rows], rows, len(self.ids))
+                value[f][slot[last]] = val[last]
+                event[f][slot[last]] = eid[last]
+                labeler[f][slot[last]] = lab[last]
+            people = of_field[hum[of_field]]
+            for s, code, value in zip(slot[people].tolist(), lab[people].tolist(), val[people].tolist()):
+                self.human_latest.setdefault((s, f), {})[code] = value
+            touched = _dedupe(slot[of_field], len(self.ids))
+            self._settle(f, touched)
+            if f == _SLUDGE:
+                self.any_sludge[touched] = True
+                for scores in self.models.values():
+                    scores.quality_dirty.append(touched)
+        self.last_event = int(eid[-1])
+
+    def _settle(self, f: int, touched: np.ndarray) -> None:
+        """Recompute the current value, its event and labeler, acceptance and disagreement of touched frames."""
+        h = self.h_val[f][touched]
+        i = self.i_val[f][touched]
+        use_h, use_i = h >= 0, (h < 0) & (i >= 0)
+        self.cur_val[f][touched] = np.where(use_h, h, np.where(use_i, i, -1))
+        self.cur_ev[f][touched] = np.where(use_h, self.h_ev[f][touched], np.where(use_i, self.i_ev[f][touched], 0))
+        self.cur_lab[f][touched] = np.where(use_h, self.h_lab[f][touched], np.where(use_i, self.i_lab[f][touched], 0))
+        self.cur_accepted[f][touched] = _is_member(self.cur_ev[f][touched], self.accepted)
+        for s in touched[self.h_ev[f][touched] > 0].tolist():
+            values = {v for v in self.human_latest.get((s, f), {}).values() if v >= 0}
+            if self.i_val[f][s] >= 0:
+                values.add(int(self.i_val[f][s]))
+            self.differs[f][s] = len(values) > 1
+            if (self.differs[_SLUDGE][s] or self.differs[_LAYOUT][s]) != (s in self.differing):
+                self.differing ^= {s}
+                self.differing_version += 1
+
+    def _read_reviews(self, db) -> None:
+        rows = db.execute("SELECT r.id, r.accepted, e.id, e.frame_id, {field} FROM reviews r JOIN label_events e"
+                          " ON e.id = r.event_id WHERE r.id > ? ORDER BY r.id".format(field=_FIELD_SQL),
+                          [self.last_review]).fetchall()
+        for _, accepted, event_id, frame_id, f in rows:
+            if accepted:
+                self.accepted.add(event_id)
+                if f < 2:
+                    s = int(self.find_slots([frame_id])[0])
+                    if self.cur_ev[f][s] == event_id:
+                        self.cur_accepted[f][s] = True
+        if rows:
+            self.last_review = rows[-1][0]
+
+    def _read_predictions(self, db, model_id: str) -> ModelScores:
+        scores = self.models.pop(model_id, None)
+        top = db.execute("SELECT max(rowid) FROM predictions").fetchone()[0] or 0
+        newest = db.execute("SELECT max(created_at) FROM predictions WHERE model_id = ?", [model_id]).fetchone()[0]
+        if scores is None or top < scores.last_rowid:  # new, or the table was rebuilt (VACUUM renumbers rowids)
+            n = len(self.ids)
+            scores = ModelScores(model_id, np.full(n, np.nan), np.full(n, -1, np.int8))
+            packed, p = _read_columns(db.execute(_PREDICTIONS_SQL + "p.model_id = ?", [model_id]), 2, np.float64)
+        elif top == scores.last_rowid and (newest or "") <= scores.last_created:
+            packed = p = np.zeros(0)
+        else:
+            # New rows have higher rowids; a row recorded again keeps its rowid and gets a new time.
+            added = _read_columns(db.execute(_PREDICTIONS_SQL + "p.rowid > ? AND p.model_id = ?",
+                                        [scores.last_rowid, model_id]), 2, np.float64)
+            redone = _read_columns(db.execute(_PREDICTIONS_SQL + "p.model_id = ? AND p.created_at > ?",
+                                         [model_id, scores.last_created]), 2, np.float64)
+            packed, p = (np.concatenate(pair) for pair in zip(added, redone))
+        scores.last_rowid, scores.last_created = top, newest or ""
+        if len(packed):
+            packed = packed.astype(np.int64)
+            slots = self.find_slots(packed // 8)
+            scores.p[slots] = p
+            scores.layout[slots] = packed % 8 - 1
+            scores.touch_scores(_dedupe(slots, len(self.ids)))
+        self.models[model_id] = scores
+        while len(self.models) > self.config.models_kept:
+            self.models.pop(next(iter(self.models)))
+        return scores
+
+    def score_labels(self, scores: ModelScores) -> np.ndarray:
+        """cleanlab's label quality per frame, rescoring those whose label or score changed since last time."""
+        from cleanlab.rank import get_label_quality_scores
+
+        if scores.quality is None:
+            scores.quality = np.full(len(self.ids), np.nan)
+            dirty = np.arange(len(self.ids))
+        elif scores.quality_dirty:
+            dirty = _dedupe(np.concatenate(scores.quality_dirty), len(self.ids))
+        else:
+            return scores.quality
+        scores.quality_dirty = []
+        labels, p = self.cur_val[_SLUDGE][dirty], scores.p[dirty]
+        ok = (labels >= 0) & ~np.isnan(p)
+        scores.quality[dirty] = np.nan
+        if ok.any():
+            p = p[ok]
+            scores.quality[dirty[ok]] = get_label_quality_scores(
+                labels[ok].astype(np.int64), np.stack([1.0 - p, p], axis=1), method=self.config.label_quality)
+        if ("label-issue",) in scores.orders:
+            scores.orders[("label-issue",)].touch(dirty)
+        return scores.quality
+
+    # ------------------------------------------------------------ reading
+
+    def get_order(self, scores: ModelScores, key: tuple, build: Callable[[], tuple[np.ndarray, np.ndarray]]
+              ) -> RankedOrder:
+        """The model's order for a strategy (and threshold), sorted again when too many keys changed."""
+        order = scores.orders.get(key)
+        if order is None or order.changed > self.config.resort_after:
+            candidates, keys = build()
+            order = scores.orders[key] = RankedOrder.sort(candidates, keys, len(self.ids))
+            # An order per threshold is kept; an old threshold's gives way to the new one.
+            for old in [k for k in scores.orders if k[0] == key[0] and k != key]:
+                del scores.orders[old]
+        return order
+
+    def pick_scope(self, db, collection: str | None) -> tuple[int | None, np.ndarray | None]:
+        """(collection code, its positions when it is small enough to rank in one pass), or (None, None)."""
+        if collection is None:
+            return None, (np.arange(len(self.ids)) if len(self.ids) <= self.config.dense_frames else None)
+        if collection not in self.collections:
+            check_collection(db, collection)  # refuses a name no video of the store has
+            return -1, np.zeros(0, np.int64)  # its videos have no frames yet
+        code = self.collections[collection]
+        key = ("scope", code)
+        if key not in self._cache:
+            self._cache[key] = np.flatnonzero(self.collection == code)
+        slots = self._cache[key]
+        small = len(slots) <= self.config.dense_frames or len(slots) < self.config.dense_share * len(self.ids)
+        return code, (slots if small else None)
+
+    def list_differing(self) -> np.ndarray:
+        """Positions where labelers' latest values differ in either field, in frame-id order."""
+        key = ("differing", self.differing_version)
+        if key not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k[0] != "differing"}
+            self._cache[key] = np.sort(np.fromiter(self.differing, np.int64, len(self.differing)))
+        return self._cache[key]
+
+    def list_unlabeled(self) -> np.ndarray:
+        """Positions of frames with no sludge event at all, in frame-id order."""
+        key = ("unlabeled", self.version)
+        if key not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k[0] != "unlabeled"}
+            self._cache[key] = np.flatnonzero(~self.any_sludge)
+        return self._cache[key]
+
+    def count_unlabeled_by_collection(self) -> np.ndarray:
+        """Frames without a current sludge label, per collection code."""
+        key = ("count", self.version)
+        if key not in self._cache:
+            self._cache = {k: v for k, v in self._cache.items() if k[0] != "count"}
+            self._cache[key] = np.bincount(self.collection[self.cur_val[_SLUDGE] < 0],
+                                           minlength=len(self.collections))
+        return self._cache[key]
+
+    def find_settled(self, f: int, slots: np.ndarray) -> np.ndarray:
+        """Which of the frames' current value of field f is a reviewer's or was accepted in review."""
+        return self.reviewer[self.cur_lab[f][slots]] | self.cur_accepted[f][slots]
+
+
+_INDEXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_INDEXES_LOCK = threading.Lock()
+
+
+def get_label_index(db: sqlite_utils.Database) -> LabelIndex:
+    """The connection's :class:`LabelIndex` (built on first use); call ``refresh`` before reading it.
+
+    >>> get_label_index(db).refresh(db)  # doctest: +SKIP
+    """
+    with _INDEXES_LOCK:
+        index = _INDEXES.get(db)
+        if index is None:
+            index = _INDEXES[db] = LabelIndex()
+        return index
+
+
+@contextlib.contextmanager
+def _read_snapshot(db: sqlite_utils.Database):
+    """One read transaction on the shared connection, taken while no write transaction holds it."""
+    lock = getattr(db, "write_lock", None) or contextlib.nullcontext()
+    with lock:
+        if db.conn.in_transaction:
+            yield
+            return
+        db.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            db.conn.execute("COMMIT")
+
+
+def _is_member(values: np.ndarray, known: set[int]) -> np.ndarray | bool:
+    """Which values are in the set."""
+    if not known:
+        return False
+    if len(values) < 4096:
+        return np.fromiter((v in known for v in values.tolist()), bool, len(values))
+    return np.isin(values, np.fromiter(known, np.int64, len(known)))
+
+
+def _dedupe(slots: np.ndarray, size: int) -> np.ndarray:
+    """The distinct positions, in order (a mask over the index: cheaper than sorting millions)."""
+    if len(slots) < 4096:
+        return np.unique(slots)
+    mask = np.zeros(size, bool)
+    mask[slots] = True
+    return np.flatnonzero(mask)
+
+
+def _find_last_per_slot(slots: np.ndarray, rows: np.ndarray, size: int) -> np.ndarray:
+    """Of rows in event order, the last one of each position."""
+    if len(rows) < 4096:
+        _, first = np.unique(slots[::-1], return_index=True)
+        return rows[::-1][first]
+    last = np.full(size, -1, np.int64)
+    np.maximum.at(last, slots, np.arange(len(rows)))
+    return rows[last[last >= 0]]
+
+
+def _walk(slots: np.ndarray, accept: Callable[[np.ndarray], np.ndarray], k: int) -> np.ndarray:
+    """The first k of `slots` that `accept` keeps, in order, judged a chunk at a time (chunks double)."""
+    found: list[np.ndarray] = []
+    count, start, step = 0, 0, max(1024, 16 * k)
+    while start < len(slots) and count < k:
+        chunk = slots[start:start + step]
+        chunk = chunk[accept(chunk)]
+        found.append(chunk)
+        count += len(chunk)
+        start, step = start + step, step * 2
+    return np.concatenate(found)[:k] if found else np.zeros(0, np.int64)
+
+
+def _pick_first(slots: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
+    """The k slots with the lowest keys, in order of (key, slot): ties go to the lower frame id."""
+    if len(slots) > k:
+        kth = np.partition(keys, k - 1)[k - 1]
+        keep = keys <= kth
+        slots, keys = slots[keep], keys[keep]
+    order = np.lexsort((slots, keys))[:k]
+    return slots[order]
+
+
+# ---------------------------------------------------------------- the queue
 
 
 def next_frames(db: sqlite_utils.Database, labeler: str, strategy: str = "uncertain", n: int = 10,
                 model_id: str | None = None, lease_s: float = DEFAULT_LEASE_S, threshold: float = 0.5,
-                seed: int | None = None) -> list[dict]:
+                seed: int | None = None, collection: str | None = None) -> list[dict]:
     """The next ``n`` frames for ``labeler`` by ``strategy``, leased to them for ``lease_s`` seconds.
 
-    ``model_id`` defaults to the latest model version with predictions. Each returned dict carries
-    frame_id, video_id, frame_index, time_s, revision (pass it back as seen_revision), image (absolute
-    path), current labels, the model's p_sludge / layout, reason, score and lease_expires_at.
+    ``model_id`` defaults to the store's only model version with predictions (name one when there are
+    several); ``collection`` limits the queue to one collection's videos (None: every collection). Each
+    returned dict carries frame_id, video_id, frame_index, time_s, revision (pass it back as seen_revision),
+    image (absolute path), current labels, the model's p_sludge / layout, reason, score and lease_expires_at.
 
-    >>> [f["frame_id"] for f in next_frames(db, "ana", "disagreement", n=3)]  # doctest: +SKIP
+    >>> [f["frame_id"] for f in next_frames(db, "ana", "label-issue", n=3)]  # doctest: +SKIP
     [17, 4, 230]
     """
     if strategy not in STRATEGIES:
@@ -127,22 +597,16 @@ def next_frames(db: sqlite_utils.Database, labeler: str, strategy: str = "uncert
     row = next(db.query("SELECT role, kind FROM labelers WHERE name = ?", [labeler]), None)
     if row is None or row["kind"] != "human":
         raise PermissionDeniedError(f"unknown labeler {labeler!r}: add it with add_labeler to use the queue")
-    model_id = model_id or latest_model_id(db)
+    model_id = model_id or sole_model_id(db)
     now = time.time()
-    # Candidates are chosen outside the write lock (the disagreement query reads every label of the store),
-    # with room to spare for frames another labeler leases in the meantime; the short write transaction
-    # below drops those and takes the leases.
+    # Candidates are chosen outside the write lock, with room to spare for frames another labeler leases in
+    # the meantime; the short write transaction below drops those and takes the leases.
     spare = 3 * int(n) + 10
-    params = {"labeler": labeler, "now": now, "n": spare, "threshold": float(threshold), "model": model_id}
-    if strategy == "uncertain":
-        candidates = [] if model_id is None else db.execute(_UNCERTAIN, params).fetchall()
-    elif strategy == "disagreement":
-        candidates = db.execute(_DISAGREEMENT, params).fetchall()
-    elif strategy == "unlabeled":
-        candidates = db.execute(_UNLABELED, params).fetchall()
-    else:
-        ids = [r[0] for r in db.execute(f"SELECT f.id FROM frames f WHERE {_AVAILABLE} ORDER BY f.id", params)]
-        candidates = [(fid, 0.0, "random") for fid in random.Random(seed).sample(ids, min(spare, len(ids)))]
+    index = get_label_index(db)
+    with index.lock:
+        wants_model = strategy in ("uncertain", "disagreement", "label-issue") and model_id is not None
+        scores = index.refresh(db, model_id if wants_model else None)
+        candidates = _rank(db, index, scores, strategy, labeler, spare, float(threshold), seed, now, collection)
     expires = now + float(lease_s)
     with write_transaction(db):
         db.execute("DELETE FROM leases WHERE expires_at <= ?", [now])
@@ -162,6 +626,149 @@ def next_frames(db: sqlite_utils.Database, labeler: str, strategy: str = "uncert
     return _describe(db, picked, model_id, expires if row["role"] != "viewer" else None)
 
 
+def _rank(db, index: LabelIndex, scores: ModelScores | None, strategy: str, labeler: str, k: int,
+          threshold: float, seed: int | None, now: float, collection: str | None) -> list[tuple[int, float, str]]:
+    """(frame id, score, reason) of up to k frames by the strategy, best first."""
+    code, dense = index.pick_scope(db, collection)
+    leased = np.sort(index.find_known_slots([r[0] for r in db.execute(
+        "SELECT frame_id FROM leases WHERE labeler != ? AND expires_at > ?", [labeler, now])]))
+    asker = index.labelers.get(labeler, 0)
+
+    def open_to_all(slots: np.ndarray) -> np.ndarray:
+        keep = np.ones(len(slots), bool) if code is None else index.collection[slots] == code
+        return keep & ~np.isin(slots, leased) if len(leased) else keep
+
+    def rows(slots, keys, reason):
+        return [(int(index.ids[s]), float(v), reason(i) if callable(reason) else reason)
+                for i, (s, v) in enumerate(zip(slots.tolist(), keys.tolist()))]
+
+    if strategy == "unlabeled":
+        picked = _walk(index.list_unlabeled(), open_to_all, k)
+        return rows(picked, np.zeros(len(picked)), "unlabeled")
+    if strategy == "random":
+        picked = _sample(len(index.ids), dense, open_to_all, k, seed)
+        return rows(picked, np.zeros(len(picked)), "random")
+    if scores is None:
+        return []
+    p = scores.p
+    if strategy == "uncertain":
+        def accept(slots):
+            return open_to_all(slots) & ~np.isnan(p[slots]) & (index.h_ev[_SLUDGE][slots] == 0)
+
+        def key(slots):
+            return np.abs(p[slots] - threshold)
+
+        def build():
+            candidates = np.flatnonzero(~np.isnan(p))
+            return candidates, key(candidates)
+
+        # A frame a person labelled never comes back to this queue: the walk's start moves past it.
+        picked = _pick_best(index, scores, ("uncertain", threshold), build, accept, key, dense, k,
+                       gone=lambda slots: index.h_ev[_SLUDGE][slots] > 0)
+        return rows(picked, key(picked), "uncertain")
+    if strategy == "label-issue":
+        quality = index.score_labels(scores)
+
+        def accept(slots):
+            return (open_to_all(slots) & ~np.isnan(quality[slots]) & ~index.find_settled(_SLUDGE, slots)
+                    & (index.last_labeler[slots] != asker))
+
+        def key(slots):
+            return quality[slots]
+
+        def build():
+            candidates = np.flatnonzero(~np.isnan(quality))
+            return candidates, key(candidates)
+
+        picked = _pick_best(index, scores, ("label-issue",), build, accept, key, dense, k)
+        return rows(picked, key(picked), "label issue")
+
+    # disagreement: labelers first (score 1 + the model's confidence where it disagrees too), then the model
+    def for_asker(slots):
+        return open_to_all(slots) & (index.last_labeler[slots] != asker)
+
+    def judge(slots):
+        """(labelers differ, model differs) on a field not settled yet, for the frames."""
+        opened = [(index.cur_val[f][slots] >= 0) & ~index.find_settled(f, slots) for f in (_SLUDGE, _LAYOUT)]
+        labelers_differ = (index.differs[_SLUDGE][slots] & opened[_SLUDGE]) | (index.differs[_LAYOUT][slots]
+                                                                               & opened[_LAYOUT])
+        said = p[slots] >= threshold
+        shown_layout = np.where(said, scores.layout[slots], _NONE_CODE)
+        model_differs = ~np.isnan(p[slots]) & (
+            (opened[_SLUDGE] & (index.cur_val[_SLUDGE][slots] != said))
+            | (opened[_LAYOUT] & (index.cur_val[_LAYOUT][slots] != shown_layout)))
+        return labelers_differ, model_differs
+
+    def model_only(slots):
+        """Which of the frames this labeler may get the model disagrees with, and labelers do not."""
+        keep = for_asker(slots)
+        labelers_differ, model_differs = judge(slots[keep])
+        keep[keep] = model_differs & ~labelers_differ
+        return keep
+
+    def build():
+        candidates = np.flatnonzero(~np.isnan(p))
+        return candidates, -np.abs(p[candidates] - threshold)
+
+    if dense is not None:
+        picked = dense[for_asker(dense)]
+        labelers_differ, model_differs = judge(picked)
+        keep = labelers_differ | model_differs
+        picked, labelers_differ, model_differs = picked[keep], labelers_differ[keep], model_differs[keep]
+    else:
+        # Labelers' conflicts are few and all rank first; the model's are walked by its confidence, when
+        # there are not k of the former.
+        picked = index.list_differing()
+        picked = picked[for_asker(picked)]
+        labelers_differ, model_differs = judge(picked)
+        picked, model_differs = picked[labelers_differ], model_differs[labelers_differ]
+        labelers_differ = np.ones(len(picked), bool)
+        if len(picked) < k:
+            by_model = _pick_best(index, scores, ("disagreement", threshold), build, model_only,
+                             lambda slots: -np.abs(p[slots] - threshold), None, k)
+            picked = np.concatenate([picked, by_model])
+            labelers_differ = np.concatenate([labelers_differ, np.zeros(len(by_model), bool)])
+            model_differs = np.concatenate([model_differs, np.ones(len(by_model), bool)])
+    score = labelers_differ + np.where(model_differs, np.abs(p[picked] - threshold), 0.0)
+    best = np.lexsort((picked, -score))[:k]
+    return rows(picked[best], score[best], lambda i: "labelers disagree" if labelers_differ[best][i] else
+                "model disagrees")
+
+
+def _pick_best(index: LabelIndex, scores: ModelScores, name: tuple, build, accept, key, dense, k: int,
+          gone=None) -> np.ndarray:
+    """The k best frames by `key` that `accept` keeps: in one pass over a small scope, else by walking the
+    sorted order and scoring apart the frames whose key changed since the sort."""
+    if dense is not None:
+        slots = dense[accept(dense)]
+        return _pick_first(slots, key(slots), k)
+    order = index.get_order(scores, name, build)
+    walked = order.walk(accept, k, gone)
+    fresh = order.list_fresh()
+    slots = np.concatenate([walked, fresh[accept(fresh)]])
+    return _pick_first(slots, key(slots), k)
+
+
+def _sample(n: int, dense: np.ndarray | None, accept, k: int, seed: int | None) -> np.ndarray:
+    """k of n positions drawn uniformly without replacement from those `accept` keeps."""
+    rng = np.random.default_rng(seed)
+    if dense is None:
+        # Draw positions and keep the acceptable ones in draw order: a scope this large fills up in a round
+        # or two. Should it not (most frames leased), one pass over all of them decides.
+        picked = np.zeros(0, np.int64)
+        for _ in range(8):
+            draws = rng.integers(0, n, 4 * k)
+            _, first_at = np.unique(draws, return_index=True)
+            draws = draws[np.sort(first_at)]
+            draws = draws[~np.isin(draws, picked)]
+            picked = np.concatenate([picked, draws[accept(draws)]])
+            if len(picked) >= k:
+                return picked[:k]
+        dense = np.arange(n)
+    pool = dense[accept(dense)]
+    return pool[rng.choice(len(pool), size=min(k, len(pool)), replace=False)]
+
+
 def _describe(db, picked: Sequence[tuple], model_id: str | None, expires: float | None) -> list[dict]:
     if not picked:
         return []
@@ -172,7 +779,7 @@ def _describe(db, picked: Sequence[tuple], model_id: str | None, expires: float 
     preds = {r["frame_id"]: r for r in db.query(
         f"SELECT frame_id, p_sludge, layout FROM predictions WHERE model_id = ? AND frame_id IN ({marks})",
         [model_id, *ids])}
-    media_dir = find_media_dir(db)
+    images = dict(zip(ids, _resolve_image_paths(find_media_dir(db), [paths[i] for i in ids])))
     out = []
     for frame_id, score, reason in picked:
         label = labels[frame_id]
@@ -183,7 +790,7 @@ def _describe(db, picked: Sequence[tuple], model_id: str | None, expires: float 
             "frame_index": label["frame_index"],
             "time_s": label["time_s"],
             "revision": label["revision"],
-            "image": str(resolve_media_path(media_dir, paths[frame_id])),
+            "image": images[frame_id],
             "sludge": None if label["sludge"] is None else bool(label["sludge"]),
             "layout": label["layout"],
             "description": label["description"],
@@ -194,6 +801,24 @@ def _describe(db, picked: Sequence[tuple], model_id: str | None, expires: float 
             "score": round(float(score), 6),
             "lease_expires_at": expires,
         })
+    return out
+
+
+def _resolve_image_paths(media_dir, relatives: list[str]) -> list[str]:
+    """Absolute paths of stored images, each refused when it would leave the media folder, as
+    ``resolve_media_path`` does, with the folder resolved once for the batch: below it, a path that names
+    no '..' and passes through no link is its own resolved path (an lstat per part below the folder, not
+    one per folder up to the root)."""
+    base = str(Path(media_dir).resolve())
+    out = []
+    for relative in relatives:
+        parts = relative.split("/")
+        plain = not relative.startswith("/") and "\\" not in relative and not {"", ".", ".."} & set(parts)
+        path = base
+        for part in parts if plain else ():
+            path = os.path.join(path, part)
+            plain = plain and not os.path.islink(path)
+        out.append(path if plain else str(resolve_media_path(base, relative)))
     return out
 
 
@@ -211,10 +836,18 @@ def release_frames(db: sqlite_utils.Database, labeler: str, frame_ids: Sequence[
         return db.execute(f"DELETE FROM leases WHERE labeler = ? AND frame_id IN ({marks})", [labeler, *ids]).rowcount
 
 
-def count_unlabeled(db: sqlite_utils.Database) -> int:
-    """How many frames have no current sludge label (never labelled, or every label on them taken back).
+def count_unlabeled(db: sqlite_utils.Database, collection: str | None = None) -> int:
+    """How many frames have no current sludge label (never labelled, or every label on them taken back),
+    in one collection or (None) in the whole store.
 
     >>> count_unlabeled(db)  # doctest: +SKIP
     412
     """
-    return db.execute("SELECT count(*) FROM current_labels WHERE sludge IS NULL").fetchone()[0]
+    index = get_label_index(db)
+    with index.lock:
+        index.refresh(db)
+        code, _ = index.pick_scope(db, collection)
+        counts = index.count_unlabeled_by_collection()
+        if code is None:
+            return int(counts.sum())
+        return int(counts[code]) if code >= 0 else 0

@@ -1,8 +1,8 @@
 """Two model versions side by side on a fixed holdout: the labelled frames of the videos in one split.
 
-The holdout is fixed by the store's own split rule (``annotations.split_for_video``: a hash of the video
-id), so it never changes as labels accumulate elsewhere and never overlaps the training split an export
-writes. Both versions are scored on exactly the same frames: those both have predictions for, with the
+The holdout is fixed by the store's own split rule (``annotations.split_videos``: hash order of the video
+ids per collection, with a test video even in a small collection), so it does not change as labels
+accumulate and never overlaps the training split an export writes. Both versions are scored on exactly the same frames: those both have predictions for, with the
 card's metrics (``annotations.metrics.card_metrics``).
 
     cmp = compare_models(db, "models/tiny@a1", "data/checkpoints/lora-1@b2", against="current", split="test")
@@ -17,47 +17,43 @@ from annotations.metrics import card_metrics
 HOLDOUT_SPLITS = ("test", "val", "train", "all")
 
 
-def read_holdout_truth(db, against: str = "current", split: str = "test") -> dict[int, dict]:
-    """frame_id -> truth ({"video_id", "sludge", "layout"}) for labelled frames of videos in `split`.
+def read_holdout_truth(db, against: str = "current", split: str = "test",
+                       collection: str | None = None) -> dict[int, dict]:
+    """frame_id -> truth ({"video_id", "sludge", "layout"}) for labelled frames of videos in `split` (and in
+    one collection when it is named).
 
     >>> len(read_holdout_truth(db, "raw-gt", "test"))  # doctest: +SKIP
     48
     """
     if split not in HOLDOUT_SPLITS:
         raise store.InvalidLabelError(f"split must be one of {', '.join(HOLDOUT_SPLITS)}, not {split!r}")
-    truth = store.truth_labels(db, against)
+    truth = store.truth_labels(db, against, collection)
     if split == "all":
         return truth
-    splits: dict[str, str] = {}
-    out = {}
-    for frame_id, values in truth.items():
-        video_id = values["video_id"]
-        if video_id not in splits:
-            splits[video_id] = store.split_for_video(video_id)
-        if splits[video_id] == split:
-            out[frame_id] = values
-    return out
+    splits = store.split_videos(db)
+    return {frame_id: values for frame_id, values in truth.items() if splits.get(values["video_id"]) == split}
 
 
 def compare_models(db, model_a: str, model_b: str, against: str = "current", split: str = "test",
-                   threshold: float = 0.5) -> dict:
+                   threshold: float = 0.5, collection: str | None = None) -> dict:
     """Sludge accuracy / precision / recall / F1 and layout accuracy of two versions on the same holdout frames.
 
-    A version's layout on a frame it calls not sludge is "none", as the app shows it.
+    A version's layout on a frame it calls not sludge is "none", as the app shows it. With a ``collection``
+    the holdout is the labelled frames of that collection's videos in the split.
 
-    Returns {"split", "against", "frames" (shared holdout frames), "holdout" (labelled frames in the split),
-    "models": [{model_id, scored, accuracy, precision, recall, f1, layout_accuracy}, ...],
+    Returns {"split", "against", "collection", "frames" (shared holdout frames), "holdout" (labelled frames in
+    the split), "models": [{model_id, scored, accuracy, precision, recall, f1, layout_accuracy}, ...],
     "disagreements": [{frame_id, truth, a, b}, ...] (frames where the versions' labels differ)}.
 
     >>> compare_models(db, "tiny@1", "tiny@2", split="all")["frames"]  # doctest: +SKIP
     120
     """
-    truth = read_holdout_truth(db, against, split)
+    truth = read_holdout_truth(db, against, split, collection)
     preds = {}
     for model_id in (model_a, model_b):
         if not store.has_model(db, model_id):
             raise store.NotFoundError(f"model {model_id!r} has no predictions in the store")
-        preds[model_id] = store.read_predictions(db, model_id)
+        preds[model_id] = store.read_predictions(db, model_id, collection)
     shared = sorted(fid for fid in truth if all(fid in preds[m] for m in (model_a, model_b)))
     y_true = [truth[f]["sludge"] for f in shared]
     video_ids = [truth[f]["video_id"] for f in shared]
@@ -76,7 +72,8 @@ def compare_models(db, model_a: str, model_b: str, against: str = "current", spl
         a, b = preds[model_a][f][0], preds[model_b][f][0]
         if (a >= threshold) != (b >= threshold):
             disagreements.append({"frame_id": f, "truth": truth[f]["sludge"], "a": round(a, 4), "b": round(b, 4)})
-    return {"split": split, "against": against, "threshold": threshold, "holdout": len(truth),
+    return {"split": split, "against": against, "collection": collection, "threshold": threshold,
+            "holdout": len(truth),
             "frames": len(shared), "models": models, "disagreements": disagreements}
 
 
@@ -89,7 +86,7 @@ def list_truth_sources(db) -> list[str]:
     return ["current", store.RAW_GT, *store.list_labelers(db, "human")]
 
 
-def score_holdout(lm, db, against: str = "current", split: str = "test") -> dict:
+def score_holdout(lm, db, against: str = "current", split: str = "test", collection: str | None = None) -> dict:
     """Score the labelled holdout frames with a model (skipping ones it already scored); returns what it did.
 
     >>> score_holdout(lm, db, split="test")  # doctest: +SKIP
@@ -98,5 +95,5 @@ def score_holdout(lm, db, against: str = "current", split: str = "test") -> dict
     # The model library (torch) loads only when something is scored.
     from annotations.analyses import score_stored_frames
 
-    frame_ids = sorted(read_holdout_truth(db, against, split))
+    frame_ids = sorted(read_holdout_truth(db, against, split, collection))
     return {"model_id": score_stored_frames(lm, db, frame_ids), "frames": len(frame_ids)}

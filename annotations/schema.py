@@ -263,6 +263,14 @@ def m002_collections(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX videos_collection ON videos (collection, created_at)")
 
 
+@MIGRATIONS()
+def m003_collection_scale_indexes(db: sqlite_utils.Database) -> None:
+    """Indexes for stores of millions of frames: a model version's predictions by time (the queue reads only
+    those recorded since its last look) and videos newest first (the Analyze tab's list of stored videos)."""
+    db.execute("CREATE INDEX predictions_model_created ON predictions (model_id, created_at)")
+    db.execute("CREATE INDEX videos_created ON videos (created_at)")
+
+
 def utc_now() -> str:
     """The current UTC time as ISO 8601 with microseconds, the store's one time format.
 

@@ -20,6 +20,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
@@ -45,6 +46,11 @@ from core.vocabulary import FIELDS, LABEL_LAYOUTS, ROLES, WRITE_ROLES
 # Long enough for a paragraph-length description or note, short enough that a paste accident is refused.
 MAX_TEXT_CHARS = 20_000
 MAX_NAME_CHARS = 500
+# SQLite's INTEGER is a signed 64-bit number: a larger id cannot name a row, and Python's sqlite3 refuses it
+# with an OverflowError.
+MAX_ROW_ID = 2**63 - 1
+# C0 control characters but tab, line feed and carriage return (a line break typed on Windows).
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f]")
 _TRUE = {"1", "true", "yes", "sludge"}
 _FALSE = {"0", "false", "no", "not_sludge", "not sludge"}
 
@@ -130,11 +136,44 @@ def decode_value(field: str, stored: str | None) -> bool | str | None:
 
 
 def check_text(text, what: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """Text as the store keeps it: a str of at most `limit` characters with no control characters but tab
+    and line breaks (a NUL cuts the text short in C readers and many exports; the others are invisible).
+
+    >>> check_text("top/bottom\\tsplit\\r\\n", "note")
+    'top/bottom\\tsplit\\r\\n'
+    >>> check_text("a\\x00b", "note")
+    Traceback (most recent call last):
+    ...
+    annotations.schema.InvalidLabelError: note contains the control character U+0000 at position 1; only tab and line breaks are allowed
+    """
     if not isinstance(text, str):
         raise InvalidLabelError(f"{what} must be text, not {type(text).__name__}")
     if len(text) > limit:
         raise InvalidLabelError(f"{what} is {len(text)} characters; the limit is {limit}")
+    bad = _CONTROL.search(text)
+    if bad:
+        raise InvalidLabelError(f"{what} contains the control character U+{ord(bad.group()):04X} at position "
+                                f"{bad.start()}; only tab and line breaks are allowed")
     return text
+
+
+def check_id(value, what: str = "frame_id") -> int:
+    """A row id as a caller gives it: a whole number from 1 to SQLite's largest integer (2**63 - 1).
+
+    >>> check_id(12), check_id(12.0)
+    (12, 12)
+    >>> check_id(2**70)
+    Traceback (most recent call last):
+    ...
+    annotations.schema.InvalidLabelError: frame_id must be a whole number from 1 to 9223372036854775807, not 1180591620717411303424
+    """
+    number = value
+    if isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        number = int(value)
+    if isinstance(number, bool) or not isinstance(number, (int, np.integer)) or not 1 <= number <= MAX_ROW_ID:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "…"
+        raise InvalidLabelError(f"{what} must be a whole number from 1 to {MAX_ROW_ID}, not {shown}")
+    return int(number)
 
 
 def _check_name(name, what: str) -> str:
@@ -145,8 +184,12 @@ def _check_name(name, what: str) -> str:
 
 
 def _check_revision(revision, what: str = "seen_revision") -> int:
-    if isinstance(revision, bool) or not isinstance(revision, (int, np.integer)) or revision < 0:
-        raise InvalidLabelError(f"{what} must be a non-negative integer (the frame revision you saw), not {revision!r}")
+    if isinstance(revision, (float, np.floating)) and math.isfinite(revision) and float(revision).is_integer():
+        revision = int(revision)
+    if (isinstance(revision, bool) or not isinstance(revision, (int, np.integer))
+            or not 0 <= revision <= MAX_ROW_ID):
+        shown = repr(revision) if len(repr(revision)) <= 40 else repr(revision)[:40] + "…"
+        raise InvalidLabelError(f"{what} must be a non-negative integer (the frame revision you saw), not {shown}")
     return int(revision)
 
 
@@ -410,7 +453,7 @@ def frame_image_path(db: sqlite_utils.Database, frame_id: int) -> Path:
     >>> frame_image_path(db, 1)  # doctest: +SKIP
     PosixPath('/…/data/media/ab/ab12….png')
     """
-    row = db.execute("SELECT image_path FROM frames WHERE id = ?", [frame_id]).fetchone()
+    row = db.execute("SELECT image_path FROM frames WHERE id = ?", [check_id(frame_id)]).fetchone()
     if row is None:
         raise NotFoundError(f"frame {frame_id} is not in the store")
     return resolve_media_path(find_media_dir(db), row[0])
@@ -523,6 +566,27 @@ def latest_model_id(db: sqlite_utils.Database) -> str | None:
     return next(iter(list_model_versions(db, limit=1)), None)
 
 
+def sole_model_id(db: sqlite_utils.Database, refuse_several: bool = True) -> str | None:
+    """The model version with predictions when the store holds exactly one (None when it holds none).
+
+    What a read falls back to when the caller names no model. With several model versions in the store
+    there is no right guess (the newest is only the last one somebody analyzed a video with), so it
+    refuses with InvalidLabelError, or returns None with ``refuse_several=False``. The app names its
+    default model version (``core.config.default_model_id``) instead of relying on this.
+
+    >>> sole_model_id(db)  # doctest: +SKIP
+    'tiny@1'
+    """
+    versions = list_model_versions(db, limit=3)
+    if len(versions) <= 1:
+        return next(iter(versions), None)
+    if not refuse_several:
+        return None
+    shown = ", ".join(repr(v) for v in versions[:2])
+    raise InvalidLabelError(f"the store holds predictions of several model versions ({shown}, ...): name the "
+                            "one you mean")
+
+
 def has_model(db: sqlite_utils.Database, model_id: str | None) -> bool:
     """Whether a model version is registered (it may have no predictions yet).
 
@@ -532,14 +596,22 @@ def has_model(db: sqlite_utils.Database, model_id: str | None) -> bool:
     return model_id is not None and db.execute("SELECT 1 FROM models WHERE id = ?", [model_id]).fetchone() is not None
 
 
-def read_predictions(db: sqlite_utils.Database, model_id: str) -> dict[int, tuple[float, str]]:
-    """frame_id -> (P(sludge), most likely layout) of every frame one model version scored, in frame order.
+def read_predictions(db: sqlite_utils.Database, model_id: str,
+                     collection: str | None = None) -> dict[int, tuple[float, str]]:
+    """frame_id -> (P(sludge), most likely layout) of every frame one model version scored, in frame order;
+    only the frames of one collection's videos when it is named.
 
     >>> read_predictions(db, "tiny@1")[1]  # doctest: +SKIP
     (0.91, 'vertical')
     """
-    rows = db.execute("SELECT frame_id, p_sludge, layout FROM predictions WHERE model_id = ? ORDER BY frame_id",
-                      [model_id])
+    if collection is None:
+        rows = db.execute("SELECT frame_id, p_sludge, layout FROM predictions WHERE model_id = ? ORDER BY frame_id",
+                          [model_id])
+    else:
+        rows = db.execute(
+            "SELECT p.frame_id, p.p_sludge, p.layout FROM predictions p JOIN frames f ON f.id = p.frame_id"
+            " JOIN videos v ON v.id = f.video_id WHERE p.model_id = ? AND v.collection = ? ORDER BY p.frame_id",
+            [model_id, collection])
     return {frame_id: (p, layout) for frame_id, p, layout in rows}
 
 
@@ -570,7 +642,7 @@ def frame_revision(db: sqlite_utils.Database, frame_id: int) -> int:
     >>> frame_revision(db, 1)  # doctest: +SKIP
     0
     """
-    row = db.execute("SELECT revision FROM frames WHERE id = ?", [frame_id]).fetchone()
+    row = db.execute("SELECT revision FROM frames WHERE id = ?", [check_id(frame_id)]).fetchone()
     if row is None:
         raise NotFoundError(f"frame {frame_id} is not in the store")
     return row[0]
@@ -641,12 +713,13 @@ def correct_label(db: sqlite_utils.Database, frame_id: int, field: str, value, l
     >>> ev.revision  # doctest: +SKIP
     3
     """
+    frame_id = check_id(frame_id)
     stored = encode_value(field, value)
     check_text(note, "note")
     seen_revision = _check_revision(seen_revision)
     with write_transaction(db):
         _require_role(db, labeler, WRITE_ROLES, "correct labels")
-        return append_event(db, int(frame_id), field, stored, labeler, seen_revision, note, model_seen, "set")
+        return append_event(db, frame_id, field, stored, labeler, seen_revision, note, model_seen, "set")
 
 
 def apply_range(db: sqlite_utils.Database, video_id: str, start_index: int, end_index: int, field: str, value,
@@ -662,10 +735,12 @@ def apply_range(db: sqlite_utils.Database, video_id: str, start_index: int, end_
     """
     stored = encode_value(field, value)
     check_text(note, "note")
+    start_index = _check_revision(start_index, "start_index")
+    end_index = _check_revision(end_index, "end_index")
     if start_index > end_index:
         raise InvalidLabelError(f"start_index {start_index} is after end_index {end_index}")
     if isinstance(seen_revisions, Mapping):
-        seen = {int(k): _check_revision(v) for k, v in seen_revisions.items()}
+        seen = {check_id(k): _check_revision(v) for k, v in seen_revisions.items()}
     else:
         seen = None
         single = _check_revision(seen_revisions)
@@ -734,10 +809,10 @@ def undo(db: sqlite_utils.Database, frame_id: int, field: str, labeler: str, see
     if field not in FIELDS:
         raise InvalidLabelError(f"unknown field {field!r}; expected one of {', '.join(FIELDS)}")
     check_text(note, "note")
+    frame_id = check_id(frame_id)
     seen_revision = _check_revision(seen_revision)
     with write_transaction(db):
         _require_role(db, labeler, WRITE_ROLES, "undo labels")
-        frame_id = int(frame_id)
         _check_seen(db, frame_id, seen_revision)
         changes = _effective_human_changes(db, frame_id, field)
         if not changes:
@@ -757,9 +832,10 @@ def review_event(db: sqlite_utils.Database, event_id: int, reviewer: str, accept
     'vertical'
     """
     check_text(note, "note")
+    event_id = check_id(event_id, "event_id")
     with write_transaction(db):
         _require_role(db, reviewer, ("reviewer",), "review labels")
-        row = next(db.query("SELECT * FROM label_events WHERE id = ?", [int(event_id)]), None)
+        row = next(db.query("SELECT * FROM label_events WHERE id = ?", [event_id]), None)
         if row is None:
             raise NotFoundError(f"label event {event_id} is not in the store")
         event = _event_from_row(row)
@@ -819,17 +895,19 @@ def current_labels(db: sqlite_utils.Database, video_id: str | None = None,
 
 
 def get_frame(db: sqlite_utils.Database, frame_id: int, model_id: str | None = None) -> dict:
-    """A frame with its absolute image path, current labels, and one model's prediction (latest model if None).
+    """A frame with its absolute image path, current labels, and one model's prediction (with no model named:
+    the store's only model version, if it holds one; else no prediction).
 
     >>> get_frame(db, 1)["revision"]  # doctest: +SKIP
     0
     """
+    frame_id = check_id(frame_id)
     labels = current_labels(db, frame_ids=[frame_id])
     if not labels:
         raise NotFoundError(f"frame {frame_id} is not in the store")
     out = dict(labels[0])
     out["image"] = str(frame_image_path(db, frame_id))
-    model_id = model_id or latest_model_id(db)
+    model_id = model_id or sole_model_id(db, refuse_several=False)
     pred = next(db.query("SELECT * FROM predictions WHERE frame_id = ? AND model_id = ?", [frame_id, model_id]), None)
     if pred is not None:
         pred["layout_scores"] = json.loads(pred["layout_scores"])
@@ -838,12 +916,13 @@ def get_frame(db: sqlite_utils.Database, frame_id: int, model_id: str | None = N
 
 
 def video_frames(db: sqlite_utils.Database, video_id: str, model_id: str | None = None) -> list[dict]:
-    """Every stored frame of a video in index order, with current labels and one model's scores.
+    """Every stored frame of a video in index order, with current labels and one model's scores (with no
+    model named: the store's only model version, if it holds one; else no scores).
 
     >>> [f["frame_index"] for f in video_frames(db, video_id)]  # doctest: +SKIP
     [0, 15, 30]
     """
-    model_id = model_id or latest_model_id(db)
+    model_id = model_id or sole_model_id(db, refuse_several=False)
     preds = {r["frame_id"]: r for r in db.query(
         "SELECT p.* FROM predictions p JOIN frames f ON f.id = p.frame_id WHERE f.video_id = ? AND p.model_id = ?",
         [video_id, model_id])}
@@ -868,6 +947,60 @@ def list_videos(db: sqlite_utils.Database, collection: str | None = None) -> lis
     return list(db.query(
         "SELECT v.*, (SELECT count(*) FROM frames f WHERE f.video_id = v.id) AS frames FROM videos v"
         f" {where} ORDER BY v.created_at DESC, v.id", params))
+
+
+def get_video(db: sqlite_utils.Database, video_id: str) -> dict:
+    """One stored video's row, its ``meta`` decoded from JSON.
+
+    >>> get_video(db, video_id)["name"]  # doctest: +SKIP
+    'clip.mp4'
+    """
+    row = next(db.query("SELECT * FROM videos WHERE id = ?", [check_text(video_id, "video id", MAX_NAME_CHARS)]),
+               None)
+    if row is None:
+        raise NotFoundError(f"video {video_id!r} is not in the store")
+    return {**row, "meta": json.loads(row["meta"] or "{}")}
+
+
+def find_videos(db: sqlite_utils.Database, text: str = "", collection: str | None = None,
+                limit: int = 100) -> list[dict]:
+    """Stored videos whose name contains ``text`` (any case), newest first, at most ``limit``: id, name,
+    collection, created_at and the number of stored frames. Only one collection's when it is named.
+
+    >>> [v["name"] for v in find_videos(db, "split", limit=2)]  # doctest: +SKIP
+    ['vertical_split.mp4', 'split_2.mp4']
+    """
+    check_text(text, "search text", MAX_NAME_CHARS)
+    where, params = ["instr(lower(v.name), lower(?)) > 0"], [text.strip()]
+    if collection is not None:
+        where.append("v.collection = ?")
+        params.append(collection)
+    return list(db.query(
+        "SELECT v.id, v.name, v.collection, v.created_at,"
+        " (SELECT count(*) FROM frames f WHERE f.video_id = v.id) AS frames FROM videos v"
+        f" WHERE {' AND '.join(where)} ORDER BY v.created_at DESC, v.id LIMIT ?", [*params, max(1, int(limit))]))
+
+
+def check_collection(db: sqlite_utils.Database, collection: str | None) -> str | None:
+    """The collection name when the store has videos in it (None passes: every collection).
+
+    >>> check_collection(db, "crawl-2024")  # doctest: +SKIP
+    'crawl-2024'
+    """
+    if collection is not None and db.execute("SELECT 1 FROM videos WHERE collection = ? LIMIT 1",
+                                             [collection]).fetchone() is None:
+        raise NotFoundError(f"no collection named {collection!r} in the store; the store has "
+                            f"{', '.join(repr(c) for c in list_collection_names(db)) or 'none yet'}")
+    return collection
+
+
+def list_collection_names(db: sqlite_utils.Database) -> list[str]:
+    """The names of the store's collections, sorted (read off the videos' collection index, no counting).
+
+    >>> list_collection_names(db)  # doctest: +SKIP
+    ['crawl-2024', 'uploads']
+    """
+    return [r[0] for r in db.execute("SELECT DISTINCT collection FROM videos ORDER BY collection")]
 
 
 def list_collections(db: sqlite_utils.Database) -> list[dict]:

@@ -6,7 +6,10 @@ Side by side in each round, on the same file (data/bench/clip_60s_1280x720_30fps
 bench.clips.ensure_clip: h264, 30 fps, a keyframe every 2 s):
 
 * sample_frames, decord, snap    what the app does: planned times within reach of a keyframe take it
-                                 (``VideoLimits.keyframe_snap_s``), decord in a killable child process
+                                 (``VideoLimits.keyframe_snap_s``), decord in a killable child process,
+                                 two single-threaded readers side by side, each frame scaled to the working
+                                 size (``VideoLimits.decode_max_side``, 1024 px) as it is decoded
+* ..., source size               the same at the source's 1280x720 (``decode_max_side=0``)
 * sample_frames, pyav, snap      the fallback decoder on the same frames
 * sample_frames, ..., exact      the exact planned frames: each costs the keyframe before it and every
                                  frame up to it
@@ -14,7 +17,8 @@ bench.clips.ensure_clip: h264, 30 fps, a keyframe every 2 s):
 * PyAV, every frame to RGB       the read-everything loader (decode and convert all, keep 16)
 * PyAV, every frame decoded      the same without converting the frames it throws away
 
-Medians over the rounds; the last line is the headline: every-frame-to-RGB time / the app's sample_frames.
+Every case's frames are checked against a reference at its own size. Medians over the rounds; the last
+line is the headline: every-frame-to-RGB time / the app's sample_frames.
 """
 
 from __future__ import annotations
@@ -66,20 +70,30 @@ def time_call(fn):
 def run(clip: Path, rounds: int, frames: int) -> float:
     limits = VideoLimits()  # the app's: decord first, planned times snapped to keyframes within reach
     exact = replace(limits, keyframe_snap_s=0.0)
+    source = replace(limits, decode_max_side=0)
     references = {"snap": sample_frames(clip, num_frames=frames, limits=limits),
-                  "exact": sample_frames(clip, num_frames=frames, limits=exact)}
+                  "exact": sample_frames(clip, num_frames=frames, limits=exact),
+                  "snap, source size": sample_frames(clip, num_frames=frames, limits=source),
+                  "exact, source size": sample_frames(clip, num_frames=frames, limits=replace(exact, decode_max_side=0))}
     meta, indices = references["exact"].meta, references["exact"].indices
+    working = references["snap"].frames.shape
     print(f"clip: {clip} ({meta.width}x{meta.height}, {meta.duration_s:.0f} s, {meta.fps:g} fps, {meta.codec}, "
-          f"{meta.size_bytes / 1e6:.1f} MB); sampling {len(indices)} frames; {limits.decode_threads} decode threads")
+          f"{meta.size_bytes / 1e6:.1f} MB); sampling {len(indices)} frames at {working[2]}x{working[1]}; "
+          f"{limits.decode_threads} decode threads")
     print(f"exact frames  {indices}\nkeyframe snap {references['snap'].indices}")
     cases = {  # name -> (call, the reference its frames must match)
         "sample_frames decord, snap (the app)": (lambda: sample_frames(clip, frames, limits=limits), "snap"),
+        "sample_frames decord, snap, source size": (lambda: sample_frames(clip, frames, limits=source),
+                                                    "snap, source size"),
         "sample_frames pyav, snap": (lambda: sample_frames(clip, frames, limits=replace(limits, decoder="pyav")), "snap"),
         "sample_frames decord, exact": (lambda: sample_frames(clip, frames, limits=exact), "exact"),
         "sample_frames pyav, exact": (lambda: sample_frames(clip, frames, limits=replace(exact, decoder="pyav")), "exact"),
-        "decord in process, exact": (lambda: decord_in_process(clip, indices, limits.decode_threads), "exact"),
-        "pyav every frame to RGB": (lambda: decode_every_frame(clip, indices, True, limits.decode_threads), "exact"),
-        "pyav every frame decoded": (lambda: decode_every_frame(clip, indices, False, limits.decode_threads), "exact"),
+        "decord in process, exact": (lambda: decord_in_process(clip, indices, limits.decode_threads),
+                                     "exact, source size"),
+        "pyav every frame to RGB": (lambda: decode_every_frame(clip, indices, True, limits.decode_threads),
+                                    "exact, source size"),
+        "pyav every frame decoded": (lambda: decode_every_frame(clip, indices, False, limits.decode_threads),
+                                     "exact, source size"),
     }
     times: dict[str, list[float]] = {name: [] for name in cases}
     for r in range(rounds):
@@ -95,9 +109,9 @@ def run(clip: Path, rounds: int, frames: int) -> float:
         print(f"round {r + 1}: " + ", ".join(f"{name} {times[name][-1]:.3f}s" for name in cases))
     medians = {name: statistics.median(ts) for name, ts in times.items()}
     base = medians["pyav every frame to RGB"]
-    print(f"\n{'median over ' + str(rounds) + ' rounds':<40}{'seconds':>9}{'vs every frame to RGB':>24}")
+    print(f"\n{'median over ' + str(rounds) + ' rounds':<42}{'seconds':>9}{'vs every frame to RGB':>24}")
     for name, seconds in medians.items():
-        print(f"{name:<40}{seconds:>9.3f}{base / seconds:>23.1f}x")
+        print(f"{name:<42}{seconds:>9.3f}{base / seconds:>23.1f}x")
     print(f"exact frames (decord): {base / medians['sample_frames decord, exact']:.1f}x")
     return base / medians["sample_frames decord, snap (the app)"]
 

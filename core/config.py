@@ -5,6 +5,8 @@ Nothing here reads the environment at import time; :func:`load_settings` does it
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,6 +55,38 @@ class VideoLimits:
     truncation_tolerance_s: float = 1.0
     # Packets read while probing for a first decodable picture before we call the track empty.
     probe_max_packets: int = 300
+    # Every frame is scaled down right after it is decoded so that its longest side is at most this many
+    # pixels (aspect ratio kept). The models see 224-336 px and the UI shows a frame at ~900 px at most, so
+    # more pixels only cost memory and time: 64 frames of a 4096x4096 source are 3.2 GB as RGB, 200 MB at
+    # 1024 px, and a smaller picture is cheaper to convert and to pass from the decoder's process.
+    # 0 keeps the source size.
+    decode_max_side: int = 1024
+
+
+def check_frame_count(value, limits: VideoLimits = VideoLimits()) -> int:
+    """A number of frames to sample, as asked for by a person (CLI, API, UI): a whole number from 1 to
+    ``limits.max_sampled_frames``; anything else raises ValueError saying what is allowed.
+
+    >>> check_frame_count(16.0)
+    16
+    >>> check_frame_count(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: the number of frames must be a whole number from 1 to 64, not 0
+    """
+    top = limits.max_sampled_frames
+    number = value
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    whole = (not isinstance(number, bool) and isinstance(number, numbers.Real) and math.isfinite(number)
+             and float(number).is_integer())
+    if not whole or not 1 <= number <= top:
+        shown = repr(value) if not isinstance(value, str) or len(value) <= 40 else repr(value[:40] + "…")
+        raise ValueError(f"the number of frames must be a whole number from 1 to {top}, not {shown}")
+    return int(number)
 
 
 @dataclass(frozen=True)
@@ -154,6 +188,21 @@ class Settings:
 
     # The embedded BLIP-2 model is the default: it is the architecture of the vqwen card we serve.
     model: ModelSpec = field(default_factory=lambda: ModelSpec(str(EMBEDDED_BLIP2)))
+    # Whether `model` was named by SLUDGELENS_MODEL: a named model is served as it is, on a Space too.
+    model_named: bool = False
+    # What a Space with a GPU serves when no model is named: the vqwen card's own checkpoint, which wants a
+    # GPU. Without a GPU, or when the hub cannot be reached, the Space serves `model` (the embedded one)
+    # and says why in the model status line. None keeps `model` everywhere.
+    space_model: str | None = "alpharomercoma/vqwen-qformer-tiktok"
+    # Set where the app runs on a Hugging Face Space (SPACE_ID): only there is the hub model the default.
+    on_space: bool = False
+    # The start-up check of the hub waits this long: a Space with no route to the hub starts at once anyway.
+    hub_timeout_s: float = 3.0
+    # The model version the Review tab, /metrics, exports, the labelling queue and `annotations stats`
+    # default to (SLUDGELENS_METRICS_MODEL). None: the identity of the model the app serves by default
+    # (core.config.default_model_id). Never "the newest in the store": analyzing one video with another
+    # model must not change what the metrics and exports are about.
+    metrics_model: str | None = None
     # Hub models offered in the selector; they load only where the hub is reachable.
     hub_models: tuple[str, ...] = ("alpharomercoma/vqwen-qformer-tiktok", "alpharomercoma/vqwen3-4b")
     # Folders searched for fine-tuned checkpoints (the training scripts write under data/checkpoints).
@@ -200,7 +249,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     env = os.environ if environ is None else environ
     s = Settings()
     if env.get("SLUDGELENS_MODEL"):
-        s = replace(s, model=ModelSpec(env["SLUDGELENS_MODEL"], env.get("SLUDGELENS_MODEL_REVISION") or None))
+        s = replace(s, model=ModelSpec(env["SLUDGELENS_MODEL"], env.get("SLUDGELENS_MODEL_REVISION") or None),
+                    model_named=True)
+    if env.get("SLUDGELENS_METRICS_MODEL"):
+        s = replace(s, metrics_model=env["SLUDGELENS_METRICS_MODEL"])
+    if env.get("SPACE_ID"):
+        s = replace(s, on_space=True)
     if env.get("SLUDGELENS_DB"):
         s = replace(s, db_path=Path(env["SLUDGELENS_DB"]))
     if env.get("SLUDGELENS_MEDIA"):
@@ -215,6 +269,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         s = replace(s, video=replace(s.video, max_bytes=int(float(env["SLUDGELENS_MAX_MB"]) * 1024 * 1024)))
     if env.get("SLUDGELENS_MAX_SECONDS"):
         s = replace(s, video=replace(s.video, max_duration_s=float(env["SLUDGELENS_MAX_SECONDS"])))
+    if env.get("SLUDGELENS_DECODE_MAX_SIDE"):
+        s = replace(s, video=replace(s.video, decode_max_side=int(env["SLUDGELENS_DECODE_MAX_SIDE"])))
     if env.get("SLUDGELENS_EXPORTS"):
         s = replace(s, export_dir=Path(env["SLUDGELENS_EXPORTS"]))
     if env.get("SLUDGELENS_EXAMPLES"):
@@ -224,6 +280,23 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if env.get("SLUDGELENS_EXPORT_TARGET"):
         s = replace(s, export_target=env["SLUDGELENS_EXPORT_TARGET"])
     return replace(s, auth=load_auth(env))
+
+
+def default_model_id(settings: Settings) -> str:
+    """The model version metrics, exports, the labelling queue and `annotations stats` use when none is
+    named: ``settings.metrics_model``, else the identity id of ``settings.model`` (a folder's weights are
+    hashed, nothing is loaded).
+
+    >>> default_model_id(load_settings({"SLUDGELENS_METRICS_MODEL": "tiny@1"}))
+    'tiny@1'
+    >>> default_model_id(load_settings({"SLUDGELENS_MODEL": "alpharomercoma/vqwen3-4b"}))
+    'alpharomercoma/vqwen3-4b'
+    """
+    if settings.metrics_model:
+        return settings.metrics_model
+    from core.identity import identify_model  # core.identity imports this module
+
+    return identify_model(settings.model).id
 
 
 def load_auth(env) -> AuthConfig:

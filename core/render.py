@@ -1,7 +1,8 @@
 """Pictures of explanations: heatmaps over frames, token masks, and a grid of per-query maps.
 
 Pure PIL/numpy; the colormap is a small built-in table (matplotlib's *inferno*, sampled at nine stops and
-interpolated), so drawing a heatmap needs no plotting library. Every function takes a frame as a
+interpolated), so drawing a heatmap needs no plotting library; ``colour_scale`` and ``render_colour_scale``
+give the key to its colours. Every function takes a frame as a
 (H, W, 3) uint8 array and returns a ``PIL.Image``; ``np.asarray(image)`` gives the uint8 array back.
 
 A model sees only part of some frames (LLaVA's processor centre-crops a square), so the drawing functions
@@ -168,6 +169,37 @@ def render_query_grid(
         sheet.paste(render_heatmap(small, m, region=small_region), (x, y + label_h))
         draw.text((x + 3, y + 1), name, fill=(235, 235, 235))
     return sheet
+
+
+def colour_scale(table: np.ndarray = INFERNO, gamma: float = 0.5, ticks: int = 5) -> dict:
+    """The key to :func:`render_heatmap`'s colours: CSS colour stops, and tick labels as shares of the map's peak.
+
+    A heatmap colours ``value ** gamma`` of the map normalised to its own peak, so the colour at position x
+    along the scale stands for ``x ** (1 / gamma)`` of the peak: with gamma 0.5 the middle of the scale is a
+    quarter of the peak. Returns {"stops": [(position, "#rrggbb"), ...], "ticks": [(position, "25%"), ...]}.
+
+    >>> scale = colour_scale()
+    >>> scale["stops"][0], scale["stops"][-1]
+    ((0.0, '#000004'), (1.0, '#fcffa4'))
+    >>> [label for _, label in scale["ticks"]]
+    ['0%', '6%', '25%', '56%', '100%']
+    """
+    positions = np.linspace(0.0, 1.0, len(table))
+    stops = [(round(float(x), 4), "#{:02x}{:02x}{:02x}".format(*(int(round(c)) for c in rgb)))
+             for x, rgb in zip(positions, table)]
+    marks = [(round(float(x), 4), f"{float(x) ** (1.0 / gamma):.0%}") for x in np.linspace(0.0, 1.0, ticks)]
+    return {"stops": stops, "ticks": marks}
+
+
+def render_colour_scale(width: int = 256, height: int = 12, table: np.ndarray = INFERNO) -> Image.Image:
+    """The heatmap colours as a horizontal bar, low on the left (a picture of :func:`colour_scale`).
+
+    >>> bar = render_colour_scale(64, 4)
+    >>> bar.size, bar.getpixel((0, 0)), bar.getpixel((63, 0))
+    ((64, 4), (0, 0, 4), (252, 255, 164))
+    """
+    row = colorize(np.linspace(0.0, 1.0, width))
+    return Image.fromarray(np.ascontiguousarray(np.repeat(row[None], height, axis=0)))
 
 
 def _as_rgb(frame) -> np.ndarray:

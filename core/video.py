@@ -1,12 +1,19 @@
 """Sample frames from an uploaded video: refuse what we cannot use, probe the rest, decode what we need.
 
     video = sample_frames("clip.mp4", num_frames=16)
-    video.frames.shape          # (16, H, W, 3) uint8 RGB, turned the way the file says to show it
+    video.frames.shape          # (16, H, W, 3) uint8 RGB at the working size, turned the way the file says
     video.timestamps[:2]        # [1.867, 5.6] seconds, one per frame
     video.meta.decoder          # "decord", or "pyav" when decord failed, hung, or the file is rotated
+    check_video_file("clip.mp4")  # the checks alone, before a model loads: a VideoMeta or a VideoError
 
 Every refusal is a :class:`VideoError` (a ``ValueError``) with a short ``.code`` and a message a person
-can act on, raised before any decoding where the check allows it (size, magic bytes).
+can act on, raised before any decoding where the check allows it (size, magic bytes, a file cut short).
+
+A file cut short (an interrupted upload or copy) is a :class:`TruncatedVideoError` ("truncated_video"),
+found without decoding: the structure of the file declares its own length (MP4/MOV top-level boxes, the
+Matroska/WebM Segment size, the AVI RIFF size), and the demuxer's index says where every packet of an
+MP4 or AVI lies; either pointing past the last byte means bytes are missing (:func:`find_declared_end`).
+Trailing bytes after a complete file (metadata, tags, padding) are not mistaken for a cut.
 
 Decoding, and why it is done this way (medians from ``python -m bench.bench_video``: 16 frames of a
 60 s 720p h264 clip with a keyframe every ~2 s, 2 shared CPU cores):
@@ -16,10 +23,16 @@ Decoding, and why it is done this way (medians from ``python -m bench.bench_vide
   Decoding an exact frame costs the keyframe before it and every frame up to it, ~30 decodes at a 2 s
   keyframe interval; a keyframe costs one. The fast tier needs coverage, not exact instants, and the
   frames' true timestamps are what is stored and shown. ``keyframe_snap_s=0`` decodes the exact frames.
+* Every frame is scaled to the working size as it is decoded (longest side at most
+  ``limits.decode_max_side``, :func:`working_size`), so memory follows the number of frames, not the
+  source's resolution: a 4000x4000 source is never held at full size beyond the picture being decoded.
 * decord (``VideoReader.get_batch``) is the primary decoder. It is unmaintained and known to hang or
   crash in C code on some files. A thread cannot be stopped once it is stuck inside C, and a crash there
   takes the whole app down, so decord runs in a long-lived child process (:class:`DecordWorker`) that is
-  killed, and replaced, after ``limits.decord_timeout_s``.
+  killed, and replaced, after ``limits.decord_timeout_s``. The child splits the frames between
+  ``limits.decode_threads`` single-threaded readers that decode side by side (sampled keyframes decode
+  one by one, which a decoder's own frame threads cannot share out), scales each frame in decord's own
+  filter graph, and writes it straight to a file the app reads once.
 * PyAV is the fallback: seek to the keyframe before each target and decode forward to it; targets close
   together are reached by decoding on instead (``limits.seek_gap_s``), so a short clip is decoded once,
   front to back (``limits.decoder="pyav"`` skips decord).
@@ -30,6 +43,8 @@ Decoding, and why it is done this way (medians from ``python -m bench.bench_vide
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 import logging
 import math
@@ -39,8 +54,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import numpy as np
@@ -106,6 +123,12 @@ class ResolutionError(VideoError):
     code = "bad_resolution"
 
 
+class TruncatedVideoError(CorruptVideoError):
+    """The file stops before the end its own structure declares: an upload or a copy that was cut off."""
+
+    code = "truncated_video"
+
+
 # ----------------------------------------------------------------------------------------- data shapes
 
 
@@ -117,7 +140,7 @@ class VideoMeta:
     size_bytes: int
     duration_s: float
     fps: float
-    width: int  # after rotation is applied, i.e. as the video is meant to be shown
+    width: int  # the source's, after rotation is applied, i.e. as the video is meant to be shown
     height: int
     codec: str
     rotation: int  # counter-clockwise degrees the stored picture is turned for display: 0, 90, 180, 270
@@ -129,7 +152,7 @@ class VideoMeta:
 class SampledVideo:
     """Frames sampled from a video, with where in the video each one comes from."""
 
-    frames: np.ndarray  # (N, H, W, 3) uint8 RGB, rotation honoured
+    frames: np.ndarray  # (N, H, W, 3) uint8 RGB at the working size (see working_size), rotation honoured
     timestamps: list[float]  # seconds from the start of the video, one per frame
     indices: list[int]  # frame indices in the stream
     meta: VideoMeta
@@ -196,6 +219,139 @@ def _human_size(n: int) -> str:
     return f"{n / (1024 * 1024):.1f} MB" if n >= 1024 * 1024 else f"{n / 1024:.1f} KB" if n >= 1024 else f"{n} bytes"
 
 
+# -------------------------------------------------------------------------------- truncated files
+
+# Top-level MP4/MOV boxes (ISO 14496-12, QuickTime). Only a box of a known type that runs past the end of
+# the file counts as a cut: anything else there is trailing bytes some tool appended (an ID3 tag, padding).
+_MP4_BOXES = {b"ftyp", b"styp", b"moov", b"mdat", b"moof", b"mfra", b"free", b"skip", b"wide", b"pnot", b"uuid",
+              b"meta", b"udta", b"pdin", b"sidx", b"ssix", b"prft", b"emsg", b"junk", b"PICT"}
+_EBML_HEADER, _MKV_SEGMENT = 0x1A45DFA3, 0x18538067
+
+
+def _walk_mp4_boxes(fh, size: int) -> tuple[int | None, set[bytes], bool]:
+    """Walk the top-level boxes of an MP4/MOV file by their headers.
+
+    Returns where a known box that runs past the end of the file says it ends (None when none does), the
+    box types seen, and whether the walk accounted for every byte (it stops early at bytes that are not a
+    box: anything but four printable characters in the type field).
+    """
+    offset, kinds = 0, set()
+    while offset + 8 <= size:
+        fh.seek(offset)
+        header = fh.read(16)
+        box_size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+        if not all(32 <= c < 127 for c in kind):
+            return None, kinds, False
+        kinds.add(kind)
+        if box_size == 1 and len(header) == 16:  # a 64-bit size follows the type
+            box_size = int.from_bytes(header[8:16], "big")
+        elif box_size == 0:  # "to the end of the file"
+            return None, kinds, True
+        if box_size < 8:
+            return None, kinds, False
+        if offset + box_size > size:
+            return (offset + box_size if kind in _MP4_BOXES else None), kinds, False
+        offset += box_size
+    return None, kinds, offset == size
+
+
+def _read_vint(fh) -> tuple[int, int, bool] | None:
+    """One EBML variable-length integer: (its value with the length marker kept, the value without it,
+    whether all its value bits are set: the "unknown size" of a live recording)."""
+    first = fh.read(1)
+    if not first or first[0] == 0:
+        return None
+    length = 9 - first[0].bit_length()
+    rest = fh.read(length - 1)
+    if len(rest) != length - 1:
+        return None
+    raw = int.from_bytes(first + rest, "big")
+    value = raw & ((1 << (7 * length)) - 1)
+    return raw, value, value == (1 << (7 * length)) - 1
+
+
+def _matroska_declared_end(fh, size: int) -> int | None:
+    """Where the Segment element (all of a Matroska/WebM file but its header) says it ends, when it says."""
+    fh.seek(0)
+    element = _read_vint(fh)
+    header = _read_vint(fh)
+    if not element or not header or element[0] != _EBML_HEADER:
+        return None
+    fh.seek(fh.tell() + header[1])
+    element, length = _read_vint(fh), _read_vint(fh)
+    if not element or not length or element[0] != _MKV_SEGMENT or length[2]:
+        return None
+    return fh.tell() + length[1]
+
+
+class DeclaredEnd(NamedTuple):
+    """What a file's structure says about its end (:func:`find_declared_end`)."""
+
+    end: int | None  # where the structure says the file ends, when that is past its last byte
+    exact: bool  # False when more is known to follow `end` (an MP4 whose index comes after its pictures)
+    indexed: bool  # False for an MP4 with all its boxes, pictures among them, but no movie index
+
+
+def find_declared_end(path, size: int | None = None) -> DeclaredEnd:
+    """Compare the size a file's own structure declares with the bytes it has, reading a few headers.
+
+    MP4/MOV: the top-level boxes; Matroska/WebM: the Segment's size (a live recording leaves it unknown);
+    AVI: the RIFF size. Other formats declare nothing here.
+
+    >>> find_declared_end("clip.mp4")  # doctest: +SKIP
+    DeclaredEnd(end=None, exact=True, indexed=True)
+    >>> find_declared_end("cut.mp4")  # doctest: +SKIP
+    DeclaredEnd(end=36755607, exact=False, indexed=True)
+    """
+    path = os.fspath(path)
+    size = os.path.getsize(path) if size is None else size
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if head[4:8] in _MP4_BOXES:
+            end, kinds, complete = _walk_mp4_boxes(fh, size)
+            has_index = bool(kinds & {b"moov", b"moof"})
+            return DeclaredEnd(end, exact=has_index, indexed=has_index or not (complete and b"mdat" in kinds))
+        if head[:4] == _EBML_HEADER.to_bytes(4, "big"):
+            end = _matroska_declared_end(fh, size)
+            return DeclaredEnd(end if end is not None and end > size else None, True, True)
+        if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+            end = 8 + int.from_bytes(head[4:8], "little")
+            return DeclaredEnd(end if end > size else None, True, True)
+    return DeclaredEnd(None, True, True)
+
+
+def _truncated(path: str, have: int, expected: int | None, at_least: bool = False) -> TruncatedVideoError:
+    if expected is None:
+        detail = f"its {have:,} bytes hold pictures but not the index an MP4 file needs to play them"
+    else:
+        detail = f"{have:,} of {'at least ' if at_least else ''}{expected:,} bytes are there"
+    return TruncatedVideoError(f"The file ends early: it looks cut off ({detail}). Upload the whole file.", path)
+
+
+def _refuse_truncated(path: str, size: int) -> None:
+    """Raise :class:`TruncatedVideoError` when the file's structure declares more bytes than there are."""
+    declared = find_declared_end(path, size)
+    if declared.end is not None:
+        raise _truncated(path, size, declared.end, at_least=not declared.exact)
+    if not declared.indexed:
+        raise _truncated(path, size, None)
+
+
+def _refuse_missing_samples(path: str, container, size: int) -> None:
+    """Raise :class:`TruncatedVideoError` when the demuxer's index places data past the end of the file.
+
+    An MP4 or an AVI indexes where every packet lies; a cut leaves entries that point at bytes that are not
+    there. (Matroska indexes keyframes only, by cluster, and is covered by its Segment size instead.)
+    """
+    end = 0
+    for stream in container.streams:
+        entries = stream.index_entries
+        if len(entries):
+            end = max(end, max(e.pos + e.size for e in entries))
+    if end > size:
+        raise _truncated(path, size, end)
+
+
 # ------------------------------------------------------------------------------------------ probing
 
 
@@ -242,14 +398,16 @@ def _unreadable(path: str, head: bytes, err: Exception) -> VideoError:
     )
 
 
-def _first_picture(container, stream, limits: VideoLimits):
-    """Decode the first picture of `stream`, reading at most `limits.probe_max_packets` packets.
+def _first_picture(packets_in, stream, limits: VideoLimits, keyframes: list[float]):
+    """Decode the first picture of `stream` from the demuxed `packets_in`, reading at most
+    `limits.probe_max_packets` packets; the times of the keyframes read go to `keyframes`.
 
     Returns (frame or None, packets read, the last decode error or None).
     """
     packets, error = 0, None
-    for packet in container.demux(stream):
+    for packet in packets_in:
         packets += packet.size > 0
+        _note_keyframe(packet, stream, keyframes)
         try:
             frames = stream.decode(packet)
         except av.error.FFmpegError as err:
@@ -260,6 +418,11 @@ def _first_picture(container, stream, limits: VideoLimits):
         if packets >= limits.probe_max_packets:
             break
     return None, packets, error
+
+
+def _note_keyframe(packet, stream, keyframes: list[float]) -> None:
+    if packet.is_keyframe and packet.pts is not None:
+        keyframes.append(float((packet.pts - (stream.start_time or 0)) * stream.time_base))
 
 
 def _normalise_rotation(degrees: float) -> int:
@@ -274,20 +437,39 @@ def _duration_of(container, stream) -> float | None:
     return None
 
 
-def probe_video(path, limits: VideoLimits = VideoLimits()) -> VideoMeta:
+def check_video_file(path, limits: VideoLimits = VideoLimits()) -> VideoMeta:
     """Check a file and describe its video stream; raise a :class:`VideoError` for anything unusable.
 
-    Size is checked before the file is opened; one picture is decoded to learn the rotation and to be
-    sure the stream has pictures at all.
+    Cheap enough to run before a model loads: the size is checked before the file is opened, then the
+    signature, whether the file is all there (its structure and its index against its size, see
+    :func:`find_declared_end`), the streams, and the resolution and duration limits. Only the first picture
+    is decoded, to learn the rotation and to be sure the track holds pictures at all; none of the frames
+    that are sampled later.
 
-    >>> probe_video("clip.mp4").duration_s  # doctest: +SKIP
+    >>> check_video_file("clip.mp4").duration_s  # doctest: +SKIP
     60.0
+    >>> check_video_file("cut.mp4")  # doctest: +SKIP
+    Traceback (most recent call last):
+    ...
+    core.video.TruncatedVideoError: The file ends early: it looks cut off (33,080,232 of 36,773,592 bytes are there). Upload the whole file.
     """
+    return _inspect(path, limits)[0]
+
+
+# The name sample_frames and older callers use.
+probe_video = check_video_file
+
+
+def _inspect(path, limits: VideoLimits, with_keyframes: bool = False) -> tuple[VideoMeta, list[float] | None]:
+    """:func:`check_video_file`, and with `with_keyframes` the keyframe times (:func:`read_keyframe_times`)
+    read on from the packets the check began to read: one opening of the file instead of two (each opening
+    decodes a picture to learn the stream's parameters)."""
     path = os.fspath(path)
     size = _check_file(path, limits)
     with open(path, "rb") as fh:
         head = fh.read(4096)
     _refuse_by_signature(path, head)
+    _refuse_truncated(path, size)
     try:
         container = av.open(path, metadata_errors="ignore")
     except av.error.FFmpegError as err:
@@ -306,15 +488,20 @@ def probe_video(path, limits: VideoLimits = VideoLimits()) -> VideoMeta:
                     path,
                 )
             raise NotMediaError(f"This file has no video in it. {_SUPPORTED}", path)
+        _refuse_missing_samples(path, container, size)
         stream = videos[0]
-        first, packets, error = _first_picture(container, stream, limits)
+        # The stream's declared size, before a picture of it is decoded (one 8K picture is ~100 MB).
+        _check_sides(path, stream.codec_context.width, stream.codec_context.height, limits)
+        packets_in = container.demux(stream)
+        keyframes: list[float] = []
+        first, packets, error = _first_picture(packets_in, stream, limits, keyframes)
         if first is None:
             if packets == 0:
                 raise NoFramesError("The file has a video track, but the track holds no pictures.", path)
             if packets < min(stream.frames, limits.probe_max_packets):
-                raise CorruptVideoError(
-                    f"The file lists {stream.frames} pictures but its data stops after {packets}: it was probably "
-                    "cut short during upload. Please upload the complete file.",
+                raise TruncatedVideoError(
+                    f"The file ends early: it looks cut off (it lists {stream.frames} pictures, but its data stops "
+                    f"after {packets}). Upload the whole file.",
                     path,
                 )
             raise NoFramesError(
@@ -337,30 +524,41 @@ def probe_video(path, limits: VideoLimits = VideoLimits()) -> VideoMeta:
             fps = 30.0
         if not frame_count:
             frame_count = max(1, int(round(duration * fps)))
-        codec = stream.codec_context.name
-    turned = rotation in (90, 270)
-    meta = VideoMeta(
-        path=path, size_bytes=size, duration_s=max(duration, 1.0 / fps), fps=fps,
-        width=coded_h if turned else coded_w, height=coded_w if turned else coded_h,
-        codec=codec, rotation=rotation, frame_count=frame_count, decoder="pyav",
-    )
-    _check_meta(meta, limits)
-    return meta
+        turned = rotation in (90, 270)
+        meta = VideoMeta(
+            path=path, size_bytes=size, duration_s=max(duration, 1.0 / fps), fps=fps,
+            width=coded_h if turned else coded_w, height=coded_w if turned else coded_h,
+            codec=stream.codec_context.name, rotation=rotation, frame_count=frame_count, decoder="pyav",
+        )
+        _check_meta(meta, limits)
+        if not with_keyframes:
+            return meta, None
+        try:
+            for packet in packets_in:
+                _note_keyframe(packet, stream, keyframes)
+        except av.error.FFmpegError as err:
+            logger.info("keyframes of %s read up to %d: %s", path, len(keyframes), err)
+    return meta, sorted(keyframes)
 
 
-def _check_meta(meta: VideoMeta, limits: VideoLimits) -> None:
-    small, large = min(meta.width, meta.height), max(meta.width, meta.height)
+def _check_sides(path: str, width: int, height: int, limits: VideoLimits) -> None:
+    if not width or not height:  # not declared: the decoded picture is checked instead
+        return
+    small, large = min(width, height), max(width, height)
     if small < limits.min_side:
         raise ResolutionError(
-            f"The video is {meta.width}×{meta.height} pixels; each side must be at least {limits.min_side} px.",
-            meta.path,
+            f"The video is {width}×{height} pixels; each side must be at least {limits.min_side} px.", path,
         )
     if large > limits.max_side:
         raise ResolutionError(
-            f"The video is {meta.width}×{meta.height} pixels; the longest side may be at most {limits.max_side} px. "
+            f"The video is {width}×{height} pixels; the longest side may be at most {limits.max_side} px. "
             "Please upload a smaller version.",
-            meta.path,
+            path,
         )
+
+
+def _check_meta(meta: VideoMeta, limits: VideoLimits) -> None:
+    _check_sides(meta.path, meta.width, meta.height, limits)
     if meta.duration_s > limits.max_duration_s:
         raise VideoTooLongError(
             f"The video is {meta.duration_s:.0f} s long; the limit is {limits.max_duration_s:.0f} s. "
@@ -401,8 +599,9 @@ def plan_timestamps(
 def read_keyframe_times(path: str) -> list[float]:
     """Seconds (from the stream's start) of the video track's keyframes, read from packets, nothing decoded.
 
-    Demuxing a 60 s 720p mp4 this way takes ~0.05 s. A file whose packets cannot be read to the end gives
-    the keyframes read so far.
+    Demuxing a 60 s 720p mp4 this way takes ~0.05 s. (Letting the demuxer skip the other packets,
+    ``Discard.nonkey``, saves a third of that, but FFmpeg's mp4 demuxer then misstates the keyframes'
+    times by a frame.) A file whose packets cannot be read to the end gives the keyframes read so far.
 
     >>> read_keyframe_times("clip.mp4")[:3]  # doctest: +SKIP
     [0.0, 2.0, 2.467]
@@ -411,10 +610,8 @@ def read_keyframe_times(path: str) -> list[float]:
     try:
         with av.open(path, metadata_errors="ignore") as container:
             stream = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)][0]
-            tb, start = float(stream.time_base), stream.start_time or 0
             for packet in container.demux(stream):
-                if packet.is_keyframe and packet.pts is not None:
-                    times.append((packet.pts - start) * tb)
+                _note_keyframe(packet, stream, times)
     except (av.error.FFmpegError, IndexError) as err:
         logger.info("keyframes of %s read up to %d: %s", path, len(times), err)
     return sorted(times)
@@ -451,6 +648,27 @@ def _indices_for(times: list[float], meta: VideoMeta) -> list[int]:
     return list(seen)
 
 
+# ------------------------------------------------------------------------------------- working size
+
+
+def working_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(width, height) scaled down so the longest side is at most `max_side`, the aspect ratio kept.
+
+    Unchanged when the picture already fits or `max_side` is 0 (``VideoLimits.decode_max_side``).
+
+    >>> working_size(4000, 4000, 1024)
+    (1024, 1024)
+    >>> working_size(720, 1280, 1024)
+    (576, 1024)
+    >>> working_size(640, 360, 1024)
+    (640, 360)
+    """
+    if max_side <= 0 or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 # ------------------------------------------------------------------------------------------- decord
 
 
@@ -461,10 +679,10 @@ class DecordWorker:
     decord never runs in the app's process. The child (``python -m core.video``: it imports only this
     module and decord) is started on first use, or by :meth:`start`, and kept: a fresh interpreter per
     video costs ~0.5 s, more than decoding 16 frames. Requests go one at a time as JSON lines over its
-    stdin/stdout; frames come back through a .npy file.
+    stdin/stdout; the frames come back as raw RGB bytes in a temporary file, already at the working size.
 
     >>> worker = DecordWorker()
-    >>> worker.decode("clip.mp4", [0, 30], threads=2, timeout_s=20.0)  # doctest: +SKIP
+    >>> worker.decode("clip.mp4", [0, 30], threads=2, timeout_s=20.0, size=(1024, 576))  # doctest: +SKIP
     (array(...), [0.0, 1.0], [0, 30])
     """
 
@@ -496,11 +714,17 @@ class DecordWorker:
                 pipe.close()
         self._process = None
 
-    def decode(self, path: str, indices: list[int], threads: int, timeout_s: float):
-        """(frames, timestamps, indices) from decord, or None when it failed, died or ran past `timeout_s`."""
+    def decode(self, path: str, indices: list[int], threads: int, timeout_s: float,
+               size: tuple[int, int] | None = None, keyframes: list[int] | None = None):
+        """(frames, timestamps, indices) from decord, or None when it failed, died or ran past `timeout_s`.
+
+        `size` (width, height) is the size each frame is scaled to as it is decoded; None keeps the source's.
+        `keyframes` (frame indices), when known, let the child split the work before it has read the file.
+        """
         with self._lock, tempfile.TemporaryDirectory(prefix="sludgelens-decord-") as tmp:
-            out = str(Path(tmp) / "frames.npy")
-            request = {"path": os.path.abspath(path), "out": out, "indices": list(indices), "threads": threads}
+            out = str(Path(tmp) / "frames.rgb")
+            request = {"path": os.path.abspath(path), "out": out, "indices": list(indices), "threads": threads,
+                       "size": list(size) if size else None, "keyframes": keyframes}
             try:
                 child = self._ensure_started()
                 child.stdin.write(json.dumps(request) + "\n")
@@ -518,11 +742,13 @@ class DecordWorker:
             if not answer["ok"]:
                 logger.warning("decord failed on %s (%s); decoding with PyAV", path, answer["error"])
                 return None
+            shape = tuple(answer["shape"])
             try:
-                return np.load(out), answer["timestamps"], answer["indices"]
+                frames = np.fromfile(out, dtype=np.uint8).reshape(shape)
             except (ValueError, OSError) as err:
                 logger.warning("decord's output for %s could not be read (%s); decoding with PyAV", path, err)
                 return None
+            return frames, answer["timestamps"], answer["indices"]
 
 
 def serve_decord(requests=None, answers=None) -> None:
@@ -531,7 +757,8 @@ def serve_decord(requests=None, answers=None) -> None:
     for line in requests:
         request = json.loads(line)
         try:
-            report = run_decord_worker(request["path"], request["out"], request["indices"], request["threads"])
+            report = run_decord_worker(request["path"], request["out"], request["indices"], request["threads"],
+                                       request.get("size"), request.get("keyframes"))
             answer = {"ok": True, **report}
         except Exception as err:  # any decord error is an answer ("fall back to PyAV"), not the child's end
             answer = {"ok": False, "error": f"{type(err).__name__}: {err}"}
@@ -547,45 +774,187 @@ def start_decord_worker() -> None:
     _DECORD.start()
 
 
-def _sample_with_decord(path: str, indices: list[int], meta: VideoMeta, limits: VideoLimits):
+# decord 0.6.0 asked to scale to some widths below this (16, 24, 48 and 72 px among them) hands back a
+# padded buffer of the wrong size; PyAV decodes such extreme aspect ratios instead.
+_DECORD_MIN_SCALED_WIDTH = 80
+
+
+def _sample_with_decord(path: str, indices: list[int], meta: VideoMeta, limits: VideoLimits,
+                        keyframes: list[float] | None = None):
     """Decode `indices` with decord in the child process; None when it fails, crashes or runs too long."""
-    decoded = _DECORD.decode(path, indices, limits.decode_threads, limits.decord_timeout_s)
+    size = working_size(meta.width, meta.height, limits.decode_max_side)
+    if size != (meta.width, meta.height) and size[0] < _DECORD_MIN_SCALED_WIDTH:
+        return None
+    key_indices = sorted({int(round(t * meta.fps)) for t in keyframes}) if keyframes else None
+    decoded = _DECORD.decode(path, indices, limits.decode_threads, limits.decord_timeout_s,
+                             size if size != (meta.width, meta.height) else None, key_indices)
     if decoded is None:
         return None
-    frames = decoded[0]
-    expected = (len(decoded[2]), meta.height, meta.width, 3)
+    frames, _, picked = decoded
+    expected = (len(picked), size[1], size[0], 3)
     if frames.shape != expected or frames.dtype != np.uint8:
         logger.warning("decord returned %s %s for %s, expected %s uint8; decoding with PyAV",
                        frames.shape, frames.dtype, path, expected)
         return None
+    if picked[-1] < indices[-1] - limits.truncation_tolerance_s * meta.fps:
+        # decord counts fewer frames than the file says it has: PyAV finds out whether it was cut short.
+        logger.warning("decord's last frame of %s is %d, not %d; decoding with PyAV", path, picked[-1], indices[-1])
+        return None
     return decoded
 
 
-def run_decord_worker(path: str, out: str, indices: list[int], threads: int) -> dict:
-    """The child side of :func:`_sample_with_decord`: decode `indices`, save them to `out` (.npy).
+# Frames one decord call returns at once: the child holds two such batches (decord's and its copy) per reader.
+_DECORD_BATCH = 8
 
-    Indices past decord's own frame count are clamped to its last frame, then repeats dropped.
 
-    >>> run_decord_worker("clip.mp4", "/tmp/f.npy", [0, 30], threads=2)  # doctest: +SKIP
-    {'indices': [0, 30], 'timestamps': [0.0, 1.0]}
+# Frames a run must have to decode before another reader pays off: a reader of its own costs about two
+# keyframe decodes (opening the file, indexing it), and runs side by side only save time when each has
+# several times that to do.
+MIN_RUN_DECODES = 8
+
+
+def split_runs(indices: list[int], keyframes: list[int], parts: int, min_run: int = 1) -> list[int]:
+    """Where to cut sorted frame `indices` into at most `parts` runs of about equal decoding work.
+
+    A run is decoded from the keyframe before its first index on, so runs are cut only between groups of
+    pictures (a cut inside one would decode its start twice); a group's work is the frames from its
+    keyframe to the last index in it. No more runs than leave each `min_run` frames of work. Returns the
+    positions in `indices` where the runs start, and its length.
+
+    >>> split_runs([60, 147, 280, 366], [0, 60, 120, 180, 240, 300, 360], parts=2)
+    [0, 2, 4]
+    >>> split_runs([1, 5, 9, 13], [0], parts=2)  # one group of pictures: one run
+    [0, 4]
+    >>> split_runs([60, 120, 180, 240], [0, 60, 120, 180, 240], parts=2, min_run=8)  # too little work
+    [0, 4]
+    """
+    keys = sorted(keyframes) or [0]
+    starts: list[int] = []  # position in `indices` where each group starts
+    costs: list[int] = []
+    group_key = None
+    for position, index in enumerate(indices):
+        key = keys[max(bisect.bisect_right(keys, index) - 1, 0)]
+        if key != group_key:
+            starts.append(position)
+            costs.append(0)
+            group_key = key
+        costs[-1] = index - key + 1
+    before = list(itertools.accumulate(costs, initial=0))  # work before each group, and the total
+    parts = max(1, min(parts, before[-1] // max(1, min_run)))
+    cuts: list[int] = []
+    for k in range(1, parts):
+        target = before[-1] * k / parts
+        best = min(range(1, len(starts)), key=lambda g: abs(before[g] - target), default=None)
+        if best is not None and (not cuts or best > cuts[-1]):
+            cuts.append(best)
+    return [0, *(starts[g] for g in cuts), len(indices)]
+
+
+def run_decord_worker(path: str, out: str, indices: list[int], threads: int, size=None, keyframes=None) -> dict:
+    """The child side of :func:`_sample_with_decord`: decode `indices` and write them to `out` as raw RGB.
+
+    Indices past decord's own frame count are clamped to its last frame; should that make two of them the
+    same, the request fails and the app decodes with PyAV, which tells a cut file from a miscount. `size`
+    (width, height) has decord's scaler shrink each frame as it is decoded, so no full-size frame is kept.
+    The indices are split into at most `threads` runs (:func:`split_runs`), each decoded by its own
+    single-threaded reader, side by side: sampled keyframes are decoded one by one, which a decoder's own
+    frame threads cannot share out; readers can. With `keyframes` (frame indices) given, the work is split
+    before any reader opens the file, so the readers open it side by side too. Each run writes its frames
+    at their place in `out` as it goes, a few at a time.
+
+    >>> run_decord_worker("clip.mp4", "/tmp/f.rgb", [0, 30], threads=2, size=(1024, 576))  # doctest: +SKIP
+    {'indices': [0, 30], 'timestamps': [0.0, 1.0], 'shape': [2, 576, 1024, 3]}
     """
     import decord
 
-    reader = decord.VideoReader(path, num_threads=threads)
-    last = len(reader) - 1
-    wanted = list(dict.fromkeys(min(i, last) for i in indices))
-    frames = reader.get_batch(wanted).asnumpy()
-    timestamps = [float(t) for t in reader.get_frame_timestamp(wanted)[:, 0]]
-    np.save(out, np.ascontiguousarray(frames, dtype=np.uint8))
-    return {"indices": wanted, "timestamps": timestamps}
+    width, height = size or (-1, -1)
+
+    def open_reader():
+        return decord.VideoReader(path, num_threads=1, width=width, height=height)
+
+    readers = {} if keyframes is not None else {0: open_reader()}
+    keys = keyframes if keyframes is not None else [int(k) for k in readers[0].get_key_indices()]
+    wanted = list(dict.fromkeys(indices))
+    bounds = split_runs(wanted, keys, threads, MIN_RUN_DECODES)
+    frame_shape: list[tuple[int, ...]] = []
+    runs: dict[int, list[int]] = {}  # the indices each run decoded, after clamping
+
+    with open(out, "wb") as fh:
+
+        def decode_run(k: int) -> None:
+            if k not in readers:
+                readers[k] = open_reader()
+            reader = readers[k]
+            end = len(reader) - 1
+            run = runs[k] = list(dict.fromkeys(min(i, end) for i in wanted[bounds[k]:bounds[k + 1]]))
+            for start in range(0, len(run), _DECORD_BATCH):
+                frames = np.ascontiguousarray(reader.get_batch(run[start:start + _DECORD_BATCH]).asnumpy(),
+                                              dtype=np.uint8)
+                os.pwrite(fh.fileno(), frames.data, (bounds[k] + start) * frames[0].nbytes)
+                frame_shape.append(frames.shape[1:])
+
+        if len(bounds) == 2:
+            decode_run(0)
+        else:
+            with ThreadPoolExecutor(len(bounds) - 1) as pool:
+                list(pool.map(decode_run, range(len(bounds) - 1)))  # list(): raise what a run raised
+    picked = [i for k in sorted(runs) for i in runs[k]]
+    if len(set(picked)) != len(wanted):  # indices past decord's frame count were clamped onto one frame
+        raise ValueError(f"decord counts {len(readers[0])} frames, fewer than the {wanted[-1] + 1} asked for")
+    timestamps = [float(t) for t in readers[0].get_frame_timestamp(picked)[:, 0]]
+    return {"indices": picked, "timestamps": timestamps, "shape": [len(picked), *frame_shape[0]]}
 
 
 # --------------------------------------------------------------------------------------------- PyAV
 
 
-def _sample_with_pyav(path: str, indices: list[int], meta: VideoMeta, limits: VideoLimits):
-    """Decode `indices` with PyAV: seek to the keyframe before far targets, decode forward to near ones."""
-    picked: list[tuple[int, float, np.ndarray]] = []
+def _sample_with_pyav(path: str, indices: list[int], meta: VideoMeta, limits: VideoLimits,
+                      keyframes: list[float] | None = None):
+    """Decode `indices` with PyAV, in runs side by side when the keyframes (seconds) allow it.
+
+    Like decord's, the indices are split into at most ``limits.decode_threads`` runs between groups of
+    pictures (:func:`split_runs`), each decoded with its own container and one decoder thread; a single
+    run (one group of pictures, or one thread) gets the decoder's own threads instead. Frames are written
+    straight into their place in the result.
+    """
+    width, height = working_size(meta.width, meta.height, limits.decode_max_side)
+    out = np.empty((len(indices), height, width, 3), np.uint8)
+    key_indices = sorted({int(round(t * meta.fps)) for t in keyframes}) if keyframes else [0]
+    bounds = split_runs(indices, key_indices, limits.decode_threads, MIN_RUN_DECODES)
+    threads = limits.decode_threads if len(bounds) == 2 else 1
+
+    def decode(k: int):
+        return _decode_run_pyav(path, indices[bounds[k]:bounds[k + 1]], meta, limits, threads,
+                                out[bounds[k]:bounds[k + 1]])
+
+    if len(bounds) == 2:
+        runs = [decode(0)]
+    else:
+        with ThreadPoolExecutor(len(bounds) - 1) as pool:
+            runs = list(pool.map(decode, range(len(bounds) - 1)))
+    times: list[float] = []
+    picked: list[int] = []
+    for k, (run_times, run_picked) in enumerate(runs):
+        for j, (t, index) in enumerate(zip(run_times, run_picked)):
+            if times and t <= times[-1]:  # the same picture reached from two sides of a cut
+                continue
+            if len(picked) != bounds[k] + j:
+                out[len(picked)] = out[bounds[k] + j]
+            times.append(t)
+            picked.append(index)
+    return out[:len(picked)], times, picked
+
+
+def _decode_run_pyav(path: str, indices: list[int], meta: VideoMeta, limits: VideoLimits, threads: int,
+                     out: np.ndarray) -> tuple[list[float], list[int]]:
+    """Decode one run of `indices` into `out`: seek to the keyframe before far targets, decode on to near
+    ones. Each kept picture is scaled to the working size and converted to RGB in one step, so no
+    full-size RGB frame is made. Returns the pictures' times and frame indices, repeats dropped."""
+    turned = meta.rotation in (90, 270)
+    height, width = out.shape[1:3]
+    stored_size = {"width": height, "height": width} if turned else {"width": width, "height": height}
+    times: list[float] = []
+    picked: list[int] = []
     try:
         container = av.open(path, metadata_errors="ignore")
     except av.error.FFmpegError as err:
@@ -593,7 +962,7 @@ def _sample_with_pyav(path: str, indices: list[int], meta: VideoMeta, limits: Vi
     with container:
         stream = [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)][0]
         stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = limits.decode_threads
+        stream.codec_context.thread_count = threads
         tb = float(stream.time_base)
         start = stream.start_time or 0
         half_frame = 0.5 / meta.fps
@@ -622,21 +991,18 @@ def _sample_with_pyav(path: str, indices: list[int], meta: VideoMeta, limits: Vi
             if last is None:
                 raise NoFramesError("The file has a video track, but none of its pictures could be decoded.", path)
             if exhausted and target - last[0] > limits.truncation_tolerance_s:
-                raise CorruptVideoError(
-                    f"The video stops at {last[0]:.1f} s although the file says it lasts {meta.duration_s:.1f} s: "
-                    "it was probably cut short during upload. Please upload the complete file.",
+                raise TruncatedVideoError(
+                    f"The file ends early: it looks cut off (its pictures stop at {last[0]:.1f} s, but it says it "
+                    f"lasts {meta.duration_s:.1f} s). Upload the whole file.",
                     path,
                 )
-            if picked and picked[-1][1] == last[0]:
+            if times and times[-1] == last[0]:
                 continue
-            picked.append((int(round(last[0] * meta.fps)), last[0], last[1].to_ndarray(format="rgb24")))
-    frames_rgb = np.stack([_rotate(p[2], meta.rotation) for p in picked])
-    return frames_rgb, [p[1] for p in picked], [p[0] for p in picked]
-
-
-def _rotate(frame: np.ndarray, rotation: int) -> np.ndarray:
-    """Turn a stored picture counter-clockwise by `rotation` degrees, as the display matrix asks."""
-    return np.ascontiguousarray(np.rot90(frame, k=rotation // 90)) if rotation else frame
+            rgb = last[1].to_ndarray(format="rgb24", interpolation="BILINEAR", **stored_size)
+            out[len(picked)] = np.rot90(rgb, k=meta.rotation // 90) if meta.rotation else rgb
+            picked.append(int(round(last[0] * meta.fps)))
+            times.append(last[0])
+    return times, picked
 
 
 # ----------------------------------------------------------------------------------------- sampling
@@ -647,28 +1013,32 @@ def sample_frames(
 ) -> SampledVideo:
     """Sample frames uniformly: `num_frames` segment centres, or every 1/fps s when `fps` is given.
 
-    Returns at most that many frames: fewer when the video has fewer distinct frames at those times.
-    Raises a :class:`VideoError` for any file we cannot use.
+    Returns at most that many frames: fewer when the video has fewer distinct frames at those times. The
+    frames are at the working size (longest side at most ``limits.decode_max_side``, see
+    :func:`working_size`); ``meta.width`` and ``meta.height`` stay the source's. Raises a
+    :class:`VideoError` for any file we cannot use.
 
     >>> video = sample_frames("clip.mp4", num_frames=8)  # doctest: +SKIP
-    >>> video.frames.shape, video.meta.decoder  # doctest: +SKIP
-    ((8, 1280, 720, 3), 'decord')
+    >>> video.frames.shape, (video.meta.width, video.meta.height), video.meta.decoder  # doctest: +SKIP
+    ((8, 1024, 576, 3), (1080, 1920), 'decord')
     """
     if fps is None and num_frames is None:
         raise ValueError("give num_frames or fps")
     if limits.decoder not in ("decord", "pyav"):
         raise ValueError(f"limits.decoder must be 'decord' or 'pyav', got {limits.decoder!r}")
-    meta = probe_video(path, limits)
+    meta, keyframes = _inspect(path, limits, with_keyframes=limits.keyframe_snap_s > 0)
     times = plan_timestamps(meta.duration_s, num_frames=num_frames, fps=fps, max_frames=limits.max_sampled_frames)
-    if limits.keyframe_snap_s > 0:
-        times = snap_to_keyframes(times, read_keyframe_times(meta.path), limits.keyframe_snap_s)
+    if keyframes is not None:
+        times = snap_to_keyframes(times, keyframes, limits.keyframe_snap_s)
     indices = _indices_for(times, meta)
     decoded = None
     if limits.decoder == "decord" and meta.rotation == 0:
-        decoded = _sample_with_decord(meta.path, indices, meta, limits)
+        decoded = _sample_with_decord(meta.path, indices, meta, limits, keyframes)
         decoder = "decord"
     if decoded is None:
-        decoded = _sample_with_pyav(meta.path, indices, meta, limits)
+        if keyframes is None and limits.decode_threads > 1:  # where runs may be cut
+            keyframes = read_keyframe_times(meta.path)
+        decoded = _sample_with_pyav(meta.path, indices, meta, limits, keyframes)
         decoder = "pyav"
     frames, timestamps, picked = decoded
     return SampledVideo(frames=frames, timestamps=[float(t) for t in timestamps], indices=[int(i) for i in picked],

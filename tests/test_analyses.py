@@ -76,3 +76,43 @@ def test_an_export_is_zipped_with_its_manifest(db, tmp_path):
     assert archive.name == f"training-{manifest['snapshot_id']}.zip" and (folder / "manifest.json").is_file()
     with pytest.raises(store.InvalidLabelError, match="unknown export kind"):
         export_zip(db, "csv", tmp_path / "exports")
+
+
+def test_a_stored_video_opens_by_name_as_it_was_analyzed(lm, db, tmp_path):
+    from annotations.analyses import open_stored_video
+    from ui.analyze import list_stored_videos
+
+    frames, _ = make_clip(6, num_frames=12, size=(128, 72), layouts=("vertical", "none"))
+    stored = record_analysis(lm, db, write_clip(tmp_path / "split_then_single.mp4", frames), num_frames=6)
+    first = stored.to_dict()
+    again = open_stored_video(lm, db, stored.video_id)
+    data = again.to_dict()
+    # The same frames, scores and verdict as the analysis, from the stored frames: nothing decoded again.
+    assert again.frame_ids == stored.frame_ids and again.model_id == stored.model_id
+    for key in ("p_sludge", "label", "layout", "layout_scores", "time_s", "frame_index", "frame_id", "revision"):
+        assert [f[key] for f in data["frames"]] == [f[key] for f in first["frames"]], key
+    assert data["verdict"] == first["verdict"] and data["video"]["name"] == "split_then_single.mp4"
+    assert data["video"]["decoder"] == "store" and data["store"] == first["store"]
+    assert again.analysis.video.frames.shape == stored.analysis.video.frames.shape
+
+    # A video this model version never scored is scored from its stored pixels, and the scores are stored.
+    pip, _ = make_clip(7, num_frames=3, size=(128, 72), layouts=("pip",))
+    other = store.add_video(db, b"an ingested clip", "ingested.mp4", {"fps": 12.0, "duration_s": 0.25},
+                            collection="crawl-2024")
+    ids = store.add_frames(db, other, pip, [0.0, 0.1, 0.2], [0, 1, 2])
+    opened = open_stored_video(lm, db, other)
+    expected = [s.p_sludge for s in score_frames(lm, list(pip))]
+    assert [f["p_sludge"] for f in opened.to_dict()["frames"]] == pytest.approx(expected, abs=1e-5)
+    assert [store.get_frame(db, f, opened.model_id)["prediction"]["p_sludge"] for f in ids] == pytest.approx(
+        expected, abs=1e-5)
+
+    # The Analyze tab's picker: newest first, searchable by name; a missing or frameless video is refused.
+    assert [label.split(" · ")[0] for label, _ in list_stored_videos(db)] == ["ingested.mp4",
+                                                                          "split_then_single.mp4"]
+    assert list_stored_videos(db, "SPLIT") == [(list_stored_videos(db)[1][0], stored.video_id)]
+    assert list_stored_videos(db, "no such clip") == []
+    with pytest.raises(store.NotFoundError, match="not in the store"):
+        open_stored_video(lm, db, "0" * 64)
+    empty = store.add_video(db, b"no frames yet", "empty.mp4")
+    with pytest.raises(store.NotFoundError, match="no stored frames"):
+        open_stored_video(lm, db, empty)

@@ -31,7 +31,9 @@ def test_subcommand_help(command, capsys):
     assert len(capsys.readouterr().out.splitlines()) > 4
 
 
-def test_import_export_stats_backup_restore(tmp_path, capsys):
+def test_import_export_stats_backup_restore(tmp_path, capsys, monkeypatch):
+    # Exports and stats are about the model version the settings name, never merely the newest in the store.
+    monkeypatch.setenv("SLUDGELENS_METRICS_MODEL", "tiny@1")
     db, videos = build_store(tmp_path, videos=3, frames_per_video=3)
     video = next(iter(videos))
     db.close()
@@ -42,7 +44,8 @@ def test_import_export_stats_backup_restore(tmp_path, capsys):
     assert main(base + ["import", str(truth)]) == 0
     assert json.loads(capsys.readouterr().out)["events"] == 6
 
-    assert main(base + ["export", "training", str(tmp_path / "out"), "--push", str(tmp_path / "pushed")]) == 0
+    assert main(base + ["export", "training", str(tmp_path / "out"), "--model-labels",
+                        "--push", str(tmp_path / "pushed")]) == 0
     out = capsys.readouterr().out
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["snapshot_id"] in out and manifest["counts"]["records"] == 9

@@ -1,7 +1,9 @@
 """The app in headless Chromium: upload, verdict, timeline and gallery clicks, heatmaps, keyboard labeling.
 
-Screenshots of every tab go to test-artifacts/. Without Chromium (Debian's `chromium`) or Playwright the
-tests skip, unless SLUDGELENS_REQUIRE_BROWSER=1 (as in CI), where they fail.
+Screenshots of every tab go to test-artifacts/ (each tab at 1440x900 and 390x844 as well), and the
+200-frame keyboard labeling run writes its key-to-screen figures to test-artifacts/labeling.txt. Without
+Chromium (Debian's `chromium`) or Playwright the tests skip, unless SLUDGELENS_REQUIRE_BROWSER=1 (as in CI),
+where they fail.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from app_process import REPO, USERS, running_app
 
@@ -49,7 +52,8 @@ def app(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def browser(app):
+def browser():
+    _need_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -126,8 +130,8 @@ def test_upload_verdict_timeline_gallery_and_heatmap(app, page):
                              num_frames=settings.num_frames).verdict
     headline = card.strip().splitlines()[0]
     assert headline == ("Sludge" if expected.label else "Not sludge"), card
-    assert f"{round(expected.majority * expected.frames)} of {expected.frames} frames" in card
-    assert "majority vote" in card.lower()
+    # The captions are set in capitals by the style sheet, which innerText follows.
+    assert f"majority vote · {round(expected.majority * expected.frames)} of {expected.frames} frames" in card.lower()
     # The analysis opens the most sludge-like frame in the inspector, with its heatmap and mask.
     page.wait_for_function("document.querySelector('#inspector-heading').innerText.includes('Frame ')")
     page.wait_for_function("document.querySelector('#heatmap img') && document.querySelector('#mask img')")
@@ -139,6 +143,9 @@ def test_upload_verdict_timeline_gallery_and_heatmap(app, page):
     assert points.count() == 16
     points.nth(3).click(force=True)
     page.wait_for_function("document.querySelector('#inspector-heading').innerText.includes('Frame 4 of 16')")
+    # The click brings the inspector into view.
+    page.wait_for_function("(() => { const r = document.querySelector('#inspector-heading').getBoundingClientRect();"
+                           " return r.top >= 0 && r.top < window.innerHeight / 2; })()")
     first_map = image_src(page, "heatmap")
     assert first_map
 
@@ -154,13 +161,18 @@ def test_upload_verdict_timeline_gallery_and_heatmap(app, page):
     shoot(page, "analyze")
 
 
+STAGE = "document.querySelector('#label-stage .sl-stage')"
+
+
 def press(page, key: str) -> str:
-    """Press a key and wait until the Label tab's status line changes (each key's result says what it did)."""
-    message = "() => { const m = document.querySelector('#label-message .sl-msg'); return m ? m.innerText : ''; }"
-    before = page.evaluate(message)
+    """Press a key and wait until its answer is on screen (a new tick on the stage, the keys free again);
+    returns the Label tab's status line (each key's result says what it did)."""
+    before = page.evaluate(f"{STAGE}.dataset.tick")
     page.keyboard.press(key)
-    page.wait_for_function(f"before => ({message})() !== before", arg=before)
-    return page.evaluate(message)
+    page.wait_for_function(f"before => {STAGE}.dataset.tick !== before"
+                           " && !document.querySelector('#label-workspace').classList.contains('sl-busy')", arg=before)
+    return page.evaluate("() => { const m = document.querySelector('#label-message .sl-msg');"
+                         " return m ? m.innerText : ''; }")
 
 
 def test_keyboard_labeling_writes_events_and_shows_conflicts(app, page):
@@ -197,7 +209,7 @@ def test_keyboard_labeling_writes_events_and_shows_conflicts(app, page):
     assert all(r[4] == "undo" for r in events(app)[-len(accepted):])
     press(page, "ArrowLeft")
     assert f"#{queue[1]} " in page.locator("[data-testid=label-facts]").inner_text()
-    page.wait_for_selector("#label-heatmap img")
+    page.wait_for_selector("#label-explain img")
     shoot(page, "label")
 
     # Someone else corrects the frame on screen; alice's next key press is refused, and kept for a retry.
@@ -215,13 +227,13 @@ def test_keyboard_labeling_writes_events_and_shows_conflicts(app, page):
     page.wait_for_function("!document.querySelector('[data-testid=conflict]')")
     assert events(app)[-1] == (queue[1], "layout", "other", "alice", "set")
 
-    # r: the last label (layout other, set on queue[1]) on every frame from there to the current one.
-    page.keyboard.press("ArrowRight")
-    page.keyboard.press("ArrowRight")
-    page.wait_for_function("id => document.querySelector('[data-testid=label-facts]')"
-                           ".innerText.includes('#' + id + ' ')", arg=queue[3])
-    assert "on 3 frames" in press(page, "r")
-    assert events(app)[-3:] == [(f, "layout", "other", "alice", "range") for f in queue[1:4]]
+    # r: the last label (sludge yes, layout other, set on queue[1]) on every frame from there to the current one.
+    press(page, "ArrowRight")
+    press(page, "ArrowRight")
+    assert f"#{queue[3]} " in page.locator("[data-testid=label-facts]").inner_text()
+    assert "sludge = yes, layout = other on 3 frames" in press(page, "r")
+    assert events(app)[-6:] == ([(f, "sludge", "1", "alice", "range") for f in queue[1:4]]
+                                + [(f, "layout", "other", "alice", "range") for f in queue[1:4]])
 
 
 def test_review_and_export_tabs(app, page):
@@ -278,3 +290,330 @@ def _frame_ids_in_queue(app) -> list[int]:
         return [r[0] for r in db.execute(
             "SELECT id FROM frames f WHERE NOT EXISTS (SELECT 1 FROM label_events e WHERE e.frame_id = f.id"
             " AND e.field = 'sludge') ORDER BY id")]
+
+
+# ---------------------------------------------------------------- a labeler's day, 200 frames of it
+
+LABEL_RUN = 200
+# Clips of 16 sampled frames each: enough frames for the run, its undos and its range.
+LABEL_CLIPS, CLIP_FRAMES = 14, 16
+KEYS = ("y", "n", "1", "2", "3", "4", "Enter", "u", "r", "ArrowLeft", "ArrowRight")
+LAYOUT_KEYS = {"1": "vertical", "2": "horizontal", "3": "pip", "4": "other"}
+
+# Installed in the page: for every key the page takes, the time until the answer's frame is on screen (new
+# stage tick, image loaded) and until that frame's heatmap and mask are (both images loaded).
+MEASURE = """
+(keys) => {
+  window.__sl = {pending: null, results: []};
+  window.addEventListener('keydown', (ev) => {
+    if (!keys.includes(ev.key) || window.__sl.pending) return;
+    const stage = document.querySelector('#label-stage .sl-stage');
+    const p = {key: ev.key, t0: performance.now(), tick: stage.dataset.tick, from: stage.dataset.frame,
+               frameAt: null, heatAt: null, frame: null};
+    window.__sl.pending = p;
+    const loaded = (img) => img.complete && img.naturalWidth > 0;
+    const loop = () => {
+      const s = document.querySelector('#label-stage .sl-stage');
+      const now = performance.now();
+      if (p.frameAt === null && s.dataset.tick !== p.tick) {
+        const img = s.querySelector('img.sl-frame');
+        if (!img || loaded(img)) { p.frameAt = now; p.frame = s.dataset.frame; }
+      }
+      if (p.frameAt !== null && p.heatAt === null) {
+        const e = document.querySelector('#label-explain .sl-explain');
+        const pics = e ? Array.from(e.querySelectorAll('img')) : [];
+        if (!p.frame || (e.dataset.frame === p.frame && pics.length === 2 && pics.every(loaded))) p.heatAt = now;
+      }
+      if ((p.frameAt !== null && p.heatAt !== null) || now - p.t0 > 60000) {
+        window.__sl.results.push(p);
+        window.__sl.pending = null;
+        return;
+      }
+      requestAnimationFrame(loop);
+    };
+    requestAnimationFrame(loop);
+  }, true);
+}
+"""
+
+
+def prefill_store(root: Path, clips: int, frames: int) -> None:
+    """Synthetic clips (training.synthetic), each analyzed and stored by annotations.analyses.record_analysis."""
+    from annotations.analyses import record_analysis
+    from core.config import load_settings
+    from core.engine import load_model
+    from training import synthetic
+
+    db = store.open_store(root / "store.db", root / "media")
+    lm = load_model(load_settings({}).model)
+    for k in range(clips):
+        video, _ = synthetic.make_clip(7000 + k, num_frames=frames)
+        path = synthetic.write_clip(root / "clips" / f"clip_{k:02d}.mp4", video)
+        record_analysis(lm, db, path, num_frames=frames)
+    db.close()
+
+
+@pytest.fixture(scope="module")
+def labeling_app(tmp_path_factory):
+    _need_browser()
+    root = tmp_path_factory.mktemp("labeling-app")
+    prefill_store(root, LABEL_CLIPS, CLIP_FRAMES)
+    with running_app(root) as running:
+        yield running
+
+
+def sign_in_and_load(page, url: str, strategy: str = "unlabeled") -> None:
+    page.goto(url)
+    page.wait_for_selector("#upload")
+    page.get_by_role("tab", name="Label").click()
+    page.fill("#login-user :is(input, textarea)", "alice")
+    page.fill("#login-password :is(input, textarea)", USERS["alice"][0])
+    page.click("#login-button")
+    page.wait_for_function("document.querySelector('#identity').innerText.includes('alice (labeler)')")
+    page.locator("#strategy input").click()
+    page.get_by_role("option", name=strategy).click()
+    page.click("#load-queue")
+    page.wait_for_function(f"{STAGE} && {STAGE}.dataset.frame")
+
+
+class Labeler:
+    """Presses keys as a labeler does: one at a time, each once the previous answer and its heatmap are on
+    screen; keeps the measurements and the label each frame is meant to end with."""
+
+    def __init__(self, page):
+        self.page = page
+        self.intended: dict[int, tuple[bool, str | None]] = {}
+        self.timings: list[dict] = []
+
+    def on_screen(self) -> int:
+        return int(self.page.evaluate(f"{STAGE}.dataset.frame"))
+
+    def model_answer(self) -> tuple[bool, str | None]:
+        """The model's answer as the facts beside the frame show it ("sludge · P 0.62 · pip")."""
+        row = self.page.locator("[data-testid=label-facts] tr", has_text="model")
+        sludge = "not sludge" not in " ".join(row.inner_text().split())
+        layout = row.locator(".sl-chip").inner_text().strip()
+        return sludge, (layout if sludge else None)
+
+    def key(self, key: str) -> dict:
+        count = self.page.evaluate("window.__sl.results.length")
+        self.page.keyboard.press(key)
+        self.page.wait_for_function("n => window.__sl.results.length > n && window.__sl.pending === null", arg=count,
+                                    polling=50, timeout=90_000)
+        result = self.page.evaluate("window.__sl.results[window.__sl.results.length - 1]")
+        assert "timedOut" not in result
+        self.timings.append(result)
+        # The keys are free again before the next one.
+        self.page.wait_for_function("!document.querySelector('#label-workspace').classList.contains('sl-busy')")
+        return result
+
+    def label(self, key: str) -> int:
+        """Label the frame on screen with one key (or "y2": y, then 2) and record what it should end with."""
+        frame = self.on_screen()
+        if key == "Enter":
+            self.intended[frame] = self.model_answer()
+        elif key == "n":
+            self.intended[frame] = (False, None)
+        elif key == "y2":
+            self.key("y")
+            assert self.on_screen() == frame  # y waits for a layout
+            key = "2"
+            self.intended[frame] = (True, "horizontal")
+        else:
+            self.intended[frame] = (True, LAYOUT_KEYS[key])
+        self.key(key)
+        return frame
+
+
+def p95(values: list[float]) -> float:
+    return float(np.percentile(np.asarray(values, dtype=float), 95))
+
+
+def test_a_labeler_labels_200_frames_by_keyboard_alone(labeling_app, browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    sign_in_and_load(page, labeling_app.url)
+    page.evaluate(MEASURE, list(KEYS))
+    page.wait_for_function("document.querySelector('#label-explain .sl-explain').dataset.frame !== ''",
+                           timeout=120_000)
+    # The workspace fills the screen: the frame, its heatmaps, the legend and the message box in view.
+    for selector in ("#label-stage img.sl-frame", "#label-explain", "[data-testid=key-legend]", "#label-message",
+                     "#key-range"):
+        box = page.locator(selector).first.bounding_box()
+        assert box and box["y"] >= 0 and box["y"] + box["height"] <= 900, (selector, box)
+    legend = page.locator("[data-testid=key-legend]").inner_text()
+    assert "vertical = stacked top/bottom" in legend and "horizontal = side by side" in legend
+
+    labeler = Labeler(page)
+    plain = ("n", "1", "2", "3", "4", "Enter", "y2", "n")
+    burst_done = undo_done = double_undo_done = range_done = note_done = False
+    i = 0
+    while len(labeler.intended) < LABEL_RUN:
+        i += 1
+        frame = labeler.on_screen()
+        if not burst_done and i >= 10:
+            # Three Enters at once: only the first acts, on the frame on screen; the page ignores the others.
+            labeler.intended[frame] = labeler.model_answer()
+            count = page.evaluate("window.__sl.results.length")
+            page.evaluate("() => { for (let k = 0; k < 3; k++) document.dispatchEvent("
+                          "new KeyboardEvent('keydown', {key: 'Enter', bubbles: true})); }")
+            page.wait_for_function("n => window.__sl.results.length > n && window.__sl.pending === null", arg=count)
+            page.wait_for_function("!document.querySelector('#label-workspace').classList.contains('sl-busy')")
+            labeler.timings.append(page.evaluate("window.__sl.results[window.__sl.results.length - 1]"))
+            assert labeler.on_screen() != frame
+            burst_done = True
+            continue
+        if not undo_done and i >= 20:
+            # A wrong key, noticed on the next frame: u brings the frame back, then the right key.
+            labeler.key("4")
+            labeler.key("u")
+            assert labeler.on_screen() == frame
+            assert "Undone on frame" in page.locator("#label-message").inner_text()
+            labeler.label("n")
+            undo_done = True
+            continue
+        if not double_undo_done and i >= 30:
+            # y then a layout, then u twice: both of your own writes on the frame are taken back, in order.
+            labeler.key("y")
+            labeler.key("3")
+            labeler.key("u")
+            assert labeler.on_screen() == frame
+            labeler.key("u")
+            assert labeler.on_screen() == frame and "sludge back to" in page.locator("#label-message").inner_text()
+            labeler.label("1")
+            double_undo_done = True
+            continue
+        if not note_done and i >= 50:
+            # A note, then Esc: the keys work again at once, and the note is saved with the next label.
+            page.click("#label-note textarea")
+            page.keyboard.type("two feeds, one muted")
+            page.keyboard.press("Escape")
+            assert page.evaluate("document.activeElement === document.body")
+            noted = labeler.label("n")
+            note_done = True
+            continue
+        after = page.evaluate("() => { const t = Array.from(document.querySelectorAll('[data-testid=neighbours] figure'));"
+                              " const c = t.findIndex(f => f.classList.contains('sl-current'));"
+                              " return t.slice(c + 1).map(f => Number(f.dataset.frame)); }")
+        if not range_done and i >= 40 and len(after) >= 3 and len(labeler.intended) <= LABEL_RUN - 4:
+            # 2 on this frame, skip two frames, r on the third: the whole label (sludge and layout) on all four.
+            labeler.label("2")
+            labeler.key("ArrowRight")
+            labeler.key("ArrowRight")
+            assert labeler.on_screen() == after[2]
+            labeler.key("r")
+            assert "sludge = yes, layout = horizontal on 4 frames" in page.locator("#label-message").inner_text()
+            for f in after[:3]:
+                labeler.intended[f] = (True, "horizontal")
+            labeler.key("ArrowRight")
+            range_done = True
+            continue
+        labeler.label(plain[i % len(plain)])
+    assert burst_done and undo_done and double_undo_done and range_done and note_done
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "label-after-200.png"))
+    context.close()
+
+    # The store holds exactly the intended labels: alice's events touch these frames and no other, and each
+    # frame's current label is the one meant for it.
+    with sqlite3.connect(labeling_app.db_path) as db:
+        touched = {r[0] for r in db.execute("SELECT DISTINCT frame_id FROM label_events WHERE labeler = 'alice'")}
+        current = {r[0]: (None if r[1] is None else bool(r[1]), r[2]) for r in db.execute(
+            "SELECT frame_id, sludge, layout FROM current_labels WHERE frame_id IN (SELECT frame_id FROM label_events"
+            " WHERE labeler = 'alice')")}
+        human = db.execute("SELECT count(DISTINCT frame_id) FROM label_events WHERE source = 'human'").fetchone()[0]
+        notes = db.execute("SELECT frame_id, note FROM label_events WHERE note = 'two feeds, one muted'").fetchall()
+    assert len(labeler.intended) == LABEL_RUN
+    assert touched == set(labeler.intended) and human == LABEL_RUN
+    assert current == labeler.intended
+    assert notes == [(noted, "two feeds, one muted")]
+
+    moved = [t for t in labeler.timings if t["frame"] and t["frame"] != t["from"]]
+    to_frame = [t["frameAt"] - t["t0"] for t in moved]
+    to_heatmap = [t["heatAt"] - t["t0"] for t in moved]
+    lines = [
+        f"keys: {len(labeler.timings)} ({len(moved)} brought a new frame), frames labelled: {LABEL_RUN}",
+        f"median_key_to_next_frame_ms: {np.median(to_frame):.0f}",
+        f"median_key_to_heatmap_ms: {np.median(to_heatmap):.0f}",
+        f"p95_key_to_next_frame_ms: {p95(to_frame):.0f}",
+        f"p95_key_to_heatmap_ms: {p95(to_heatmap):.0f}",
+    ]
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "labeling.txt").write_text("\n".join(lines) + "\n")
+
+
+VIEWPORTS = ((1440, 900), (390, 844))
+
+
+def test_screenshots_of_every_tab_at_desktop_and_phone_sizes(labeling_app, browser):
+    """Each tab as a labeler sees it at 1440x900 and on a 390x844 phone (the screen, not the whole page)."""
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    page.goto(labeling_app.url)
+    page.wait_for_selector("#upload")
+
+    def both(name: str, prepare=None) -> None:
+        for width, height in VIEWPORTS:
+            page.set_viewport_size({"width": width, "height": height})
+            if prepare:
+                prepare()
+            page.wait_for_timeout(700)
+            page.screenshot(path=str(ARTIFACTS / f"{name}-{width}x{height}.png"))
+        page.set_viewport_size({"width": 1440, "height": 900})
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    both("analyze-empty")
+    upload_and_wait(page, labeling_app.examples_dir / "picture_in_picture.mp4", timeout_ms=SLOW_S)
+    page.wait_for_function("document.querySelector('#heatmap img') && document.querySelector('#mask img')",
+                           timeout=SLOW_S)
+    page.wait_for_function("document.querySelector('#explanation').innerText.toLowerCase().includes('verdict')", timeout=SLOW_S)
+    # Gallery frames keep their shape: a portrait frame is not cropped to a square.
+    fit = page.evaluate("getComputedStyle(document.querySelector('#frame-gallery .thumbnail-item img')).objectFit")
+    assert fit == "contain"
+    both("analyze", lambda: page.locator("#verdict-card").scroll_into_view_if_needed())
+    both("analyze-inspector", lambda: page.locator("#inspector-heading").scroll_into_view_if_needed())
+    # A budget typed into the ρ box applies on Enter.
+    page.locator("#rho input[type=number]").fill("0.2")
+    page.locator("#rho input[type=number]").press("Enter")
+    page.wait_for_function("document.querySelector('#faithfulness').innerText.includes('set by you')",
+                           timeout=SLOW_S)
+    # An ordinary question gets an answer, or a plain word that the small model cannot answer it: never the
+    # refusal meant for questions about who made what is shown.
+    from core.vocabulary import REFUSAL
+
+    page.locator("#ask-box textarea, #ask-box input").first.fill("What is in the top half?")
+    page.locator("#ask-box textarea, #ask-box input").first.press("Enter")
+    page.wait_for_function("document.querySelector('#answer').innerText.includes('A:')", timeout=SLOW_S)
+    assert REFUSAL not in page.locator("#answer").inner_text()
+
+    page.get_by_role("tab", name="Label").click()
+    page.fill("#login-user :is(input, textarea)", "alice")
+    page.fill("#login-password :is(input, textarea)", USERS["alice"][0])
+    page.click("#login-button")
+    page.wait_for_function("document.querySelector('#identity').innerText.includes('alice (labeler)')")
+    page.click("#load-queue")
+    page.wait_for_function(f"{STAGE} && {STAGE}.dataset.frame")
+    page.wait_for_function("document.querySelector('#label-explain .sl-explain').dataset.frame !== ''",
+                           timeout=SLOW_S)
+    both("label", lambda: page.locator("#label-workspace").scroll_into_view_if_needed())
+    # On a phone the key buttons sit in rows without overlapping.
+    page.set_viewport_size({"width": 390, "height": 844})
+    boxes = [page.locator(f"#{i}").bounding_box() for i in ("key-yes", "key-no", "key-layout-1", "key-layout-2",
+                                                            "key-layout-3", "key-layout-4", "key-accept")]
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            x, y = boxes[a], boxes[b]
+            assert (x["x"] + x["width"] <= y["x"] + 0.5 or y["x"] + y["width"] <= x["x"] + 0.5
+                    or x["y"] + x["height"] <= y["y"] + 0.5 or y["y"] + y["height"] <= x["y"] + 0.5), (a, b)
+    page.set_viewport_size({"width": 1440, "height": 900})
+
+    page.get_by_role("tab", name="Review").click()
+    page.wait_for_function("document.querySelector('#metrics-table').innerText.includes('accuracy')")
+    both("review", lambda: page.locator("#metrics-table").scroll_into_view_if_needed())
+    page.get_by_role("tab", name="Export").click()
+    page.click("#export-button")
+    page.wait_for_selector("#export-zip a")
+    both("export", lambda: page.locator("#export-summary").scroll_into_view_if_needed())
+    context.close()

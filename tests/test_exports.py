@@ -42,9 +42,18 @@ def tree_bytes(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def test_training_jsonl_holds_human_and_imported_labels_by_default(labelled):
+    db, _, tmp = labelled
+    manifest = store.export_training_set(db, tmp / "plain")
+    records = read_jsonl(tmp / "plain" / "training.jsonl")
+    assert len(records) == 18 and {r["provenance"] for r in records} == {"corrected", "raw"}
+    assert manifest["counts"]["skipped_unlabelled"] == 18
+    assert manifest["pseudo_labels"] == {"included": False, "model_id": None, "records": 0}
+
+
 def test_training_jsonl_records_and_manifest(labelled):
-    db, videos, tmp = labelled
-    manifest = store.export_training_set(db, tmp / "run1")
+    db, _, tmp = labelled
+    manifest = store.export_training_set(db, tmp / "run1", config=store.ExportConfig(include_model_labels=True))
     records = read_jsonl(tmp / "run1" / "training.jsonl")
     assert len(records) == 36 and all(RECORD_KEYS <= set(r) for r in records)
     assert [(r["video_id"], r["frame_index"]) for r in records] == sorted((r["video_id"], r["frame_index"])
@@ -67,13 +76,16 @@ def test_training_jsonl_records_and_manifest(labelled):
     assert model["labeler"] is None and model["model_id"] == "tiny@1"
     assert model["sludge"] == (model["p_sludge"] >= 0.5) and model["description"].startswith("frame ")
     splits = {}
+    rule = store.split_videos(db)
     for r in records:
         splits.setdefault(r["video_id"], set()).add(r["split"])
-        assert r["split"] == store.split_for_video(r["video_id"])
+        assert r["split"] == rule[r["video_id"]]
     assert all(len(s) == 1 for s in splits.values())  # no video spans two splits
+    assert manifest["pseudo_labels"] == {"included": True, "model_id": "tiny@1", "records": 18}
     assert manifest["counts"]["records"] == 36 and manifest["counts"]["by_provenance"] == {"corrected": 3,
                                                                                          "model": 18, "raw": 15}
     assert manifest["model_versions"] == ["tiny@1"]
+    assert {r["split"] for r in records} == {"train", "val", "test"}
     on_disk = json.loads((tmp / "run1" / "manifest.json").read_text())
     assert on_disk == manifest
     files = {p.relative_to(tmp / "run1").as_posix() for p in (tmp / "run1").rglob("*") if p.is_file()}
@@ -132,7 +144,7 @@ def test_imagefolder_loads_with_datasets(labelled):
     sizes = {name: len(split) for name, split in loaded.items()}
     expected = {{"train": "train", "val": "validation", "test": "test"}[k]: v
                 for k, v in manifest["counts"]["by_split"].items()}
-    assert sizes == expected and sum(sizes.values()) == 36
+    assert sizes == expected and sum(sizes.values()) == 18  # the labelled frames; no pseudo-labels unless asked
     row = loaded["train"][0]
     assert row["image"].size == (16, 16)
     assert {"sludge", "layout", "description", "explanation", "provenance", "video_id", "frame_index"} <= set(row)
@@ -141,11 +153,30 @@ def test_imagefolder_loads_with_datasets(labelled):
     assert len(corrected) == 3 and all(r["layout"] == "horizontal" for r in corrected)
 
 
-def test_label_studio_tasks_carry_predictions(labelled):
+def test_label_studio_tasks_carry_labels_as_annotations_and_predictions(labelled):
     db, _, tmp = labelled
     manifest = store.export_label_studio(db, tmp / "ls")
     tasks = json.loads((tmp / "ls" / "tasks.json").read_text())
-    assert manifest["counts"] == {"tasks": 36, "with_predictions": 36}
+    assert manifest["counts"] == {"tasks": 36, "with_annotations": 18, "with_predictions": 36}
+    current = {r["frame_id"]: r for r in store.current_labels(db)}
+    for task in tasks:
+        frame = current[task["data"]["frame_id"]]
+        # Labels are never task data: Label Studio reads them from "annotations" (and our guesses from "predictions").
+        assert set(task["data"]) == {"image", "frame_id", "video_id", "frame_index", "time_s"}
+        if frame["sludge"] is None:
+            assert "annotations" not in task
+            continue
+        (annotation,) = task["annotations"]
+        by_name = {r["from_name"]: r["value"] for r in annotation["result"]}
+        assert by_name["sludge"] == {"choices": ["sludge" if frame["sludge"] else "not_sludge"]}
+        if frame["layout"] is not None:
+            assert by_name["layout"] == {"choices": [frame["layout"]]}
+        assert task["meta"]["provenance"] == ("corrected" if frame["sludge_labeler"] == "ana" else "raw")
+    corrected = [t for t in tasks if t.get("meta", {}).get("labeler") == "ana"]
+    assert len(corrected) == 3 and all(
+        {"from_name": "description", "to_name": "image", "type": "textarea", "id": f"{t['id']}-description",
+         "value": {"text": ["a game <b>above</b>, a podcast below"]}} in t["annotations"][0]["result"]
+        for t in corrected)
     p = dict(db.execute("SELECT frame_id, p_sludge FROM predictions").fetchall())
     config = (tmp / "ls" / "label_config.xml").read_text()
     for task in tasks:
@@ -188,3 +219,25 @@ def test_parse_target():
     assert parse_target("file:///srv/x") == ("local", Path("/srv/x"))
     with pytest.raises(store.InvalidLabelError):
         parse_target("hf://datasets/../../x")
+
+
+def test_a_small_collection_gets_a_test_and_a_validation_video(tmp_path):
+    from annotations.exports import assign_splits
+    from annotations.review import read_holdout_truth
+
+    db, videos = build_store(tmp_path, videos=3, frames_per_video=2, seed=1)
+    for frames in videos.values():
+        for frame_id in frames:
+            store.correct_label(db, frame_id, "sludge", True, "ana", store.frame_revision(db, frame_id))
+    manifest = store.export_training_set(db, tmp_path / "small")
+    assert manifest["counts"]["by_split"] == {"test": 2, "train": 2, "val": 2}
+    # The review holdout is the export's test split.
+    records = read_jsonl(tmp_path / "small" / "training.jsonl")
+    assert set(read_holdout_truth(db, "current", "test")) == {r["frame_id"] for r in records if r["split"] == "test"}
+    # Two videos are too few to hold one out; a large collection follows the hash alone.
+    assert set(assign_splits(["a", "b"]).values()) <= {"train", "val", "test"}
+    many = [f"video-{i}" for i in range(400)]
+    assert assign_splits(many) == {v: store.split_for_video(v) for v in many}
+    # Adding videos keeps every video that the hash put in val or test where it was.
+    grown = assign_splits(many + [f"new-{i}" for i in range(50)])
+    assert all(grown[v] == split for v, split in assign_splits(many).items() if split != "train")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-from store_helpers import build_store
+from store_helpers import build_store, make_frames
 
 import annotations as store
 from annotations.labeling import LabelSession
@@ -126,3 +127,109 @@ def test_a_viewer_can_queue_but_not_write(db):
     with pytest.raises(store.PermissionDeniedError):
         s.label(db, "sludge", True)
     assert events(db) == []
+
+
+def test_undo_walks_back_your_own_writes_across_frames_in_order(db):
+    s = LabelSession("ana").load(db, "unlabeled", n=8)
+    first, second = s.items[0]["frame_id"], s.items[1]["frame_id"]
+    s.press(db, "y", on_screen=first)                     # sludge on the first frame, stays
+    s.press(db, "3", on_screen=first)                     # its layout, moves on
+    s.press(db, "n", on_screen=second)                    # the second frame, moves on
+    assert s.progress()["done"] == 2
+    s.press(db, "u", on_screen=s.current["frame_id"])     # takes back the second frame's label and shows it
+    assert s.current["frame_id"] == second and s.message.startswith("Undone on frame")
+    assert s.progress()["done"] == 1
+    # Two undos in a row on the same frame: the first one's own event never makes the second stale.
+    s.press(db, "u", on_screen=second)
+    assert s.current["frame_id"] == first and "layout back to" in s.message
+    s.press(db, "u", on_screen=first)
+    assert s.message.startswith("Undone on frame") and "sludge back to" in s.message
+    assert s.progress()["done"] == 0
+    labels = {r["frame_id"]: (r["sludge"], r["layout"]) for r in store.current_labels(db)}
+    assert labels[first] == (None, None) and labels[second] == (None, None)
+    assert [e[1:] for e in events(db)] == [
+        ("sludge", "1", "ana", "set"), ("layout", "pip", "ana", "set"), ("sludge", "0", "ana", "set"),
+        ("sludge", None, "ana", "undo"), ("layout", None, "ana", "undo"), ("sludge", None, "ana", "undo")]
+    s.press(db, "u", on_screen=first)
+    assert s.message == "Nothing of yours to undo in this session." and len(events(db)) == 6
+
+
+def test_undo_after_someone_else_changed_the_frame_asks_once_more_and_never_takes_their_change(db):
+    s = LabelSession("ana").load(db, "unlabeled", n=8)
+    frame_id = s.current["frame_id"]
+    s.press(db, "2", on_screen=frame_id)                  # sludge yes + horizontal, moves on
+    store.correct_label(db, frame_id, "description", "two games", "bob",
+                        seen_revision=store.frame_revision(db, frame_id))
+    s.press(db, "u", on_screen=s.current["frame_id"])
+    assert s.message.startswith("Not undone yet: bob changed frame") and s.current["frame_id"] == frame_id
+    assert store.current_labels(db, frame_ids=[frame_id])[0]["layout"] == "horizontal"
+    s.press(db, "u", on_screen=frame_id)                  # seen it: take back ana's label, bob's note stays
+    row = store.current_labels(db, frame_ids=[frame_id])[0]
+    assert (row["sludge"], row["layout"], row["description"]) == (None, None, "two games")
+
+
+def test_a_key_for_a_frame_no_longer_on_screen_is_ignored(db):
+    s = LabelSession("ana").load(db, "unlabeled", n=8)
+    first = s.current["frame_id"]
+    # Three quick Enters all pressed while the first frame was on screen: only the first one labels.
+    for _ in range(3):
+        s.press(db, "Enter", on_screen=first)
+    assert {e[0] for e in events(db)} == {first}
+    assert s.message.startswith("Ignored 'Enter'") and s.current["frame_id"] == s.items[1]["frame_id"]
+
+
+def test_the_queue_continues_by_itself_and_never_writes_a_frame_twice(db):
+    s = LabelSession("ana").load(db, "unlabeled", n=3)    # 8 frames in the store, fetched 3 at a time
+    labelled = []
+    while s.current is not None:
+        labelled.append(s.current["frame_id"])
+        s.press(db, "n", on_screen=s.current["frame_id"])
+    assert len(labelled) == 8 == len(set(labelled)) and s.message.startswith("No more frames")
+    s.press(db, "n", on_screen=None)                       # n at the end writes nothing
+    assert len(events(db)) == 8 and s.progress()["done"] == 8
+    s.press(db, "ArrowLeft", on_screen=None)               # back to the last frame
+    assert s.current["frame_id"] == labelled[-1]
+    s.press(db, "ArrowRight", on_screen=labelled[-1])      # past the end again
+    assert s.current is None
+    # A video analyzed meanwhile: → fetches its first frame.
+    video_id = store.add_video(db, b"a later clip", "later.mp4", {"fps": 30.0})
+    (later,) = store.add_frames(db, video_id, make_frames(np.random.default_rng(9), 1), [0.0], [0])
+    s.press(db, "ArrowRight", on_screen=None)
+    assert s.current["frame_id"] == later and s.video_name == "later.mp4"
+
+
+def test_range_applies_the_whole_label(db):
+    s = LabelSession("ana").load(db, "unlabeled", n=8)
+    video_id = s.current["video_id"]
+    s.press(db, "3", on_screen=s.current["frame_id"])     # pip (and sludge) on the first frame, moves on
+    s.move(db, 2)
+    s.press(db, "r", on_screen=s.current["frame_id"])
+    assert s.message.startswith("Saved sludge = yes, layout = pip on 4 frames")
+    labels = [(r["sludge"], r["layout"]) for r in store.current_labels(db, video_id=video_id)]
+    assert labels == [(True, "pip")] * 4
+    s.press(db, "u", on_screen=s.current["frame_id"])     # one undo takes back the whole range
+    labels = [(r["sludge"], r["layout"]) for r in store.current_labels(db, video_id=video_id)]
+    assert labels == [(True, "pip"), (None, None), (None, None), (None, None)]
+
+
+def test_the_neighbour_strip_shows_the_videos_frames_and_labels(db):
+    s = LabelSession("ana").load(db, "unlabeled", n=8)
+    s.press(db, "n", on_screen=s.current["frame_id"])
+    strip = s.neighbours()
+    assert [f["frame_index"] for f in strip] == [0, 15, 30, 45]
+    assert [f["current"] for f in strip] == [False, True, False, False]
+    assert strip[0]["sludge"] is False and strip[1]["sludge"] is None
+    assert s.video_name == "clip_0.mp4"
+
+
+def test_the_strip_moves_in_steps_around_the_current_frame(tmp_path):
+    db, _ = build_store(tmp_path, videos=1, frames_per_video=30)
+    s = LabelSession("ana").load(db, "unlabeled", n=30)
+    windows = []
+    for _ in range(30):
+        strip = [f["frame_index"] // 15 for f in s.neighbours()]
+        current = next(i for i, f in enumerate(s.neighbours()) if f["current"])
+        windows.append(strip[0])
+        assert len(strip) == 9 and (current >= 2 or strip[0] == 0) and (len(strip) - current > 2 or strip[-1] == 29)
+        s.move(db, 1)
+    assert len(set(windows)) == 6  # the window moved 5 times in 30 frames

@@ -74,3 +74,34 @@ def test_faithfulness_text_states_a_ratio_only_where_it_means_something(p_drop_t
     text = format_faithfulness(Explained())
     assert "keeps **23** of 256 tokens" in text
     assert expected in text
+
+
+def test_the_label_tab_has_its_workspace_and_keys_name_the_frame_on_screen(tmp_path):
+    from core.vocabulary import LAYOUT_MEANINGS
+    from ui.label import KEY_HELP
+
+    _, demo = build(tmp_path, SLUDGELENS_USERS="alice:pw:labeler")
+    ids = elem_ids(demo)
+    assert {"label-workspace", "label-stage", "label-context", "label-explain", "label-message", "label-legend",
+            "label-on-screen"} <= ids
+    by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    on_screen = by_id["label-on-screen"]._id
+    for key in ("key-yes", "key-no", "key-accept", "key-undo", "key-range", "key-next"):
+        (event,) = [d for d in demo.fns.values() if any(t[0] == by_id[key]._id for t in d.targets)]
+        # Every key carries the frame that was on screen when it was pressed.
+        assert on_screen in [c._id for c in event.inputs]
+    for name in ("vertical", "horizontal", "pip", "other"):
+        assert f"<b>{name}</b> = {LAYOUT_MEANINGS[name]}" in KEY_HELP
+    assert "stacked top/bottom" in KEY_HELP and "side by side" in KEY_HELP
+
+
+def test_the_analyze_and_export_tabs_explain_their_controls(tmp_path):
+    _, demo = build(tmp_path)
+    by_id = {b.elem_id: b for b in demo.blocks.values() if getattr(b, "elem_id", None)}
+    assert by_id["frame-gallery"].object_fit == "contain"
+    assert "ρ" in by_id["rho"].info and "fast tier" in next(
+        b.info for b in demo.blocks.values() if isinstance(b, gr.Slider) and "Frames to sample" in (b.label or ""))
+    assert "question-aware" in by_id["heatmap-view"].info
+    assert "linear-gradient" in by_id["heatmap-scale"].value
+    # Pseudo-labels only when asked for.
+    assert by_id["export-pseudo"].value is False

@@ -139,3 +139,34 @@ def test_table_shows_the_card_columns_and_escapes_names(tmp_path):
     for column in ("accuracy", "precision", "recall", "F1", "video accuracy"):
         assert column in table
     assert "&lt;b&gt;x\\|y&lt;/b&gt;" in table and "<b>" not in table
+
+
+def test_a_collection_counts_its_own_frames_only(tmp_path):
+    db, videos = build_store(tmp_path, videos=3, frames_per_video=4, seed=4)
+    rng = np.random.default_rng(9)
+    crawl = store.add_video(db, b"crawled", "crawled.mp4", collection="crawl-2024")
+    crawled = store.add_frames(db, crawl, make_frames(rng, 5), [0, 1, 2, 3, 4], [0, 1, 2, 3, 4])
+    store.record_predictions(db, "tiny@1", crawled, [0.9, 0.8, 0.2, 0.1, 0.6], [{"pip": 1.0}] * 5)
+    for f, value in zip(crawled, [True, False, False, True, True]):
+        store.correct_label(db, f, "sludge", value, "ana", 0)
+        store.correct_label(db, f, "sludge", not value, "bob", 1)
+        store.correct_label(db, f, "sludge", value, "ana", 2)
+    uploads = [f for fs in videos.values() for f in fs]
+    for f in uploads:
+        store.correct_label(db, f, "sludge", True, "ana", 0)
+
+    crawl_only = store.compute_metrics(db, "tiny@1", collection="crawl-2024")
+    # TP 0.9, 0.6; FP 0.8; TN 0.2; FN 0.1
+    assert crawl_only["collection"] == "crawl-2024"
+    assert crawl_only["frames"] == {"n": 5, "accuracy": 0.6, "precision": pytest.approx(2 / 3, abs=1e-6),
+                                    "recall": pytest.approx(2 / 3, abs=1e-6), "f1": pytest.approx(2 / 3, abs=1e-6),
+                                    "tp": 2, "fp": 1, "fn": 1, "tn": 1}
+    assert crawl_only["predictions"] == 5 and crawl_only["labelled"] == 5 and crawl_only["videos"]["n"] == 1
+    assert [(k["a"], k["b"], k["n"]) for k in crawl_only["kappa"]["sludge"]] == [("ana", "bob", 5)]
+    everything = store.compute_metrics(db, "tiny@1")
+    assert everything["frames"]["n"] == 5 + len(uploads) and everything["collection"] is None
+    assert store.compute_metrics(db, "tiny@1", collection=store.UPLOADS)["frames"]["n"] == len(uploads)
+    assert set(store.truth_labels(db, "bob", "crawl-2024")) == set(crawled)
+    assert store.truth_labels(db, "bob", store.UPLOADS) == {}
+    with pytest.raises(store.NotFoundError, match="no collection named 'crawl-2025'"):
+        store.compute_metrics(db, "tiny@1", collection="crawl-2025")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 from store_helpers import build_store
 
@@ -117,3 +118,201 @@ def test_uncertain_with_no_predictions_is_empty(tmp_path):
     db, _ = build_store(tmp_path, model_id=None)
     assert store.next_frames(db, "ana", "uncertain") == []
     assert len(store.next_frames(db, "ana", "unlabeled", n=2)) == 2
+
+
+def import_raw(db, tmp_path, labels: dict[int, bool]):
+    """Import raw ground truth for frames (frame id -> sludge) as raw-gt, through a JSONL file."""
+    import json
+
+    rows = []
+    for frame_id, sludge in labels.items():
+        frame = store.get_frame(db, frame_id)
+        rows.append({"video": frame["video_id"], "frame_index": frame["frame_index"], "sludge": sludge})
+    path = tmp_path / "truth.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store.import_ground_truth(db, path)
+
+
+def set_scores(db, p: dict[int, float], model_id: str = "tiny@1"):
+    store.record_predictions(db, model_id, list(p), list(p.values()), [{"pip": 1.0}] * len(p))
+
+
+def test_label_issue_puts_flips_the_model_is_sure_of_first(queued, tmp_path):
+    from cleanlab.rank import get_label_quality_scores
+
+    db, videos = queued
+    ids = sorted(f for fs in videos.values() for f in fs)
+    # The model is sure of most frames; raw-gt agrees with it except on four flips: three where the model is
+    # sure (0.97, 0.02, 0.95) and one where it hesitates (0.55). Two frames have no label, one no score.
+    p = {f: (0.9 + 0.004 * i if i % 2 else 0.1 - 0.004 * i) for i, f in enumerate(ids)}
+    flips = {ids[3]: 0.97, ids[6]: 0.02, ids[11]: 0.95, ids[14]: 0.55}
+    p.update(flips)
+    set_scores(db, p)
+    labels = {f: p[f] >= 0.5 for f in ids[:-2]}
+    for f in flips:
+        labels[f] = not labels[f]
+    import_raw(db, tmp_path, labels)
+    db.execute("DELETE FROM predictions WHERE frame_id = ?", [ids[0]])  # a frame the model never scored
+
+    got = store.next_frames(db, "ana", "label-issue", n=50)
+    order = [f["frame_id"] for f in got]
+    assert order[:3] == [ids[6], ids[3], ids[11]] and order[3] == ids[14]
+    assert got[0]["reason"] == "label issue" and got[0]["sludge"] is True and got[0]["p_sludge"] == 0.02
+    # Candidates: a current label and a score of this model version; lowest cleanlab label quality first.
+    candidates = [f for f in ids[1:-2]]
+    expected = get_label_quality_scores(np.array([int(labels[f]) for f in candidates]),
+                                        np.array([[1 - p[f], p[f]] for f in candidates]))
+    ranked = sorted(zip(expected, candidates), key=lambda t: (round(t[0], 9), t[1]))
+    assert order == [f for _, f in ranked]
+    assert [f["score"] for f in got] == pytest.approx([round(q, 6) for q, _ in ranked])
+
+    # A frame the labeler fixed leaves their queue (it goes to someone else, as in disagreement); a
+    # reviewer's label settles it for everyone; a new score of the model moves a frame up.
+    store.correct_label(db, ids[6], "sludge", False, "ana", got[0]["revision"])
+    store.release_frames(db, "ana")
+    assert ids[6] not in [f["frame_id"] for f in store.next_frames(db, "ana", "label-issue", n=50)]
+    store.release_frames(db, "ana")
+    assert [f["frame_id"] for f in store.next_frames(db, "bob", "label-issue", n=2)] == [ids[3], ids[11]]
+    store.release_frames(db, "bob")
+    store.correct_label(db, ids[3], "sludge", True, "rita", store.frame_revision(db, ids[3]))
+    set_scores(db, {ids[20 - 2 - 1]: 0.0 if labels[ids[17]] else 1.0})
+    order = [f["frame_id"] for f in store.next_frames(db, "bob", "label-issue", n=50)]
+    assert ids[3] not in order and order[0] == ids[17] and order[1] == ids[11]
+
+
+def test_label_issue_ties_go_to_the_lower_frame_id(queued, tmp_path):
+    db, videos = queued
+    ids = sorted(f for fs in videos.values() for f in fs)
+    set_scores(db, {f: 0.8 for f in ids})
+    import_raw(db, tmp_path, {f: False for f in ids})
+    first = [f["frame_id"] for f in store.next_frames(db, "ana", "label-issue", n=7)]
+    assert first == ids[:7]
+    assert [f["frame_id"] for f in store.next_frames(db, "bob", "label-issue", n=7)] == ids[7:14]
+
+
+def test_every_strategy_keeps_to_a_collection(tmp_path):
+    db, videos = build_store(tmp_path, videos=4, frames_per_video=5)
+    crawl = store.add_video(db, b"crawled clip", "crawled.mp4", collection="crawl-2024")
+    crawled = store.add_frames(db, crawl, np.random.default_rng(1).integers(0, 256, (6, 8, 8, 3), dtype=np.uint8),
+                               [i / 2 for i in range(6)], list(range(6)))
+    set_scores(db, dict(zip(crawled, [0.9, 0.1, 0.52, 0.48, 0.7, 0.3])))
+    # The model disagrees with two of the labels; the last frame has none.
+    import_raw(db, tmp_path, {f: i < 3 for i, f in enumerate(crawled[:-1])})
+    uploads = {f for fs in videos.values() for f in fs}
+    store.correct_label(db, sorted(uploads)[0], "sludge", True, "ana", 0)
+    for strategy in store.STRATEGIES:
+        got = {f["frame_id"] for f in store.next_frames(db, "vic", strategy, n=50, collection="crawl-2024")}
+        assert got and got <= set(crawled), strategy
+        rest = {f["frame_id"] for f in store.next_frames(db, "vic", strategy, n=50, collection=store.UPLOADS)}
+        assert rest <= uploads, strategy
+    assert store.count_unlabeled(db, "crawl-2024") == 1
+    assert store.count_unlabeled(db, store.UPLOADS) == len(uploads) - 1
+    assert store.count_unlabeled(db) == len(uploads)
+    with pytest.raises(store.NotFoundError, match="no collection named 'crawl-2025'"):
+        store.next_frames(db, "ana", "uncertain", collection="crawl-2025")
+    with pytest.raises(store.NotFoundError, match="crawl-2024"):
+        store.count_unlabeled(db, "crawl-2025")
+    assert store.list_collection_names(db) == ["crawl-2024", store.UPLOADS]
+
+
+def test_the_label_index_follows_writes_from_another_connection(queued, tmp_path):
+    """The index reads only what is new; it must agree with the current_labels view after any mix of writes."""
+    from annotations.queue import get_label_index
+    from core.vocabulary import LABEL_LAYOUTS
+
+    db, videos = queued
+    other = store.open_store(tmp_path / "store.db", tmp_path / "media")
+    ids = sorted(f for fs in videos.values() for f in fs)
+    rng = np.random.default_rng(7)
+    import_raw(db, tmp_path, {f: bool(rng.random() < 0.5) for f in ids[::2]})
+    for step in range(120):
+        writer = other if step % 3 else db
+        f = int(rng.choice(ids))
+        who = ["ana", "bob", "rita"][step % 3]
+        revision = store.frame_revision(writer, f)
+        kind = rng.random()
+        try:
+            if kind < 0.5:
+                store.correct_label(writer, f, "sludge", bool(rng.random() < 0.5), who, revision)
+            elif kind < 0.75:
+                store.correct_label(writer, f, "layout", str(rng.choice(LABEL_LAYOUTS)), who, revision)
+            elif kind < 0.9:
+                store.undo(writer, f, "sludge", who, revision)
+            else:
+                store.review_event(writer, store.label_history(writer, f)[-1].id, "rita", bool(rng.random() < 0.5))
+        except (store.InvalidLabelError, IndexError):
+            pass
+        if step % 10 == 0:
+            store.next_frames(db, "ana", "disagreement", n=5)  # the index catches up at every call
+            store.release_frames(db, "ana")
+    index = get_label_index(db)
+    with index.lock:
+        index.refresh(db)
+    view = {r["frame_id"]: r for r in store.current_labels(db)}
+    for slot, frame_id in enumerate(index.ids.tolist()):
+        row = view[frame_id]
+        assert index.cur_val[0][slot] == (-1 if row["sludge"] is None else int(row["sludge"]))
+        assert index.cur_val[1][slot] == (-1 if row["layout"] is None else LABEL_LAYOUTS.index(row["layout"]))
+    assert store.count_unlabeled(db) == sum(r["sludge"] is None for r in view.values())
+    other.close()
+
+
+def test_the_label_tab_session_keeps_to_its_collection(tmp_path):
+    from annotations.labeling import LabelSession
+
+    db, videos = build_store(tmp_path, videos=2, frames_per_video=4)
+    crawl = store.add_video(db, b"crawled clip", "crawled.mp4", collection="crawl-2024")
+    crawled = store.add_frames(db, crawl, np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8),
+                               [0.0, 0.5, 1.0], [0, 1, 2])
+    set_scores(db, dict(zip(crawled, [0.2, 0.9, 0.6])))
+    import_raw(db, tmp_path, dict(zip(crawled, [True, True, True])))
+    session = LabelSession("ana")
+    session.collection = "crawl-2024"
+    session.load(db, "label-issue", n=5, model_id="tiny@1")
+    assert [item["frame_id"] for item in session.items] == [crawled[0], crawled[2], crawled[1]]
+    assert store.count_unlabeled(db, session.collection) == 0
+
+
+def test_walking_the_sorted_orders_ranks_as_one_pass_does(tmp_path):
+    """At scale the queue walks each strategy's sorted order and scores changed frames apart; on a small store it
+    ranks everything in one pass. Both must give the same frames, in the same order, after any mix of writes."""
+    from annotations.queue import QueueConfig, get_label_index
+    from core.vocabulary import LABEL_LAYOUTS
+
+    db, videos = build_store(tmp_path, videos=5, frames_per_video=6, seed=3)
+    rng = np.random.default_rng(11)
+    crawl = store.add_video(db, b"crawled", "crawled.mp4", collection="crawl-2024")
+    store.add_frames(db, crawl, rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8), [i / 2 for i in range(6)],
+                     list(range(6)))
+    ids = sorted(r[0] for r in db.execute("SELECT id FROM frames"))
+    set_scores(db, {f: round(float(rng.random()), 1) for f in ids})  # coarse scores: many ties
+    import_raw(db, tmp_path, {f: bool(rng.random() < 0.5) for f in ids if rng.random() < 0.8})
+    walking = store.open_store(tmp_path / "store.db", tmp_path / "media")
+    get_label_index(walking).config = QueueConfig(dense_frames=0, dense_share=0.0, resort_after=5)
+    for step in range(60):
+        f = int(rng.choice(ids))
+        who = ["ana", "bob", "rita"][step % 3]
+        revision = store.frame_revision(db, f)
+        kind = rng.random()
+        try:
+            if kind < 0.45:
+                store.correct_label(db, f, "sludge", bool(rng.random() < 0.5), who, revision)
+            elif kind < 0.65:
+                store.correct_label(db, f, "layout", str(rng.choice(LABEL_LAYOUTS)), who, revision)
+            elif kind < 0.75:
+                store.undo(db, f, "sludge", who, revision)
+            elif kind < 0.85:
+                store.review_event(db, store.label_history(db, f)[-1].id, "rita", bool(rng.random() < 0.6))
+            else:
+                set_scores(db, {f: round(float(rng.random()), 1)})
+        except (store.InvalidLabelError, IndexError):
+            pass
+        if step % 6 == 5:
+            for strategy in ("uncertain", "disagreement", "unlabeled", "label-issue"):
+                for labeler, collection in (("ana", None), ("bob", "crawl-2024"), ("rita", store.UPLOADS)):
+                    one_pass = store.next_frames(db, labeler, strategy, n=12, collection=collection)
+                    walked = store.next_frames(walking, labeler, strategy, n=12, collection=collection)
+                    assert [(f["frame_id"], f["score"], f["reason"]) for f in walked] == [
+                        (f["frame_id"], f["score"], f["reason"]) for f in one_pass], (step, strategy, labeler)
+                    store.release_frames(db, labeler)
+    walking.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from store_helpers import build_store
 
@@ -41,8 +42,9 @@ def test_the_holdout_is_the_videos_of_one_split(db):
     truth = read_holdout_truth(db, "current", "test")
     everything = read_holdout_truth(db, "current", "all")
     assert set(truth) <= set(everything)
-    assert all(store.split_for_video(v["video_id"]) == "test" for v in truth.values())
-    assert {f for f, v in everything.items() if store.split_for_video(v["video_id"]) == "test"} == set(truth)
+    splits = store.split_videos(db)
+    assert truth and all(splits[v["video_id"]] == "test" for v in truth.values())  # six videos: one is test
+    assert {f for f, v in everything.items() if splits[v["video_id"]] == "test"} == set(truth)
     with pytest.raises(store.InvalidLabelError):
         read_holdout_truth(db, "current", "holdout")
 
@@ -61,3 +63,30 @@ def test_importing_the_use_case_modules_leaves_the_store_api_whole():
     for name in ("accounts", "labeling", "review"):
         importlib.import_module(f"annotations.{name}")
     assert not [name for name in store.__all__ if inspect.ismodule(getattr(store, name))]
+
+
+def test_the_holdout_of_one_collection(db):
+    crawl = store.add_video(db, b"crawled", "crawled.mp4", collection="crawl-2024")
+    frames = store.add_frames(db, crawl, np.random.default_rng(3).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8),
+                              [0, 1, 2, 3], [0, 1, 2, 3])
+    for f in frames:
+        store.correct_label(db, f, "sludge", False, "ana", 0)
+    scores = {"vertical": 0.7, "horizontal": 0.1, "pip": 0.1, "other": 0.1}
+    store.record_predictions(db, "A", frames, [0.9] * 4, [scores] * 4)
+    store.record_predictions(db, "B", frames, [0.1] * 4, [scores] * 4)
+    cmp = compare_models(db, "A", "B", split="all", collection="crawl-2024")
+    assert cmp["collection"] == "crawl-2024" and cmp["holdout"] == 4 and cmp["frames"] == 4
+    a, b = cmp["models"]
+    assert a["accuracy"] == 0.0 and b["accuracy"] == 1.0 and len(cmp["disagreements"]) == 4
+    assert compare_models(db, "A", "B", split="all", collection=store.UPLOADS)["frames"] == 17
+    assert set(read_holdout_truth(db, "current", "all", "crawl-2024")) == set(frames)
+    with pytest.raises(store.NotFoundError):
+        compare_models(db, "A", "B", split="all", collection="nope")
+
+
+def test_the_collection_dropdowns_list_every_collection(db):
+    from ui.review import ALL_COLLECTIONS, collection_choices
+
+    store.add_video(db, b"crawled", "crawled.mp4", collection="crawl-2024")
+    assert collection_choices(db) == [("all collections", ALL_COLLECTIONS), ("crawl-2024", "crawl-2024"),
+                                      (store.UPLOADS, store.UPLOADS)]

@@ -56,12 +56,13 @@ def test_open_store_applies_migrations_and_pragmas(tmp_path):
     assert {"videos", "frames", "models", "predictions", "labelers", "label_events", "reviews", "leases",
             "exports"} <= set(db.table_names())
     assert "current_labels" in db.view_names()
-    assert [m.name for m in MIGRATIONS.applied(db)] == ["m001_initial", "m002_collections"]
+    assert [m.name for m in MIGRATIONS.applied(db)] == ["m001_initial", "m002_collections",
+                                                        "m003_collection_scale_indexes"]
     assert MIGRATIONS.pending(db) == []
     assert db["labelers"].get(store.RAW_GT)["kind"] == "import"
     db.close()
     again = store.open_store(tmp_path / "s.db", tmp_path / "media")
-    assert again.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 2
+    assert again.execute("SELECT count(*) FROM _sqlite_migrations").fetchone()[0] == 3
     assert again["labelers"].count == 1
     again.close()
 

@@ -18,6 +18,7 @@ from PIL import Image
 
 from core.config import VideoLimits
 from core.video import (
+    MIN_RUN_DECODES,
     AudioOnlyError,
     CorruptVideoError,
     EmptyFileError,
@@ -28,13 +29,18 @@ from core.video import (
     NotMediaError,
     ResolutionError,
     SampledVideo,
+    TruncatedVideoError,
     VideoError,
     VideoMeta,
     VideoTooLongError,
+    check_video_file,
+    find_declared_end,
     plan_timestamps,
     probe_video,
     sample_frames,
     snap_to_keyframes,
+    split_runs,
+    working_size,
 )
 
 # Exact frames: these tests name the frames each planned time shows; keyframe snapping has its own tests.
@@ -241,8 +247,8 @@ def test_asking_for_nothing_is_a_programming_error(clips):
 
 
 def expect(error_class, code: str, words: str, path, limits: VideoLimits = VideoLimits()):
-    """Both entry points refuse `path` with `error_class`; its message mentions `words`."""
-    for call in (probe_video, sample_frames):
+    """Every entry point refuses `path` with `error_class`; its message mentions `words`."""
+    for call in (check_video_file, probe_video, sample_frames):
         with pytest.raises(error_class) as caught:
             call(path, limits=limits)
         err = caught.value
@@ -316,25 +322,214 @@ def test_video_track_whose_pictures_do_not_decode(tmp_path):
     expect(NoFramesError, "no_frames", "could be decoded", path)
 
 
-def test_mp4_cut_in_half_loses_its_index(tmp_path, clips):
-    data = clips["long"].read_bytes()
-    path = tmp_path / "cut.mp4"
-    path.write_bytes(data[: len(data) // 2])
-    expect(CorruptVideoError, "corrupt_video", "damaged or incomplete", path)
+# ------------------------------------------------------------------------------------ truncated files
 
 
-def test_faststart_mp4_cut_in_half_stops_early(tmp_path):
+def noisy_clip(path, frames: int = 40, **kwargs):
+    """A clip of incompressible frames, so that a cut at a fraction of its bytes loses that fraction of them."""
     rng = np.random.default_rng(0)
-    noisy = lambda i, w, h: rng.integers(0, 256, (h, w, 3), dtype=np.uint8)  # noqa: E731 - incompressible frames
-    whole = encode_clip(tmp_path / "whole.mp4", frames=40, painter=noisy, container_options={"movflags": "faststart"})
+    return encode_clip(path, frames=frames, painter=lambda i, w, h: rng.integers(0, 256, (h, w, 3), dtype=np.uint8),
+                       **kwargs)
+
+
+def cut(path, out, fraction: float) -> tuple[int, int]:
+    """Write the first `fraction` of `path`'s bytes to `out`; return (bytes kept, bytes of the whole)."""
+    data = path.read_bytes()
+    kept = int(len(data) * fraction)
+    out.write_bytes(data[:kept])
+    return kept, len(data)
+
+
+@pytest.mark.parametrize("fraction", [0.9, 0.5])
+@pytest.mark.parametrize("limits", [DECORD, PYAV], ids=["decord", "pyav"])
+def test_a_faststart_mp4_cut_short_is_refused_with_the_bytes_it_lacks(tmp_path, fraction, limits):
+    # moov (the index) first: the file opens and plays up to the cut, so it was once accepted with fewer frames.
+    whole = noisy_clip(tmp_path / "whole.mp4", container_options={"movflags": "faststart"})
+    assert find_declared_end(whole) == (None, True, True)
+    kept, total = cut(whole, tmp_path / "cut.mp4", fraction)
+    err = expect(TruncatedVideoError, "truncated_video", "the file ends early", tmp_path / "cut.mp4", limits)
+    assert isinstance(err, CorruptVideoError)
+    assert f"({kept:,} of {total:,} bytes are there)" in err.message
+    assert err.message.endswith("Upload the whole file.")
+
+
+@pytest.mark.parametrize("fraction", [0.9, 0.5, 0.999])
+def test_an_mp4_with_its_index_last_cut_short_is_refused_as_cut_off(tmp_path, fraction):
+    # The default mp4 muxing writes moov after the pictures: a cut loses the index with the last pictures.
+    whole = noisy_clip(tmp_path / "whole.mp4")
+    kept, total = cut(whole, tmp_path / "cut.mp4", fraction)
+    err = expect(TruncatedVideoError, "truncated_video", "it looks cut off", tmp_path / "cut.mp4")
+    if kept < whole.read_bytes().rindex(b"moov") - 4:  # cut among the pictures: the index's size is unknown
+        assert f"({kept:,} of at least " in err.message
+    else:  # cut inside the index, the last box
+        assert f"({kept:,} of {total:,} bytes are there)" in err.message
+    assert "holds no pictures" not in err.message
+
+
+def test_an_mp4_that_stops_right_before_its_index_is_refused_as_cut_off(tmp_path):
+    whole = noisy_clip(tmp_path / "whole.mp4")
     data = whole.read_bytes()
-    path = tmp_path / "cut.mp4"
-    path.write_bytes(data[: len(data) // 2])
-    assert probe_video(path).duration_s == pytest.approx(4.0, abs=0.11)  # the header still promises 4 s
+    moov = data.rindex(b"moov") - 4
+    (tmp_path / "cut.mp4").write_bytes(data[:moov])
+    err = expect(TruncatedVideoError, "truncated_video", "not the index", tmp_path / "cut.mp4")
+    assert f"its {moov:,} bytes hold pictures" in err.message
+
+
+@pytest.mark.parametrize("kind", ["mkv", "webm", "avi"])
+def test_other_containers_cut_short_are_refused(tmp_path, clips, kind):
+    kept, total = cut(clips[kind], tmp_path / f"cut.{kind}", 0.9)
+    err = expect(TruncatedVideoError, "truncated_video", "ends early", tmp_path / f"cut.{kind}")
+    assert f"({kept:,} of {total:,} bytes are there)" in err.message
+
+
+VFR_GAPS_MS = [30, 90, 45, 60, 30, 75, 90, 30, 50, 60] * 3
+
+
+def vfr_clip(path, container_options: dict | None = None):
+    """An mp4 whose frames come at uneven intervals (30 to 90 ms), as phones record in low light."""
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        stream = container.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        for i, pts in enumerate(np.cumsum([0] + VFR_GAPS_MS[:-1])):
+            frame = av.VideoFrame.from_ndarray(scene(i, 96, 64), format="rgb24")
+            frame.pts, frame.time_base = int(pts), Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def mp4_box(kind: bytes, payload: bytes) -> bytes:
+    return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+
+@pytest.mark.parametrize("trailer", ["udta box", "free box", "id3 tag", "zero padding", "vendor trailer"])
+def test_complete_files_with_trailing_metadata_pass(tmp_path, clips, trailer):
+    tail = {
+        "udta box": mp4_box(b"udta", mp4_box(b"\xa9cmt", b"recorded on a phone")),
+        "free box": mp4_box(b"free", bytes(64)),
+        "id3 tag": b"TAG" + b"Song title".ljust(30) + b"Artist".ljust(30) + bytes(65),
+        "zero padding": bytes(5),
+        "vendor trailer": b"\x00\x00\x01\x00SEFH" + bytes(40) + b"SEFT",
+    }[trailer]
+    path = tmp_path / "trailing.mp4"
+    path.write_bytes(clips["mp4"].read_bytes() + tail)
+    assert find_declared_end(path).end is None
+    assert check_video_file(path).frame_count == 30
+    video = sample_frames(path, num_frames=4, limits=PYAV)
+    assert [read_index(f) for f in video.frames] == video.indices
+
+
+@pytest.mark.parametrize("kind", ["mp4", "mkv", "webm", "avi", "short", "long", "turn90", "turn270"])
+def test_complete_files_are_not_taken_for_cut_ones(clips, kind):
+    assert find_declared_end(clips[kind]) == (None, True, True)
+    meta = check_video_file(clips[kind])
+    assert meta == probe_video(clips[kind])
+    assert len(sample_frames(clips[kind], num_frames=4).frames) == 4
+
+
+@pytest.mark.parametrize("options", [{}, {"movflags": "faststart"}], ids=["index-last", "faststart"])
+def test_a_variable_frame_rate_mp4_passes_and_samples_its_true_times(tmp_path, options):
+    path = vfr_clip(tmp_path / "vfr.mp4", options)
+    shown_at = np.cumsum([0] + VFR_GAPS_MS[:-1]) / 1000  # when each frame starts to be shown
+    meta = check_video_file(path)
+    assert meta.duration_s == pytest.approx(1.65, abs=0.1)
     for limits in (DECORD, PYAV):
-        with pytest.raises(CorruptVideoError, match="cut short") as caught:
-            sample_frames(path, num_frames=8, limits=limits)
-        assert caught.value.code == "corrupt_video"
+        video = sample_frames(path, num_frames=6, limits=limits)
+        assert len(video.frames) >= 5
+        painted = [read_index(f) for f in video.frames]
+        assert np.allclose(video.timestamps, shown_at[painted], atol=2e-3)  # each frame's true time
+        assert painted == sorted(set(painted))
+
+
+def test_check_video_file_is_the_probe_without_sampling(clips, tmp_path):
+    meta = check_video_file(clips["turn90"])
+    assert (meta.width, meta.height, meta.rotation, meta.frame_count) == (64, 96, 90, 10)
+    expect(ResolutionError, "bad_resolution", "at most 64 px", clips["mp4"], VideoLimits(max_side=64))
+
+
+# ------------------------------------------------------------------------------------ working size
+
+
+def test_working_size_keeps_the_aspect_ratio():
+    assert working_size(4000, 4000, 1024) == (1024, 1024)
+    assert working_size(1280, 720, 1024) == (1024, 576)
+    assert working_size(720, 1280, 1024) == (576, 1024)
+    assert working_size(4096, 16, 1024) == (1024, 4)
+    assert working_size(1024, 600, 1024) == (1024, 600)
+    assert working_size(4000, 3000, 0) == (4000, 3000)
+
+
+@pytest.mark.parametrize("limits", [DECORD, PYAV], ids=["decord", "pyav"])
+def test_frames_are_scaled_to_the_working_size_as_they_are_decoded(clips, limits):
+    small = replace(limits, decode_max_side=80)
+    video = sample_frames(clips["mp4"], num_frames=8, limits=small)
+    assert video.meta.decoder == limits.decoder
+    assert video.frames.shape == (8, 53, 80, 3)
+    assert (video.meta.width, video.meta.height) == (96, 64)  # the source's, as stored with the video
+    assert video.indices == [1, 5, 9, 13, 16, 20, 24, 28]
+    assert [read_index(f) for f in video.frames] == video.indices
+    assert all(red_corner(f) == "top-left" for f in video.frames)
+    unbounded = sample_frames(clips["mp4"], num_frames=8, limits=replace(limits, decode_max_side=0))
+    assert unbounded.frames.shape == (8, 64, 96, 3)
+
+
+@pytest.mark.parametrize("turn", [90, 180, 270])
+def test_turned_frames_are_scaled_the_right_way_round(clips, turn):
+    video = sample_frames(clips[f"turn{turn}"], num_frames=4, limits=replace(DECORD, decode_max_side=80))
+    assert video.frames.shape == (4, 80, 53, 3)  # displayed 64x96, longest side 80
+    assert (video.meta.width, video.meta.height) == (64, 96)
+    assert all(red_corner(f) == "top-left" for f in video.frames)
+    assert [read_index(f) for f in video.frames] == video.indices
+
+
+def test_a_720p_clip_comes_back_at_1024_px_from_both_decoders_alike(tmp_path):
+    path = encode_clip(tmp_path / "hd.mp4", frames=8, size=(1280, 720))
+    by_decord = sample_frames(path, num_frames=4, limits=DECORD)
+    by_pyav = sample_frames(path, num_frames=4, limits=PYAV)
+    assert by_decord.meta.decoder == "decord" and by_pyav.meta.decoder == "pyav"
+    assert by_decord.frames.shape == by_pyav.frames.shape == (4, 576, 1024, 3)
+    assert (by_decord.meta.width, by_decord.meta.height) == (1280, 720)
+    assert by_decord.indices == by_pyav.indices
+    assert np.abs(by_decord.frames.astype(int) - by_pyav.frames.astype(int)).mean() < 2.0
+    assert [read_index(f) for f in by_decord.frames] == by_decord.indices
+
+
+def test_the_decord_child_clamps_indices_past_its_frame_count_but_never_doubles_a_frame(clips):
+    from core.video import DecordWorker
+
+    worker = DecordWorker()
+    frames, _, indices = worker.decode(str(clips["mp4"]), [27, 40], threads=1, timeout_s=20.0)
+    assert indices == [27, 29] and [read_index(f) for f in frames] == [27, 29]
+    # 40 and 50 would both become frame 29: an answer the app does not take (it decodes with PyAV instead).
+    assert worker.decode(str(clips["mp4"]), [27, 40, 50], threads=1, timeout_s=20.0) is None
+    worker.stop()
+
+
+def test_runs_are_cut_between_groups_of_pictures_into_equal_work():
+    keys = [0, 60, 120, 180, 240, 300]
+    assert split_runs([60, 120, 180, 240], keys, parts=2) == [0, 2, 4]  # keyframes: one decode each
+    assert split_runs([1, 5, 9, 13], [0], parts=2) == [0, 4]  # one group of pictures is one run
+    # 10..50 costs 51 decodes from keyframe 0, 70 and 130 cost 11 each: the cut falls after the first group.
+    assert split_runs([10, 30, 50, 70, 130], keys, parts=2) == [0, 3, 5]
+    assert split_runs([60], keys, parts=2) == [0, 1]
+    assert split_runs([60, 120, 180], keys, parts=1) == [0, 3]
+    # A second reader costs about two keyframe decodes: four keyframes are not worth two runs of eight.
+    assert split_runs([60, 120, 180, 240], keys, parts=2, min_run=8) == [0, 4]
+    assert split_runs([10, 30, 50, 70, 130], keys, parts=2, min_run=8) == [0, 3, 5]
+
+
+def test_the_decord_child_decodes_runs_side_by_side_in_order(clips):
+    from core.video import DecordWorker
+
+    worker = DecordWorker()
+    wanted = [30, 90, 150, 210, 270, 330, 345]
+    assert len(split_runs(wanted, sorted(keyframe_indices(clips["long"], 30.0)), 2, MIN_RUN_DECODES)) == 3
+    frames, timestamps, indices = worker.decode(str(clips["long"]), wanted, threads=2, timeout_s=20.0, size=(80, 53))
+    worker.stop()
+    assert indices == wanted and frames.shape == (7, 53, 80, 3)
+    assert [read_index(f) % 32 for f in frames] == [i % 32 for i in wanted]
+    assert np.allclose(timestamps, [i / 30 for i in wanted], atol=1e-3)
 
 
 def test_too_large_is_refused_before_decoding(tmp_path, clips):

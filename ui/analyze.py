@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import gradio as gr
 
+import annotations as store
 from annotations import StoreError
+from annotations.accounts import AuthError
 from annotations.analyses import (
+    analyze_upload,
     ask_stored_frame,
     build_verdict_card,
     describe_stored_frame,
     explain_stored_clip,
     explain_stored_frame,
-    record_analysis,
+    open_stored_video,
 )
+from annotations.exports import EXPLANATIONS
 from core import vocabulary
+from core.config import check_frame_count
 from core.engine import ModelLoadError
 from core.explain import render_explanation
 from core.video import VideoError
 from ui.figures import plot_timeline, plot_token_map
 from ui.format import (
+    MASK_KEY,
     esc,
+    format_colour_scale,
     format_frame_heading,
     format_limits,
     format_model_status,
+    format_model_words,
+    format_time_label,
     format_verdict,
     make_thumbnail,
 )
@@ -46,6 +55,39 @@ def list_views(pictures: dict) -> list[str]:
 
 def pick_view(view: str) -> str:
     return BASE_VIEWS.get(view) or f"heatmap:layer_{view.split()[-1]}"
+
+
+# Words of the questions the model is taught to refuse: who made or what is shown (a show, game, channel...).
+IDENTITY_WORDS = ("which show", "what show", "name of", "name the", "who made", "who is", "which channel",
+                  "what channel", "streamer", "which game", "what game", "movie", "series", "which account",
+                  "uploaded", "posted", "creator", "brand", "what song", "which song")
+
+
+def is_identity_question(question: str) -> bool:
+    """Whether a question asks who made or what exactly is shown (the model refuses those on purpose).
+
+    >>> is_identity_question("Which channel posted this?"), is_identity_question("What is in the bottom half?")
+    (True, False)
+    """
+    lowered = question.lower()
+    return any(word in lowered for word in IDENTITY_WORDS)
+
+
+def format_answer(question: str, reply: str) -> str:
+    """The Ask box's answer: the model's reply, except its identity refusal given to an ordinary question,
+    which the small model says to questions it was not trained on; then the page says so plainly.
+
+    >>> format_answer("What is in the top half?", vocabulary.REFUSAL).startswith("**Q:**")
+    True
+    >>> "cannot answer free questions" in format_answer("What is in the top half?", vocabulary.REFUSAL)
+    True
+    """
+    text = f"**Q:** {esc(question)}\n\n"
+    if reply.strip() == vocabulary.REFUSAL and not is_identity_question(question):
+        return text + ("**A:** *The embedded model cannot answer free questions: it was trained to classify a "
+                       "frame, name its layout, describe it and explain its verdict, and it refuses questions "
+                       "about who made or what exactly is shown. See the description and explanation above.*")
+    return text + f"**A:** {esc(reply) or '(no answer)'} *(generated text)*"
 
 
 def format_faithfulness(e) -> str:
@@ -83,6 +125,21 @@ def format_faithfulness(e) -> str:
     return "\n".join(lines)
 
 
+def list_stored_videos(db, text: str = "") -> list[tuple[str, str]]:
+    """The stored-video picker's choices: (name · collection · frames · when, video id), newest first, only
+    names containing `text`.
+
+    >>> list_stored_videos(db, "split")[0]  # doctest: +SKIP
+    ('vertical_split.mp4 · uploads · 16 frames · 2025-01-31 12:00', '9f86d081884c7d65...')
+    """
+    try:
+        videos = store.find_videos(db, text or "", limit=100)
+    except StoreError:
+        return []
+    return [(f"{v['name']} · {v['collection']} · {v['frames']} frames · {v['created_at'][:16].replace('T', ' ')}",
+             v["id"]) for v in videos]
+
+
 def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown) -> None:
     """The Analyze tab's components and events, inside the caller's gr.Tab."""
     settings = services.settings
@@ -102,20 +159,26 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
             gr.Markdown(f"**Upload a short video** · {format_limits(limits)}", elem_classes=["sl-limits"])
             video = gr.Video(label="Video", sources=["upload"], height=300, elem_id="upload")
             frames = gr.Slider(4, limits.max_sampled_frames, value=settings.num_frames, step=1,
-                               label=f"Frames to sample (fast tier, up to {limits.max_sampled_frames})")
+                               label=f"Frames to sample (fast tier, up to {limits.max_sampled_frames})",
+                               info="fast tier: every sampled frame is scored in one batched pass; the "
+                                    "inspector below (slow tier) explains one frame at a time")
             go = gr.Button("Analyze", variant="primary", elem_id="analyze-button")
             if services.examples:
                 gr.Examples(examples=[[str(p)] for p in services.examples], inputs=[video],
                             example_labels=[p.stem.replace("_", " ") for p in services.examples],
                             label="Examples (synthetic clips): one click loads and analyzes", examples_per_page=6,
                             api_visibility="private", elem_id="examples")
+            stored_video = gr.Dropdown(list_stored_videos(db), value=None, label="Or open a stored video",
+                                       info="newest first; type part of a name to search the store",
+                                       elem_id="stored-video")
         with gr.Column(scale=3, min_width=360):
             card = gr.HTML(format_verdict(None), elem_id="verdict-card")
             with gr.Column(visible=False) as results:
                 timeline = gr.Plot(label="Confidence timeline: click a point to inspect that frame",
                                    elem_id="timeline", show_label=True)
-                gallery = gr.Gallery(label="Sampled frames: click one to inspect it", columns=8, height=236,
-                                     buttons=[], allow_preview=False, elem_id="frame-gallery", object_fit="cover")
+                # Whole frames, never cropped to squares: picture-in-picture insets sit in the corners.
+                gallery = gr.Gallery(label="Sampled frames: click one to inspect it", columns=8, height="auto",
+                                     buttons=[], allow_preview=False, elem_id="frame-gallery", object_fit="contain")
 
     # Hidden until a video is analyzed, so a first visit shows the upload and the verdict card only.
     with gr.Column(visible=False) as inspector:
@@ -123,19 +186,30 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
         with gr.Row(equal_height=False):
             with gr.Column(scale=3):
                 view = gr.Radio(list(BASE_VIEWS), value="question-aware", label="Heatmap view",
-                                elem_id="heatmap-view")
-                overlay = gr.Image(label="Where the model looks", type="pil", interactive=False, height=360,
-                                   elem_id="heatmap", buttons=["fullscreen", "download"])
+                                elem_id="heatmap-view",
+                                info="question-aware: how much the answer to the question below attends to each "
+                                     "patch; mean / max: over the visual queries; layer: one cross-attention "
+                                     "layer; grid: each query on its own")
+                # No label tag over the picture: picture-in-picture insets sit in its corners.
+                overlay = gr.Image(label="Where the model looks", show_label=False, type="pil", interactive=False,
+                                   height=360, elem_id="heatmap", buttons=["fullscreen", "download"])
+                gr.HTML(format_colour_scale("where the model looks: attention, as a share of this frame's peak"),
+                        elem_id="heatmap-scale")
                 question = gr.Textbox(value=vocabulary.CLASSIFY, label="Question the question-aware map answers",
                                       lines=1, info="press Enter to recompute the map for another question")
             with gr.Column(scale=3):
-                rho = gr.Slider(0, 0.5, value=0, step=0.01, label="Token budget ρ (0 = auto)", elem_id="rho")
-                mask = gr.Image(label="Token mask: kept patches bright", type="pil",
+                rho = gr.Slider(0, 0.5, value=0, step=0.01, label="Token budget ρ (0 = auto)", elem_id="rho",
+                                info="ρ: the share of visual tokens the mask keeps, the most relevant first; "
+                                     "0 picks the budget from the map itself (shown below). Enter applies a typed "
+                                     "value")
+                mask = gr.Image(label="Token mask: kept patches bright", show_label=False, type="pil",
                                 interactive=False, height=360, elem_id="mask", buttons=["fullscreen", "download"])
+                gr.HTML(MASK_KEY, elem_id="mask-key")
                 faith = gr.Markdown(elem_id="faithfulness")
             with gr.Column(scale=2, min_width=240):
-                description = gr.Textbox(label="Description", lines=3, interactive=False, elem_id="description")
-                verdict_text = gr.Textbox(label="Explanation", lines=3, interactive=False, elem_id="explanation")
+                # The verdict of the scores, and the model's generated text only where it says the same.
+                verdict_text = gr.HTML(elem_id="explanation")
+                description = gr.HTML(elem_id="description")
                 ask_box = gr.Textbox(label="Ask about this frame", placeholder="What is in the bottom half?",
                                      lines=1, elem_id="ask-box")
                 ask_btn = gr.Button("Ask", size="sm")
@@ -156,22 +230,46 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
     def run_analyze(path, num_frames, source, progress=gr.Progress()):
         if not path:
             raise gr.Error("Upload a video first (or click an example).", title="No video")
-        progress(0.05, desc="Loading the model")
         try:
-            lm = services.models.get(source or None)
-            progress(0.2, desc=f"Decoding and scoring {int(num_frames)} frames")
-            stored = record_analysis(lm, db, path, num_frames=int(num_frames), limits=limits)
+            num_frames = check_frame_count(num_frames, limits)
+        except ValueError as err:
+            raise gr.Error(str(err).capitalize() + ".", title="Frames to sample") from err
+        progress(0.05, desc=f"Checking the file, then decoding and scoring {num_frames} frames")
+        try:
+            # The file is checked before any model loads; only the selector's keys load (no account here).
+            stored = analyze_upload(services.models, db, settings.auth, path, num_frames, limits, source or None)
         except VideoError as err:
             raise gr.Error(str(err), title="Cannot use this file") from err
-        except ModelLoadError as err:
+        except (ModelLoadError, AuthError) as err:
             raise gr.Error(str(err), title="Model not available") from err
+        except StoreError as err:
+            raise gr.Error(str(err), title="Not stored") from err
+        return show_analysis(stored, services.models.current)
+
+    def show_analysis(stored, lm):
         data = stored.to_dict()
         top = max(range(len(data["frames"])), key=lambda i: data["frames"][i]["p_sludge"])
         state = {"result": data, "frame_ids": stored.frame_ids, "model": lm.identity.source}
         video = stored.analysis.video
-        thumbs = [(make_thumbnail(f), f"{t:.1f} s") for f, t in zip(video.frames, video.timestamps)]
+        thumbs = [(make_thumbnail(f), format_time_label(i, t)) for i, (f, t) in enumerate(zip(video.frames,
+                                                                                               video.timestamps))]
         return (data, state, format_verdict(build_verdict_card(data)), plot_timeline(data, threshold, top), thumbs,
                 top, gr.update(visible=True), gr.update(visible=True), format_model_status(services))
+
+    @on_gpu
+    def open_stored(video_id, source, progress=gr.Progress()):
+        if not video_id:
+            raise gr.Error("Pick a stored video first.", title="No video")
+        progress(0.05, desc="Loading the model")
+        try:
+            lm = services.models.get(source or None)
+            progress(0.2, desc="Reading the stored frames (and scoring any this model has not scored)")
+            stored = open_stored_video(lm, db, video_id)
+        except ModelLoadError as err:
+            raise gr.Error(str(err), title="Model not available") from err
+        except StoreError as err:
+            raise gr.Error(str(err), title="Cannot open this video") from err
+        return show_analysis(stored, lm)
 
     analyze_outputs = [result_json, analysis, card, timeline, gallery, selected, results, inspector, status]
 
@@ -213,7 +311,8 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
             return gr.skip(), gr.skip()
         lm = services.models.get(state["model"])
         text = describe_stored_frame(lm, db, state["frame_ids"][int(position)])
-        return text["description"], text["explanation"]
+        return format_model_words(state["result"]["frames"][int(position)], text["description"],
+                                  text["explanation"], EXPLANATIONS)
 
     @on_gpu
     def ask_frame(state, position, text):
@@ -224,7 +323,7 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
             reply = ask_stored_frame(lm, db, state["frame_ids"][int(position)], text)
         except StoreError as err:
             raise gr.Error(str(err)) from err
-        return f"**Q:** {esc(text)}\n\n**A:** {esc(reply) or '(no answer)'}"
+        return format_answer(text, reply)
 
     @on_gpu
     def clip_map(state, budget):
@@ -232,22 +331,31 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
             raise gr.Error("Analyze a video first.")
         lm = services.models.get(state["model"])
         ce = explain_stored_clip(lm, db, state["frame_ids"], rho=float(budget) or None)
-        times = [f["time_s"] for f in state["result"]["frames"]]
+        rows = [format_time_label(i, f["time_s"]) for i, f in enumerate(state["result"]["frames"])]
         shares = ce.selection.frame_shares
         best = sorted(range(len(shares)), key=lambda i: -shares[i])[:3]
         summary = (f"ρ = **{ce.selection.rho:.2f}** ({'auto' if ce.selection.auto else 'set'}) · keeps "
-                   f"**{ce.selection.kept}** of {ce.selection.mask.size} tokens. Most evidence in frames at "
-                   + ", ".join(f"{times[i]:.1f} s ({shares[i]:.0%})" for i in best) + ".")
-        return plot_token_map(ce.relevance, ce.selection.mask, times), summary
+                   f"**{ce.selection.kept}** of {ce.selection.mask.size} tokens. Most evidence in frames "
+                   + ", ".join(f"{rows[i]} ({shares[i]:.0%})" for i in best) + ".")
+        return plot_token_map(ce.relevance, ce.selection.mask, rows=rows), summary
 
-    def picked(text):
+    def opening(state, position):
+        # At once, before the slow tier: the heading names the frame being opened, the timeline marks it.
+        if not state or position is None:
+            return gr.skip(), gr.skip()
+        data = state["result"]
+        return ("### Frame inspector\n" + format_frame_heading(data["frames"][position], len(data["frames"]))
+                + " · *computing its heatmap…*", plot_timeline(data, threshold, position))
+
+    def picked(text, state):
         try:
-            return int(str(text).split(":")[0])
+            position = int(str(text).split(":")[0])
         except ValueError:
-            return gr.skip()
+            return gr.skip(), gr.skip(), gr.skip()
+        return (position, *opening(state, position))
 
-    def from_gallery(evt: gr.SelectData):
-        return evt.index
+    def from_gallery(state, evt: gr.SelectData):
+        return (evt.index, *opening(state, evt.index))
 
     # ------------------------------------------------------------ events
 
@@ -264,8 +372,10 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
          .success(inspect, inspect_inputs, inspect_outputs, api_visibility="private", **MODEL_QUEUE)
          .success(describe_frame, [analysis, selected], [description, verdict_text], api_visibility="private",
                   **MODEL_QUEUE))
-    for event in (pick.change(picked, pick, selected, api_visibility="private", queue=False),
-                  gallery.select(from_gallery, None, selected, api_visibility="private", queue=False)):
+    for event in (pick.change(picked, [pick, analysis], [selected, heading, timeline], api_visibility="private",
+                              queue=False),
+                  gallery.select(from_gallery, analysis, [selected, heading, timeline], api_visibility="private",
+                                 queue=False)):
         (event.then(inspect, inspect_inputs, inspect_outputs, api_visibility="private", **MODEL_QUEUE)
          .success(describe_frame, [analysis, selected], [description, verdict_text], api_visibility="private",
                   **MODEL_QUEUE))
@@ -275,3 +385,14 @@ def build_analyze_tab(services, model_dropdown: gr.Dropdown, status: gr.Markdown
     ask_btn.click(ask_frame, [analysis, selected, ask_box], answer, api_visibility="private", **MODEL_QUEUE)
     ask_box.submit(ask_frame, [analysis, selected, ask_box], answer, api_visibility="private", **MODEL_QUEUE)
     clip_btn.click(clip_map, [analysis, rho], [clip_plot, clip_md], api_visibility="private", **MODEL_QUEUE)
+    stored_video.focus(lambda: gr.update(choices=list_stored_videos(db)), None, stored_video,
+                       api_visibility="private", queue=False)
+    def search_stored(key: gr.KeyUpData):
+        return gr.update(choices=list_stored_videos(db, key.input_value))
+
+    stored_video.key_up(search_stored, None, stored_video, api_visibility="private", queue=False)
+    (stored_video.input(open_stored, [stored_video, model_dropdown], analyze_outputs, api_visibility="private",
+                        **MODEL_QUEUE, trigger_mode="always_last")
+     .success(inspect, inspect_inputs, inspect_outputs, api_visibility="private", **MODEL_QUEUE)
+     .success(describe_frame, [analysis, selected], [description, verdict_text], api_visibility="private",
+              **MODEL_QUEUE))

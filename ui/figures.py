@@ -109,14 +109,21 @@ def plot_layout_errors(per_layout: dict) -> go.Figure:
 
 
 def plot_token_map(relevance: np.ndarray, kept: np.ndarray | None = None,
-                   times: list[float] | None = None) -> go.Figure:
+                   times: list[float] | None = None, rows: list[str] | None = None) -> go.Figure:
     """The clip-level token map: frames down, visual tokens across; kept tokens outlined when a mask is given.
+
+    Each frame is one row, labelled by ``rows``, else by its number and time (two frames never share a row,
+    even at the same rounded time).
 
     >>> plot_token_map(np.ones((2, 32)), np.ones((2, 32), bool)).data[0].z.shape
     (2, 32)
+    >>> list(plot_token_map(np.ones((2, 4)), times=[0.24, 0.24]).data[0].y)
+    ['#1 · 0.24 s', '#2 · 0.24 s']
     """
     relevance = np.asarray(relevance, dtype=float)
-    rows = [f"{t:.1f} s" for t in times] if times is not None else [f"frame {i + 1}" for i in range(len(relevance))]
+    if rows is None:
+        rows = ([f"#{i + 1} · {t:.2f} s" for i, t in enumerate(times)] if times is not None
+                else [f"frame {i + 1}" for i in range(len(relevance))])
     fig = go.Figure(go.Heatmap(
         z=relevance, y=rows, colorscale="Inferno", colorbar=dict(title="relevance", thickness=10),
         hovertemplate="%{y} · token %{x}<br>relevance %{z:.3f}<extra></extra>",

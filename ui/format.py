@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import html
+import urllib.parse
 
 import numpy as np
 from PIL import Image
 
+from core.render import colour_scale
 from ui.figures import LAYOUT_COLOURS
 
 
@@ -123,23 +125,17 @@ def format_conflict(pending) -> str:
     )
 
 
-def format_progress(progress: dict, unlabeled: int | None = None) -> str:
-    """The progress counter."""
-    text = (f"**{progress['done']}** labelled this session · frame {progress['position']} of "
-            f"{progress['queued']} queued")
-    if unlabeled is not None:
-        text += f" · {unlabeled} frames in the store without a label"
-    return text
-
-
 def format_model_status(services, error: str | None = None) -> str:
     """One line under the model selector: what is loaded, or why the choice could not be loaded."""
     current = services.models.current
     if error:
         return f"⚠️ {error}"
+    # Why the default is not the model a Space would serve (no GPU, no hub), while that default is in use.
+    on_default = current is None or current.spec == services.models.settings.model
+    note = f" · ⚠️ {services.models.note}" if services.models.note and on_default else ""
     if current is None:
-        return "Loads on first use (a few seconds for the embedded model)."
-    return f"Loaded: `{current.identity.short}` ({current.family.name} on {current.device.type})"
+        return f"Loads on first use (a few seconds for the embedded model).{note}"
+    return f"Loaded: `{current.identity.short}` ({current.family.name} on {current.device.type}){note}"
 
 
 def format_metrics(metrics: dict) -> str:
@@ -167,3 +163,246 @@ def format_metrics(metrics: dict) -> str:
     else:
         lines.append("No frame has been labelled by two labelers (or a labeler and imported ground truth) yet.")
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- the Label tab's screen
+
+
+def file_url(path) -> str:
+    """The URL gradio serves a file of an allowed folder at, relative to the page (so a proxy prefix holds).
+
+    >>> file_url("/data/media/ab/c d.png")
+    'gradio_api/file=/data/media/ab/c%20d.png'
+    """
+    return "gradio_api/file=" + urllib.parse.quote(str(path))
+
+
+# The layouts in the few letters a thumbnail's chip has room for.
+SHORT_LAYOUTS = {"vertical": "vert", "horizontal": "horiz", "pip": "pip", "other": "other"}
+
+
+def show_label_value(sludge, layout) -> str:
+    """A frame's label in a word or two: "pip", "no", "yes" (sludge, no layout yet) or "–" (unlabelled).
+
+    >>> show_label_value(True, "pip"), show_label_value(False, "none"), show_label_value(True, None)
+    ('pip', 'no', 'yes')
+    >>> show_label_value(None, None)
+    '–'
+    """
+    if sludge is None:
+        return "–"
+    if not sludge:
+        return "no"
+    return layout if layout and layout != "none" else "yes"
+
+
+def format_label_stage(item: dict | None, tick: int, upcoming: list[dict] = (), picture: str | None = None) -> str:
+    """The frame on screen, as large as the screen allows, with the cue shown while the next one loads.
+
+    ``data-frame`` names the frame on screen and ``data-tick`` grows with every key handled: the page's
+    script waits for a new tick (and the image) before it takes the next key. ``picture`` is the frame as a
+    data URL when one was prepared ahead (else the stored file is shown); the upcoming frames' files are
+    fetched hidden, so the next frame shows without waiting for the network.
+
+    >>> 'data-frame=""' in format_label_stage(None, 3)
+    True
+    """
+    preload = "".join(f'<img class="sl-preload" alt="" src="{esc(file_url(u["image"]))}">' for u in upcoming)
+    if item is None:
+        return (f'<div class="sl-stage sl-stage-empty" data-frame="" data-tick="{tick}">'
+                '<div class="sl-stage-note">No frame on screen. Pick a strategy and press <b>Load queue</b>.</div>'
+                f"{preload}</div>")
+    return (
+        f'<div class="sl-stage" data-frame="{esc(item["frame_id"])}" data-tick="{tick}">'
+        f'<img class="sl-frame" alt="frame {esc(item["frame_id"])}" src="{esc(picture or file_url(item["image"]))}">'
+        '<div class="sl-cue">loading the next frame… keys wait</div>'
+        f"{preload}</div>"
+    )
+
+
+def format_label_context(video_name: str, neighbours: list[dict], item: dict | None) -> str:
+    """The video's name and a strip of its sampled frames around the current one, each with its label.
+
+    >>> "clip.mp4" in format_label_context("clip.mp4", [], {"frame_index": 3, "time_s": 0.5})
+    True
+    """
+    if item is None:
+        return '<div class="sl-context sl-empty"></div>'
+    cells = []
+    for f in neighbours:
+        value = show_label_value(f["sludge"], f["layout"])
+        # A layout in its colour; "no" as a single stream; "yes" (no layout yet) dark grey; unlabelled light.
+        colour = {"no": LAYOUT_COLOURS["none"], "yes": "#455a64"}.get(value, LAYOUT_COLOURS.get(value, "#9aa5ad"))
+        unset = " sl-unset-chip" if value == "–" else ""
+        cells.append(
+            f'<figure class="sl-thumb{" sl-current" if f["current"] else ""}" data-frame="{esc(f["frame_id"])}"'
+            f' data-label="{esc(value)}" title="frame {esc(f["frame_id"])}: {esc(value)}">'
+            f'<img alt="" src="{esc(file_url(f["image"]))}">'
+            f'<figcaption><span class="sl-chip{unset}" style="--chip:{colour}">{esc(SHORT_LAYOUTS.get(value, value))}'
+            f'</span><span class="sl-t">{f["time_s"]:.1f}s</span></figcaption></figure>')
+    return (
+        '<div class="sl-context">'
+        f'<div class="sl-video"><span class="sl-cap">video</span> <b>{esc(video_name)}</b> · frame index '
+        f'{esc(item["frame_index"])} at {item["time_s"]:.2f} s</div>'
+        f'<div class="sl-strip" data-testid="neighbours">{"".join(cells)}</div></div>'
+    )
+
+
+def format_colour_scale(label: str = "attention, share of this frame's peak") -> str:
+    """The heatmaps' colour key (``core.render.colour_scale``) as a CSS gradient bar with its ticks.
+
+    >>> "linear-gradient" in format_colour_scale()
+    True
+    """
+    scale = colour_scale()
+    gradient = ", ".join(f"{colour} {position:.0%}" for position, colour in scale["stops"])
+    ticks = "".join(f'<span style="left:{position:.0%}">{esc(text)}</span>' for position, text in scale["ticks"])
+    return (f'<div class="sl-scale" data-testid="colour-scale"><div class="sl-scale-bar" '
+            f'style="background: linear-gradient(90deg, {gradient})"></div><div class="sl-scale-ticks">{ticks}</div>'
+            f'<div class="sl-scale-label">{esc(label)}</div></div>')
+
+
+MASK_KEY = ('<div class="sl-mask-key">token mask: <span class="sl-swatch sl-kept"></span>kept tokens (as the frame) '
+            '<span class="sl-swatch sl-dropped"></span>dropped <span class="sl-swatch sl-edge"></span>edge</div>')
+
+
+def format_label_explain(frame_id: int | None, pictures: dict | None, note: str = "") -> str:
+    """The current frame's question-aware heatmap and token mask side by side, with captions and the colour
+    key below the pictures (nothing is drawn over them: picture-in-picture insets sit in the corners).
+
+    ``pictures`` holds image URLs (``{"heatmap": ..., "mask": ...}``); None shows the computing state.
+    ``data-frame`` names the frame the pictures belong to ("" while they are computed).
+
+    >>> 'data-frame=""' in format_label_explain(7, None)
+    True
+    """
+    ready = pictures is not None
+    def panel(key: str, caption: str) -> str:
+        body = (f'<img alt="{esc(caption)}" src="{esc(pictures[key])}">' if ready
+                else f'<div class="sl-computing">{esc(note or "computing…")}</div>')
+        return f'<figure class="sl-explain-pic">{body}<figcaption>{esc(caption)}</figcaption></figure>'
+
+    marker = esc(frame_id) if ready and frame_id is not None else ""
+    return (
+        f'<div class="sl-explain" data-frame="{marker}">'
+        '<div class="sl-explain-pics">'
+        + panel("heatmap", "heatmap: where the model looks to answer “is this sludge?”")
+        + panel("mask", "token mask (auto budget): what the answer keeps")
+        + "</div>" + format_colour_scale() + MASK_KEY + "</div>"
+    )
+
+
+def format_label_progress(progress: dict, unlabeled: int | None, strategy: str) -> str:
+    """The counter: frames you labelled (undone ones drop out), where you are, and what the store still holds.
+
+    >>> format_label_progress({"done": 3, "queued": 20, "position": 4}, 97, "uncertain")
+    '<div class="sl-progress"><b>3</b> labelled by you · frame 4 of 20 fetched by <i>uncertain</i> · 97 frames in the store without a label</div>'
+    """
+    text = (f"<b>{progress['done']}</b> labelled by you · frame {progress['position']} of {progress['queued']} "
+            f"fetched by <i>{esc(strategy)}</i>")
+    if unlabeled is not None:
+        text += f" · {unlabeled} frames in the store without a label"
+    return f'<div class="sl-progress">{text}</div>'
+
+
+# ---------------------------------------------------------------- the Analyze tab's inspector
+
+
+def format_time_label(position: int, time_s: float) -> str:
+    """A sampled frame's label: its number in the clip and its time, so two frames never share one.
+
+    >>> format_time_label(2, 0.25), format_time_label(3, 0.2499)
+    ('#3 · 0.25 s', '#4 · 0.25 s')
+    """
+    return f"#{position + 1} · {time_s:.2f} s"
+
+
+# Words the generated descriptions and explanations use for each layout; a single stream's words first, as
+# a distractor's description ("... a corner inset showing a zoomed-in part of the same scene") has both.
+LAYOUT_WORDS = (
+    ("none", ("single stream", "single scene", "one full view", "filling the frame", "fills the frame alone",
+              "same scene", "one stream", "not sludge")),
+    ("vertical", ("stacked", "top and bottom", "on top", "split horizontally", "upper part")),
+    ("horizontal", ("side by side", "side-by-side", "left and right", "on the left", "at left",
+                    "split vertically")),
+    ("pip", ("inset", "picture in picture")),
+    ("other", ("collage", "tiled", "tiles")),
+)
+
+
+def read_layout_claim(text: str | None) -> str | None:
+    """The layout a generated sentence speaks of ("none" for one stream), or None when it names none.
+
+    >>> read_layout_claim("yes. Sludge: a second, unrelated stream is inset in the top right corner.")
+    'pip'
+    >>> read_layout_claim("A single stream showing a colour gradient."), read_layout_claim("a cat")
+    ('none', None)
+    """
+    lowered = (text or "").lower()
+    if lowered.startswith(("no.", "no,")):
+        return "none"
+    for layout, words in LAYOUT_WORDS:
+        if any(word in lowered for word in words):
+            return layout
+    return None
+
+
+def agrees_with_verdict(text: str | None, sludge: bool, layout: str) -> bool:
+    """Whether a generated sentence says what the frame's scores say: sludge or not, and the same layout.
+
+    A sentence that names no layout agrees when its yes/no does (an explanation's "yes." / "no."), or when
+    it has none (it says nothing either way).
+
+    >>> agrees_with_verdict("yes. Sludge: inset in the bottom right corner.", True, "pip")
+    True
+    >>> agrees_with_verdict("A single stream showing a colour gradient.", True, "pip")
+    False
+    >>> agrees_with_verdict("yes. Sludge: two streams stacked top and bottom.", False, "none")
+    False
+    """
+    claim = read_layout_claim(text)
+    lowered = (text or "").strip().lower()
+    if claim is None:
+        if lowered.startswith("yes"):
+            return sludge
+        if lowered.startswith("no"):
+            return not sludge
+        return True  # it says nothing either way
+    if lowered.startswith("yes") and not sludge:
+        return False
+    return claim == ("none" if not sludge else layout)
+
+
+def format_model_words(frame: dict, description: str | None, explanation: str | None,
+                       sentences: dict[str, str]) -> tuple[str, str]:
+    """The inspector's text for one frame, as (description HTML, explanation HTML), never contradicting itself.
+
+    The verdict comes from the frame's scores (the fast tier): its sentence is derived from sludge + layout
+    (``sentences``, e.g. annotations.exports.EXPLANATIONS). The model's generated description and
+    explanation are shown, marked as generated, only where they say the same; otherwise the page says that
+    the generated text disagreed and leaves it out.
+
+    >>> frame = {"label": True, "layout": "pip", "p_sludge": 0.83}
+    >>> d, e = format_model_words(frame, "A single stream of a cat.", "yes. Sludge: an inset.", {"pip": "Inset."})
+    >>> "disagrees" in d, "an inset" in e
+    (True, True)
+    """
+    sludge = bool(frame["label"])
+    layout = frame["layout"] if sludge else "none"
+    verdict = (f'<div class="sl-cap">verdict of the scores</div><b>{"Sludge" if sludge else "Not sludge"}</b>'
+               f" · P(sludge) {frame['p_sludge']:.2f}"
+               + (f" · {format_layout_chip(layout)}" if sludge else "")
+               + f"<div>{esc(sentences.get(layout, ''))}</div>")
+
+    def generated(text: str | None, what: str) -> str:
+        if not text:
+            return f'<div class="sl-cap">model\'s {what} (generated)</div><i>none</i>'
+        if agrees_with_verdict(text, sludge, layout):
+            return (f'<div class="sl-cap">model\'s {what} (generated text, may be wrong)</div>'
+                    f'<div class="sl-generated">{esc(text)}</div>')
+        return (f'<div class="sl-cap">model\'s {what} (generated text)</div><div class="sl-generated sl-unset">'
+                f"The generated {what} disagrees with the scores for this frame, so it is not shown: the small "
+                "model's text is less reliable than its scores.</div>")
+
+    return (f'<div class="sl-text-block">{generated(description, "description")}</div>',
+            f'<div class="sl-text-block">{verdict}{generated(explanation, "explanation")}</div>')

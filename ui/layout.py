@@ -1,12 +1,23 @@
-"""The Blocks app: header with the model selector, then the Analyze, Label, Review and Export tabs."""
+"""The Blocks app: header with the model selector, then the Analyze, Label, Review and Export tabs.
+
+    demo = build_demo(services)
+    log_refusals(demo)                       # an expected refusal is one log line, not a traceback
+    demo.launch(**launch_options(services))
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
 from pathlib import Path
 
 import gradio as gr
 
+from annotations import StoreError
+from annotations.accounts import AuthError
 from core.engine import ModelLoadError
+from core.video import VideoError
 from ui.analyze import build_analyze_tab
 from ui.api import build_api
 from ui.export import build_export_tab
@@ -17,6 +28,11 @@ from ui.review import build_review_tab
 
 STATIC = Path(__file__).resolve().parent / "static"
 TABS = ("Analyze", "Label", "Review", "Export")
+# What a person did wrong or cannot do (a bad file, a model that is not on offer, a refused write, a frame
+# asked for before the queue is loaded), as opposed to a fault of the app.
+EXPECTED_ERRORS = (gr.Error, VideoError, ModelLoadError, StoreError, AuthError)
+
+log = logging.getLogger(__name__)
 
 
 def build_demo(services) -> gr.Blocks:
@@ -74,4 +90,72 @@ def launch_options(services) -> dict:
         "max_file_size": settings.video.max_bytes,
         "allowed_paths": [str(settings.media_dir), str(settings.examples_dir), str(settings.export_dir)],
         "show_error": True,
+        # Server-side rendering off: gradio 6.31 with SSR on lets a forged Host header bypass the app's auth
+        # where a Hugging Face token is saved locally (a published advisory, fixed in 6.32). A Space turns SSR
+        # on by default (GRADIO_SSR_MODE), so it is switched off here explicitly.
+        "ssr_mode": False,
     }
+
+
+def log_refusals(demo: gr.Blocks) -> gr.Blocks:
+    """Make every event of the app report an expected refusal (:data:`EXPECTED_ERRORS`) as one log line.
+
+    Gradio prints a traceback (``traceback.print_exc()`` in ``gradio/queueing.py`` and ``gradio/routes.py``)
+    for any exception an event raises, unless it is a ``gr.Error`` whose ``print_exception`` is False. So
+    each event function is wrapped: an expected error is logged as one warning line and re-raised as a
+    ``gr.Error`` with ``print_exception=False`` (the person sees the same message); anything else, a fault
+    of the app, passes through untouched and keeps its traceback. Call it once, before ``launch``.
+
+    >>> demo = log_refusals(gr.Blocks())
+    """
+    for block_fn in demo.fns.values():
+        fn = block_fn.fn
+        # A generator streams its outputs; the app has none, and wrapping one would hide that it is one.
+        if fn is None or getattr(fn, "_logs_refusals", False) or block_fn.types_generator:
+            continue
+        block_fn.fn = _logging_refusals(fn, block_fn.api_name or block_fn.name)
+    return demo
+
+
+def _refusal(err: Exception, where: str) -> gr.Error:
+    """The error to show for an expected one, logged as one line."""
+    if isinstance(err, gr.Error):
+        shown = err
+    else:
+        shown = gr.Error(str(err), title="Not possible")
+    shown.print_exception = False
+    message = " ".join(str(shown.message).split())
+    cause = err.__cause__ if isinstance(err, gr.Error) and err.__cause__ is not None else err
+    # An invisible error only stops a chain of events (an upload box that was cleared): not worth a line.
+    level = logging.WARNING if getattr(shown, "visible", True) else logging.DEBUG
+    log.log(level, "refused %s: %s (%s)", where, message, type(cause).__name__)
+    return shown
+
+
+def _logging_refusals(fn, where: str):
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def run_async(*args, **kwargs):
+            try:
+                return await fn(*args, **kwargs)
+            except EXPECTED_ERRORS as err:
+                shown = _refusal(err, where)
+                if shown is err:
+                    raise
+                raise shown from err
+
+        run_async._logs_refusals = True
+        return run_async
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except EXPECTED_ERRORS as err:
+            shown = _refusal(err, where)
+            if shown is err:
+                raise
+            raise shown from err
+
+    run._logs_refusals = True
+    return run

@@ -16,6 +16,17 @@ from ui.gpu import MODEL_QUEUE, on_gpu
 REVIEW_HEADERS = ["event", "frame", "field", "old", "new", "labeler", "note", "when"]
 SPLIT_LABELS = {"test": "test split (fixed holdout)", "val": "validation split", "train": "train split",
                 "all": "all labelled frames"}
+# The collection dropdowns' value for "every collection" (a dropdown value cannot be None).
+ALL_COLLECTIONS = ""
+
+
+def collection_choices(db) -> list[tuple[str, str]]:
+    """The collection dropdowns' choices: every collection of the store, after "all collections".
+
+    >>> collection_choices(db)  # doctest: +SKIP
+    [('all collections', ''), ('crawl-2024', 'crawl-2024'), ('uploads', 'uploads')]
+    """
+    return [("all collections", ALL_COLLECTIONS)] + [(name, name) for name in store.list_collection_names(db)]
 
 
 def format_comparison(cmp: dict) -> str:
@@ -32,7 +43,8 @@ def format_comparison(cmp: dict) -> str:
     def delta(key):
         return "–" if a[key] is None or b[key] is None else f"{(b[key] - a[key]) * 100:+.1f} pt"
 
-    rows = [f"On **{cmp['frames']}** labelled frames of the {esc(cmp['split'])} split, against "
+    where = f" in collection **{esc(cmp['collection'])}**" if cmp.get("collection") else ""
+    rows = [f"On **{cmp['frames']}** labelled frames of the {esc(cmp['split'])} split{where}, against "
             f"{esc(cmp['against'])} labels:", "",
             f"| metric | A: `{esc(a['model_id'])}` | B: `{esc(b['model_id'])}` | B − A |", "|---|---:|---:|---:|"]
     for key in ("accuracy", "precision", "recall", "f1", "layout_accuracy"):
@@ -55,6 +67,8 @@ def build_review_tab(services, identity: gr.State):
         model = gr.Dropdown([], label="Model version", scale=3, elem_id="review-model", allow_custom_value=False)
         against = gr.Dropdown(["current", store.RAW_GT], value="current", label="Against", scale=2,
                               info="current labels, raw imported ground truth, or one labeler")
+        group = gr.Dropdown(collection_choices(db), value=ALL_COLLECTIONS, label="Collection", scale=2,
+                            elem_id="review-collection", info="the metrics and the comparison count its videos only")
         refresh = gr.Button("Refresh", scale=1, size="sm", elem_id="review-refresh")
     table = gr.Markdown("Press **Refresh** to compute the metrics.", elem_id="metrics-table")
     with gr.Row():
@@ -98,16 +112,22 @@ def build_review_tab(services, identity: gr.State):
         return [[e.id, e.frame_id, e.field, show_value(e.old_value, ""), show_value(e.new_value, ""), e.labeler, e.note,
                  e.created_at[:19].replace("T", " ")] for e in store.pending_reviews(db, limit=200)]
 
-    def refresh_all(chosen, truth):
+    def refresh_all(chosen, truth, group=ALL_COLLECTIONS):
         versions = store.list_model_versions(db)
         sources = list_truth_sources(db)
-        chosen = chosen if chosen in versions else (versions[0] if versions else None)
+        groups = collection_choices(db)
+        group = group if group in [value for _, value in groups] else ALL_COLLECTIONS
+        shown_group = gr.update(choices=groups, value=group)
+        # The default model version is a setting: the newest in the store is only the last one analyzed with.
+        default = services.default_model_id if services.default_model_id in versions else None
+        chosen = chosen if chosen in versions else (default or (versions[0] if versions else None))
         truth = truth if truth in sources else "current"
         updates = [gr.update(choices=versions, value=chosen), gr.update(choices=sources, value=truth)]
         if chosen is None:
             return (*updates, "No model version has predictions yet: analyze a video on the Analyze tab.",
-                    None, None, None, gr.update(choices=versions), gr.update(choices=versions), list_pending_rows())
-        metrics = store.compute_metrics(db, chosen, against=truth, threshold=threshold)
+                    None, None, None, gr.update(choices=versions), gr.update(choices=versions), list_pending_rows(),
+                    shown_group)
+        metrics = store.compute_metrics(db, chosen, against=truth, threshold=threshold, collection=group or None)
         text = format_metrics(metrics)
         if metrics["frames"]["n"] == 0:
             text = (f"**No labelled frames yet** for `{esc(chosen)}` against {esc(truth)} labels: label some on "
@@ -116,13 +136,14 @@ def build_review_tab(services, identity: gr.State):
         return (*updates, text, plot_confusion(metrics["confusion_sludge"], "Sludge (rows truth)"),
                 plot_confusion(metrics["confusion_layout"], "Layout (rows truth)"),
                 plot_layout_errors(metrics["per_layout"]), gr.update(choices=versions, value=older),
-                gr.update(choices=versions, value=chosen), list_pending_rows())
+                gr.update(choices=versions, value=chosen), list_pending_rows(), shown_group)
 
-    def run_compare(a, b, truth, which):
+    def run_compare(a, b, truth, which, group=ALL_COLLECTIONS):
         if not a or not b:
             raise gr.Error("Pick two model versions (A and B).")
         try:
-            cmp = compare_models(db, a, b, against=truth or "current", split=which, threshold=threshold)
+            cmp = compare_models(db, a, b, against=truth or "current", split=which, threshold=threshold,
+                                 collection=group or None)
         except store.StoreError as err:
             raise gr.Error(str(err)) from err
         rows = [[d["frame_id"], "sludge" if d["truth"] else "not sludge", d["a"], d["b"]] for d in cmp["disagreements"]]
@@ -131,12 +152,14 @@ def build_review_tab(services, identity: gr.State):
                 gr.update(value=rows, visible=shown))
 
     @on_gpu
-    def run_score(source, truth, which):
+    def run_score(source, truth, which, group=ALL_COLLECTIONS):
         try:
             lm = services.models.get(source)
-            done = score_holdout(lm, db, against=truth or "current", split=which)
+            done = score_holdout(lm, db, against=truth or "current", split=which, collection=group or None)
         except ModelLoadError as err:
             raise gr.Error(str(err), title="Model not available") from err
+        except store.StoreError as err:
+            raise gr.Error(str(err)) from err
         versions = store.list_model_versions(db)
         return (format_message(f"Scored {done['frames']} holdout frames with {done['model_id']}.", "ok"),
                 gr.update(choices=versions), gr.update(choices=versions, value=done["model_id"]))
@@ -163,14 +186,14 @@ def build_review_tab(services, identity: gr.State):
 
     # ------------------------------------------------------------ events
 
-    refresh_outputs = [model, against, table, sludge_plot, layout_plot, errors_plot, model_a, model_b, pending]
-    refresh.click(refresh_all, [model, against], refresh_outputs, api_visibility="private")
-    model.input(refresh_all, [model, against], refresh_outputs, api_visibility="private")
-    against.input(refresh_all, [model, against], refresh_outputs, api_visibility="private")
-    compare.click(run_compare, [model_a, model_b, against, split], [compare_md, compare_plot, disagreements],
+    refresh_outputs = [model, against, table, sludge_plot, layout_plot, errors_plot, model_a, model_b, pending,
+                       group]
+    for trigger in (refresh.click, model.input, against.input, group.input):
+        trigger(refresh_all, [model, against, group], refresh_outputs, api_visibility="private")
+    compare.click(run_compare, [model_a, model_b, against, split, group], [compare_md, compare_plot, disagreements],
                   api_visibility="private")
-    score_btn.click(run_score, [scorer, against, split], [score_msg, model_a, model_b], api_visibility="private",
-                    **MODEL_QUEUE)
+    score_btn.click(run_score, [scorer, against, split, group], [score_msg, model_a, model_b],
+                    api_visibility="private", **MODEL_QUEUE)
     scorer.focus(lambda: gr.update(choices=services.models.choices()), None, scorer, api_visibility="private",
                  queue=False)
     pending.select(pick_event, pending, event_id, api_visibility="private", queue=False)
@@ -178,4 +201,4 @@ def build_review_tab(services, identity: gr.State):
                  api_visibility="private")
     reject.click(decide(False), [identity, event_id, review_note], [review_msg, pending, event_id, review_note],
                  api_visibility="private")
-    return refresh_all, [model, against], refresh_outputs
+    return refresh_all, [model, against, group], refresh_outputs

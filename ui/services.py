@@ -16,8 +16,8 @@ from annotations import (
     schedule_snapshots,
 )
 from annotations.accounts import register_accounts
-from core.config import Settings
-from core.registry import ModelRegistry
+from core.config import Settings, default_model_id
+from core.registry import ModelRegistry, choose_default_model
 from core.video import start_decord_worker
 
 log = logging.getLogger(__name__)
@@ -35,14 +35,21 @@ class Services:
     db: Store
     examples: list[Path]
     snapshots: SnapshotScheduler | None = None
+    # The model version the Review tab, /metrics, exports and the labelling queue show when none is picked
+    # (core.config.default_model_id): a setting, never the newest model somebody analyzed with.
+    default_model_id: str = ""
 
 
 def build_services(settings: Settings) -> Services:
-    """Open the store (restoring the newest snapshot first when the file is missing and a target is set),
+    """Choose the default model (on a Space: the hub model where a GPU is, else the embedded one with a note),
+    open the store (restoring the newest snapshot first when the file is missing and a target is set),
     register the configured accounts, find the example clips, start the decord child and the snapshots.
 
     Loads no model: models load on first use.
     """
+    settings, note = choose_default_model(settings)
+    if note:
+        log.warning("%s", note)
     if settings.snapshot_target and not Path(settings.db_path).exists():
         try:
             restored = restore_store(settings.snapshot_target, settings.db_path, settings.media_dir)
@@ -62,7 +69,8 @@ def build_services(settings: Settings) -> Services:
         # On the way down (app.py turns SIGTERM, how a Space is stopped, into a normal exit), the labels since
         # the last scheduled snapshot go out too.
         atexit.register(snapshots.stop, final_snapshot=True)
-    return Services(settings=settings, models=ModelRegistry(settings), db=db, examples=examples, snapshots=snapshots)
+    return Services(settings=settings, models=ModelRegistry(settings, note=note), db=db, examples=examples,
+                    snapshots=snapshots, default_model_id=default_model_id(settings))
 
 
 def find_examples(folder: Path) -> list[Path]:

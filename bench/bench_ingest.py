@@ -1,0 +1,130 @@
+"""Whole-collection ingest against a loop of single analyses, same model, same kind of store, in one run.
+
+    python -m bench.bench_ingest [--clips 200] [--frames 16] [--batch-size 32] [--workers N] [--rounds 1]
+
+The clips are short synthetic short-form videos (training.synthetic, encoded with PyAV), drawn from fixed
+seeds and cached under data/bench/ingest/, so every run times the same files. Each round ingests them twice
+into fresh stores (SQLite files in a temporary folder, FULL sync as the app opens them): once as the app
+stores an upload, ``annotations.analyses.record_analysis`` per file, and once with
+``annotations.ingest.ingest`` (decode worker processes feeding one model that batches frames across videos).
+The order of the two alternates between rounds. It prints videos/s for both and, last, the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.clips import BENCH_DIR
+
+CLIP_DIR = BENCH_DIR / "ingest"
+
+
+def ensure_clips(count: int, num_frames: int = 36, size: tuple[int, int] = (640, 360), fps: float = 12.0,
+                 folder: Path | None = None) -> Path:
+    """A folder of ``count`` distinct synthetic clips (seed i for clip i), rendering only the missing ones.
+
+    `size` is (height, width), as training.synthetic takes it. Each clip is written under a temporary name
+    and renamed, so two benchmarks started side by side never read a half-written clip.
+
+    >>> ensure_clips(2)  # doctest: +SKIP
+    PosixPath('.../data/bench/ingest/640x360-36f')
+    """
+    from training.synthetic import make_clip, write_clip
+
+    folder = folder or CLIP_DIR / f"{size[0]}x{size[1]}-{num_frames}f"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        path = folder / f"clip_{i:04d}.mp4"
+        if path.is_file() and path.stat().st_size > 0:
+            continue
+        frames, _ = make_clip(1000 + i, num_frames=num_frames, fps=fps, size=size)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
+        write_clip(tmp, frames, fps)
+        os.replace(tmp, path)
+    return folder
+
+
+def run_loop(lm, paths: list[Path], root: Path, num_frames: int, limits) -> float:
+    """record_analysis per file into a fresh store; returns seconds."""
+    import annotations as store
+    from annotations.analyses import record_analysis
+
+    db = store.open_store(root / "loop.db", root / "loop-media")
+    started = time.perf_counter()
+    for path in paths:
+        record_analysis(lm, db, path, num_frames=num_frames, limits=limits, collection="bench")
+    seconds = time.perf_counter() - started
+    assert db["videos"].count == len(paths)
+    db.close()
+    return seconds
+
+
+def run_ingest(lm, folder: Path, count: int, root: Path, num_frames: int, batch_size: int, workers: int | None,
+               limits) -> float:
+    """annotations.ingest.ingest over the folder into a fresh store; returns seconds."""
+    import annotations as store
+    from annotations.ingest import IngestConfig, ingest, read_source
+
+    db = store.open_store(root / "ingest.db", root / "ingest-media")
+    collection = read_source(folder, "bench")
+    collection.videos = collection.videos[:count]
+    config = IngestConfig(num_frames=num_frames, batch_size=batch_size, workers=workers, limits=limits,
+                          report_path=root / "report.jsonl", progress=False)
+    started = time.perf_counter()
+    summary = ingest(collection, db, lm, config)
+    seconds = time.perf_counter() - started
+    assert summary.stored == count and db["videos"].count == count, summary.describe()
+    db.close()
+    return seconds
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=200)
+    parser.add_argument("--clip-frames", type=int, default=36, help="frames in each clip (12 fps)")
+    parser.add_argument("--height", type=int, default=640)
+    parser.add_argument("--width", type=int, default=360)
+    parser.add_argument("--frames", type=int, default=16, help="frames sampled per video")
+    parser.add_argument("--batch-size", type=int, default=32, help="ingest: frames per forward across videos")
+    parser.add_argument("--workers", type=int, default=None, help="ingest: decode processes (default: CPUs - 1)")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--model", default=None)
+    args = parser.parse_args(argv)
+
+    from core.config import ModelSpec, load_settings
+    from core.engine import load_model, score_frames
+
+    settings = load_settings()
+    folder = ensure_clips(args.clips, args.clip_frames, (args.height, args.width))
+    paths = sorted(folder.glob("clip_*.mp4"))[:args.clips]
+    lm = load_model(ModelSpec(args.model) if args.model else settings.model, settings.engine)
+    from core.video import sample_frames
+
+    score_frames(lm, sample_frames(paths[0], num_frames=4, limits=settings.video).frames)  # warm-up
+    loops, ingests = [], []
+    for round_ in range(args.rounds):
+        order = ("loop", "ingest") if round_ % 2 == 0 else ("ingest", "loop")
+        for kind in order:
+            with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+                if kind == "loop":
+                    loops.append(run_loop(lm, paths, Path(tmp), args.frames, settings.video))
+                else:
+                    ingests.append(run_ingest(lm, folder, len(paths), Path(tmp), args.frames, args.batch_size,
+                                              args.workers, settings.video))
+            print(f"round {round_ + 1} {kind}: {len(paths) / (loops if kind == 'loop' else ingests)[-1]:.2f} videos/s",
+                  flush=True)
+    loop_s, ingest_s = statistics.median(loops), statistics.median(ingests)
+    print(f"clips: {len(paths)} x {args.clip_frames} frames {args.width}x{args.height}, {args.frames} sampled per "
+          f"video, model {lm.version} on {lm.device.type}, {os.cpu_count()} CPUs")
+    print(f"record_analysis loop: {len(paths) / loop_s:.2f} videos/s ({loop_s:.1f} s)")
+    print(f"ingest (batch {args.batch_size}): {len(paths) / ingest_s:.2f} videos/s ({ingest_s:.1f} s)")
+    print(f"ingest_speedup: {loop_s / ingest_s:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""`python -m annotations ingest` with the local engine: real clips encoded with PyAV, real bad files, real worker
+processes, the embedded model, a real SQLite store; a run killed with SIGKILL and resumed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from ingest_helpers import BAD_FILES, compare_stores, decode_or_crash, store_contents, write_bad_files, write_clips
+
+import annotations as store
+from annotations.__main__ import main
+from annotations.analyses import record_analysis
+from annotations.ingest import IngestConfig, IngestError, ingest, read_source
+from core.config import ModelSpec, load_settings
+from core.engine import load_model
+from core.video import sample_frames
+
+REPO = Path(__file__).resolve().parent.parent
+FRAMES = 4
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model(load_settings().model)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """crawl/: five clips at the top, two in a subfolder, and the bad files."""
+    root = tmp_path_factory.mktemp("src") / "crawl"
+    write_clips(root, 5)
+    write_clips(root / "more", 2, seed=50, prefix="deep")
+    write_bad_files(root)
+    return root
+
+
+def open_db(path: Path):
+    return store.open_store(path / "s.db", path / "media")
+
+
+def config(tmp_path: Path, **kw) -> IngestConfig:
+    return IngestConfig(num_frames=FRAMES, batch_size=6, progress=False, report_path=tmp_path / "report.jsonl", **kw)
+
+
+def read_report(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_folder_is_ingested_with_every_bad_file_reported_and_a_rerun_skips_it_all(lm, folder, tmp_path):
+    db = open_db(tmp_path)
+    summary = ingest(read_source(folder), db, lm, config(tmp_path))
+    assert (summary.collection, summary.total, summary.stored, summary.skipped) == ("crawl", 10, 7, 0)
+    assert summary.failed_by_code == {code: 1 for code in BAD_FILES.values()}
+    failures = [r for r in read_report(tmp_path / "report.jsonl") if r["kind"] == "failure"]
+    assert {r["name"]: r["code"] for r in failures} == BAD_FILES
+    assert all(r["message"] and r["path"].endswith(r["name"]) for r in failures)
+    assert read_report(tmp_path / "report.jsonl")[-1]["kind"] == "summary"
+
+    videos = store.list_videos(db, "crawl")
+    assert sorted(v["name"] for v in videos) == ["clip_00.mp4", "clip_01.mp4", "clip_02.mp4", "clip_03.mp4",
+                                                 "clip_04.mp4", "more/deep_00.mp4", "more/deep_01.mp4"]
+    assert store.list_collections(db) == [{"collection": "crawl", "videos": 7, "frames": 7 * FRAMES}]
+    assert len(store.frames_scored_by(db, lm.identity.id)) == 7 * FRAMES
+
+    # The same steps as an upload: the app's one-video path gives the same frames and predictions.
+    single = open_db(tmp_path / "single")
+    for name in ("clip_00.mp4", "more/deep_01.mp4"):
+        record_analysis(lm, single, folder / name, num_frames=FRAMES, name=name, collection="crawl")
+    compare_stores(store_contents(db), store_contents(single), subset=True)
+
+    # A rerun hashes each file, finds it done and skips it before decoding: nothing new in the store.
+    counts = {t: db[t].count for t in ("videos", "frames", "predictions", "label_events")}
+    again = ingest(read_source(folder), db, ModelSpec(str(load_settings().model.source)),
+                   config(tmp_path / "again"))
+    assert (again.stored, again.skipped, again.failed) == (0, 7, 3)
+    assert {t: db[t].count for t in counts} == counts
+
+
+def test_a_glob_takes_the_files_it_matches(lm, folder, tmp_path):
+    db = open_db(tmp_path)
+    summary = ingest(read_source(str(folder / "*.mp4"), collection="top"), db, lm, config(tmp_path))
+    assert (summary.collection, summary.stored) == ("top", 5)
+    assert summary.failed_by_code == {"not_media": 1, "image_not_video": 1}  # empty.mov does not match
+    assert len(store.list_videos(db, "top")) == 5
+    deep = read_source(str(folder / "**" / "deep_*.mp4"))
+    assert (deep.name, [v.name for v in deep.videos]) == ("crawl", ["more/deep_00.mp4", "more/deep_01.mp4"])
+
+
+def test_a_manifest_brings_raw_ground_truth_imported_by_video_id(lm, folder, tmp_path):
+    db = open_db(tmp_path)
+    # Another video of the same name is already in the store: the import names videos by sha256, so the
+    # names' ambiguity never matters.
+    store.add_video(db, b"some other upload", "clip_00.mp4")
+    manifest = tmp_path / "labels" / "truth.csv"
+    manifest.parent.mkdir()
+    relative = os.path.relpath(folder / "clip_00.mp4", manifest.parent)
+    first_index = sample_frames(folder / "clip_01.mp4", FRAMES).indices[0]
+    rows = [
+        {"path": relative, "sludge": "yes", "layout": "vertical", "frame_index": ""},
+        {"path": str(folder / "clip_01.mp4"), "sludge": "no", "layout": "", "frame_index": ""},
+        {"path": str(folder / "clip_01.mp4"), "sludge": "yes", "layout": "pip", "frame_index": "-1"},
+        {"path": str(folder / "clip_02.mp4"), "sludge": "", "layout": "", "frame_index": ""},
+        {"path": str(folder / "notes.mp4"), "sludge": "yes", "layout": "", "frame_index": ""},
+    ]
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "sludge", "layout", "frame_index"])
+        writer.writeheader()
+        writer.writerows(rows)
+    # A frame_index of -1 is refused before anything is written.
+    with pytest.raises(IngestError, match=r"truth.csv row 3: frame_index must be a whole number"):
+        read_source(manifest)
+    assert db["videos"].count == 1
+
+    rows[2]["frame_index"] = str(first_index)
+    with open(manifest, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "sludge", "layout", "frame_index"])
+        writer.writeheader()
+        writer.writerows(rows)
+    summary = ingest(read_source(manifest), db, lm, config(tmp_path))
+    assert (summary.collection, summary.stored, summary.failed_by_code) == ("truth", 3, {"not_media": 1})
+    assert summary.truth["unknown_videos"] == [] and summary.truth["ambiguous_videos"] == []
+    assert summary.truth["left_out_rows"] == 1  # notes.mp4 failed, so its row has no video
+    by_name = {v["name"]: v["id"] for v in store.list_videos(db, "truth")}
+    truth = store.truth_labels(db, "raw-gt", collection="truth")
+    clip0 = [t for t in truth.values() if t["video_id"] == by_name[relative]]
+    assert len(clip0) == FRAMES and all(t["sludge"] and t["layout"] == "vertical" for t in clip0)
+    labels = store.current_labels(db, video_id=by_name[str(folder / "clip_01.mp4")])
+    assert [(r["sludge"], r["layout"]) for r in labels] == [(True, "pip")] + [(False, None)] * (FRAMES - 1)
+    assert all(r["sludge"] is None for r in store.current_labels(db, video_id=by_name[str(folder / "clip_02.mp4")]))
+
+    events = db["label_events"].count
+    again = ingest(read_source(manifest), db, lm, config(tmp_path / "again"))
+    assert (again.stored, again.skipped, again.truth["events"]) == (0, 3, 0)
+    assert db["label_events"].count == events
+
+
+def test_saved_datasets_with_video_bytes_and_with_paths(lm, folder, tmp_path):
+    import datasets
+
+    clips = sorted(folder.glob("clip_*.mp4"))
+    features = datasets.Features({"video": datasets.Video(), "sludge": datasets.Value("bool")})
+    data = {"video": [{"path": "inline_a.mp4", "bytes": clips[0].read_bytes()},
+                      {"path": "broken.mp4", "bytes": b"not a video at all"}],
+            "sludge": [True, True]}
+    saved = tmp_path / "tiktok-ds"
+    datasets.Dataset.from_dict(data, features=features).save_to_disk(str(saved))
+    db = open_db(tmp_path)
+    summary = ingest(read_source(saved), db, lm, config(tmp_path))
+    assert (summary.collection, summary.stored, summary.failed_by_code) == ("tiktok-ds", 1, {"not_media": 1})
+    [video] = store.list_videos(db, "tiktok-ds")
+    assert (video["name"], video["source_path"], video["size_bytes"]) == ("inline_a.mp4", None, clips[0].stat().st_size)
+    truth = store.truth_labels(db, "raw-gt", collection="tiktok-ds")
+    assert [t["sludge"] for t in truth.values()] == [True] * FRAMES
+
+    # A column of paths: relative ones are resolved against the dataset's folder.
+    paths = tmp_path / "paths-ds"
+    relative = os.path.relpath(clips[1], paths)
+    datasets.Dataset.from_dict({"path": [relative], "layout": ["pip"]}).save_to_disk(str(paths))
+    summary = ingest(read_source(paths), db, lm, config(tmp_path / "paths"))
+    assert (summary.collection, summary.stored) == ("paths-ds", 1)
+    [video] = store.list_videos(db, "paths-ds")
+    assert (video["name"], video["source_path"]) == (relative, str(clips[1].resolve()))
+    assert [(r["layout"], r["layout_labeler"]) for r in store.current_labels(db, video_id=video["id"])] == \
+        [("pip", "raw-gt")] * FRAMES
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_store_as_an_uninterrupted_one(lm, tmp_path):
+    clips = tmp_path / "kill-me"
+    write_clips(clips, 10, seed=100)
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    command = [sys.executable, "-m", "annotations", "--db", str(killed / "s.db"), "--media", str(killed / "media"),
+               "ingest", str(clips), "--frames", str(FRAMES), "--batch-size", "4", "--workers", "1", "--no-progress",
+               "--report", str(killed / "first.jsonl")]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               start_new_session=True)
+    watcher = None
+    stored_at_kill = 0
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            if (killed / "s.db").exists():
+                watcher = watcher or store.connect_store(killed / "s.db", killed / "media")
+                try:
+                    stored_at_kill = watcher["videos"].count
+                except Exception:  # the schema is not there yet
+                    stored_at_kill = 0
+                if stored_at_kill >= 2:
+                    break
+            time.sleep(0.01)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the run, its worker processes and their decoders
+        process.wait()
+    assert 2 <= stored_at_kill < 10, f"the run was not caught mid-way: {stored_at_kill} stored"
+    watcher.close()
+
+    # Whatever was committed is whole: every stored video has all its frames and predictions.
+    db = open_db(killed)
+    before = store.list_videos(db)
+    for video in before:
+        frames = store.video_frames(db, video["id"], lm.identity.id)
+        assert len(frames) == FRAMES and all(f["prediction"] is not None for f in frames)
+    assert stored_at_kill <= len(before) < 10
+    resumed = ingest(read_source(clips), db, lm, config(killed))
+    assert (resumed.skipped, resumed.stored, resumed.failed) == (len(before), 10 - len(before), 0)
+
+    straight = open_db(tmp_path / "straight")
+    ingest(read_source(clips), straight, lm, config(tmp_path / "straight"))
+    compare_stores(store_contents(db), store_contents(straight))
+
+
+def test_a_worker_crash_is_reported_and_the_run_goes_on(lm, tmp_path):
+    clips = tmp_path / "crashy"
+    write_clips(clips, 4, seed=200)
+    (clips / "clip_01.mp4").rename(clips / "crash_here.mp4")
+    db = open_db(tmp_path)
+    summary = ingest(read_source(clips), db, lm, config(tmp_path, workers=2), decode=decode_or_crash)
+    assert (summary.stored, summary.failed_by_code) == (3, {"worker_crash": 1})
+    [failure] = [r for r in read_report(tmp_path / "report.jsonl") if r["kind"] == "failure"]
+    assert failure["name"] == "crash_here.mp4" and "died" in failure["message"]
+    assert sorted(v["name"] for v in store.list_videos(db)) == ["clip_00.mp4", "clip_02.mp4", "clip_03.mp4"]
+
+
+def test_sources_and_arguments_that_cannot_be_ingested_are_refused_before_anything_is_written(tmp_path, capsys):
+    (tmp_path / "nothing").mkdir()
+    (tmp_path / "no-path.jsonl").write_text(json.dumps({"file": "a.mp4"}) + "\n")
+    (tmp_path / "bad-layout.jsonl").write_text(json.dumps({"path": "a.mp4", "layout": "diagonal"}) + "\n")
+    base = ["--db", str(tmp_path / "s.db"), "--media", str(tmp_path / "media"), "ingest"]
+    cases = {
+        str(tmp_path / "missing"): "no folder, manifest or dataset",
+        str(tmp_path / "nothing"): "holds no videos",
+        str(tmp_path / "*.webm"): "holds no videos",
+        str(tmp_path / "no-path.jsonl"): "row 1 has no path",
+        str(tmp_path / "bad-layout.jsonl"): "row 1: layout must be one of",
+    }
+    for source, words in cases.items():
+        assert main(base + [source]) == 1
+        assert words in capsys.readouterr().err
+    assert main(base + [str(tmp_path / "nothing"), "--frames", "0"]) == 1
+    assert "number of frames" in capsys.readouterr().err
+    assert main(base + [str(tmp_path / "nothing"), "--batch-size", "0"]) == 1
+    assert "batch_size must be" in capsys.readouterr().err
+    db = open_db(tmp_path)
+    assert db["videos"].count == 0 and not list(tmp_path.glob("ingest-*.jsonl"))
