@@ -177,11 +177,23 @@ class ModelScores:
     last_rowid: int = 0
     last_created: str = ""
 
-    def touch_scores(self, slots: np.ndarray) -> None:
-        for key, order in self.orders.items():
+    def touch_scores(self, slots: np.ndarray, limit: int) -> None:
+        """Note that the frames' scores changed; an order with more than `limit` changes is dropped (sorted
+        afresh when next asked for), as is the label quality."""
+        for key, order in list(self.orders.items()):
             if key[0] != "label-issue":
                 order.touch(slots)
-        self.quality_dirty.append(slots)
+                if order.changed > limit:
+                    del self.orders[key]
+        self.touch_labels(slots, limit)
+
+    def touch_labels(self, slots: np.ndarray, limit: int) -> None:
+        """Note that the frames' sludge labels changed: their label quality is out of date."""
+        if self.quality is not None:
+            self.quality_dirty.append(slots)
+            if sum(len(d) for d in self.quality_dirty) > limit:
+                self.quality, self.quality_dirty = None, []
+                self.orders.pop(("label-issue",), None)
 
 
 class LabelIndex:
@@ -346,7 +358,7 @@ class LabelIndex:
             if f == _SLUDGE:
                 self.any_sludge[touched] = True
                 for scores in self.models.values():
-                    scores.quality_dirty.append(touched)
+                    scores.touch_labels(touched, self.config.resort_after)
         self.last_event = int(eid[-1])
 
     def _settle(self, f: int, touched: np.ndarray) -> None:
@@ -404,7 +416,7 @@ class LabelIndex:
             slots = self.find_slots(packed // 8)
             scores.p[slots] = p
             scores.layout[slots] = packed % 8 - 1
-            scores.touch_scores(_dedupe(slots, len(self.ids)))
+            scores.touch_scores(_dedupe(slots, len(self.ids)), self.config.resort_after)
         self.models[model_id] = scores
         while len(self.models) > self.config.models_kept:
             self.models.pop(next(iter(self.models)))

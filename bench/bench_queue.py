@@ -77,7 +77,9 @@ def walk(root: Path, strategy: str, built: dict, budget: int, batch: int = 16, s
     looked: list[int] = []
     seen: set[int] = set()
     for round_ in range(10 * budget):
-        frames = store.next_frames(db, WALKER, strategy, n=batch, model_id=built["model_id"], seed=seed + round_)
+        # The random strategy's draws must not repeat the flips' draw (same generator, same seed, same size).
+        frames = store.next_frames(db, WALKER, strategy, n=batch, model_id=built["model_id"],
+                                   seed=1_000_003 * (seed + 1) + round_)
         fresh = [f for f in frames if f["frame_id"] not in seen]
         if not fresh:
             break

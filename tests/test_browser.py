@@ -296,7 +296,7 @@ def _frame_ids_in_queue(app) -> list[int]:
 
 LABEL_RUN = 200
 # Clips of 16 sampled frames each: enough frames for the run, its undos and its range.
-LABEL_CLIPS, CLIP_FRAMES = 14, 16
+LABEL_CLIPS, CLIP_FRAMES = 13, 16
 KEYS = ("y", "n", "1", "2", "3", "4", "Enter", "u", "r", "ArrowLeft", "ArrowRight")
 LAYOUT_KEYS = {"1": "vertical", "2": "horizontal", "3": "pip", "4": "other"}
 
