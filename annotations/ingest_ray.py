@@ -117,7 +117,7 @@ def decode_rows(row: dict, num_frames: int, limits: VideoLimits) -> list[dict]:
 class FrameScorer:
     """The scoring actor: one model, loaded once, scoring each batch of frames (from any videos) in one call.
 
-    >>> scorer = FrameScorer("models/tiny-vqwen-qformer", None, "cpu", 1, "models/tiny-vqwen-qformer@3fa9…")  # doctest: +SKIP
+    >>> scorer = FrameScorer("models/tiny-vqwen-qformer", None, "cpu", 1, "models/tiny…@3fa9…")  # doctest: +SKIP
     """
 
     def __init__(self, source: str, revision: str | None, device: str, threads: int, model_id: str):
@@ -166,27 +166,38 @@ def default_shards_dir(db: sqlite_utils.Database, collection: str, model_id: str
     return folder / "ingest-shards" / safe(collection) / f"{safe(model_id)}-{num_frames}f"
 
 
-def read_shards(folder: Path) -> tuple[dict[str, list[dict]], dict[str, set[Path]]]:
-    """Rows of every readable shard under a folder, by video key, and the files each key's rows came from.
+INDEX_COLUMNS = ("key", "video_id", "position", "count", "code", "message")
+
+
+def index_shards(folder: Path) -> tuple[dict[str, dict], list[Path]]:
+    """What the shards under a folder hold, without their images: per video key, the frame positions found,
+    the frame count, the video id, a failure row if any, and the files; plus the readable files in order.
 
     A file that cannot be read (a write cut short) is deleted: its videos are not done and run again.
 
-    >>> rows, files = read_shards(Path("data/ingest-shards/crawl/m-16f"))  # doctest: +SKIP
+    >>> index, files = index_shards(Path("data/ingest-shards/crawl/m-16f"))  # doctest: +SKIP
     """
     import pyarrow.parquet as pq
 
-    by_key: dict[str, list[dict]] = {}
-    files: dict[str, set[Path]] = {}
+    index: dict[str, dict] = {}
+    readable = []
     for path in sorted(folder.rglob("*.parquet")) if folder.is_dir() else []:
         try:
-            table = pq.read_table(path, columns=list(SHARD_COLUMNS))
+            rows = pq.read_table(path, columns=list(INDEX_COLUMNS)).to_pylist()
         except Exception:  # noqa: BLE001 - a half-written shard: its videos are done again
             path.unlink(missing_ok=True)
             continue
-        for row in table.to_pylist():
-            by_key.setdefault(row["key"], []).append(row)
-            files.setdefault(row["key"], set()).add(path)
-    return by_key, files
+        readable.append(path)
+        for row in rows:
+            entry = index.setdefault(row["key"], {"positions": set(), "count": 0, "video_id": "", "failure": None,
+                                                  "files": set()})
+            entry["files"].add(path)
+            if row["code"]:
+                entry["failure"] = row
+            else:
+                entry["positions"].add(row["position"])
+                entry["count"], entry["video_id"] = row["count"], row["video_id"]
+    return index, readable
 
 
 def merge_shards(db: sqlite_utils.Database, folder: Path, collection: Collection, identity, report: FailureReport,
@@ -194,58 +205,77 @@ def merge_shards(db: sqlite_utils.Database, folder: Path, collection: Collection
                  progress: bool = True) -> set[str]:
     """Merge every complete video in the shards into the store, one transaction each, as the one writer.
 
-    Videos already done are skipped; a failure row goes to the report. Shard files whose videos are all
-    resolved are deleted. Returns the keys resolved (stored, skipped or failed).
+    Videos already done are skipped; a failure row goes to the report. Shards are read one file at a time
+    (a video's frames may span files), so memory holds one file and the videos it leaves half-read. Shard
+    files whose videos are all resolved are deleted. Returns the keys resolved (stored, skipped or failed).
 
     >>> merge_shards(db, shards, collection, identity, report, summary, {}, set(), set())  # doctest: +SKIP
     """
     import io
 
+    import pyarrow.parquet as pq
     from PIL import Image
 
-    by_key, files = read_shards(folder)
+    index, files = index_shards(folder)
     videos = {v.key: v for v in collection.videos}
     resolved: set[str] = set()
-    bar = open_progress_bar(len(by_key), f"merge {collection.name}", progress)
-    for key, rows in by_key.items():
+    to_store: set[str] = set()
+    for key, entry in index.items():
         video = videos.get(key)
-        failure = next((r for r in rows if r["code"]), None)
-        frames = {r["position"]: r for r in rows if not r["code"]}
-        count = next(iter(frames.values()))["count"] if frames else 0
-        if failure is not None and not frames:
-            if video is not None:
-                report.add_failure(video.name, video.path, failure["code"], failure["message"], collection.name)
+        complete = entry["count"] and len(entry["positions"]) == entry["count"]
+        if video is None or not (complete or entry["failure"]):
+            continue  # another source's video, or frames still missing: the pipeline runs it again
+        if not complete:
+            failure = entry["failure"]
+            report.add_failure(video.name, video.path, failure["code"], failure["message"], collection.name)
             resolved.add(key)
-        elif count and len(frames) == count and video is not None:
-            video_id = next(iter(frames.values()))["video_id"]
-            if video_id in done or video_id in stored_now:
+        elif entry["video_id"] in done or entry["video_id"] in stored_now:
+            summary.skipped += 1
+            video_ids[key] = entry["video_id"]
+            resolved.add(key)
+        else:
+            to_store.add(key)
+    bar = open_progress_bar(len(to_store), f"merge {collection.name}", progress and bool(to_store))
+    buffers: dict[str, dict[int, dict]] = {}
+    for path in files:
+        for row in pq.read_table(path, columns=list(SHARD_COLUMNS)).to_pylist():
+            key = row["key"]
+            if key not in to_store or row["code"]:
+                continue
+            buffer = buffers.setdefault(key, {})
+            buffer[row["position"]] = row
+            if len(buffer) < index[key]["count"]:
+                continue
+            del buffers[key]
+            to_store.discard(key)
+            resolved.add(key)
+            bar.update(1)
+            video = videos[key]
+            ordered = [buffer[i] for i in range(index[key]["count"])]
+            video_id = ordered[0]["video_id"]
+            if video_id in stored_now:  # the same bytes under two names
                 summary.skipped += 1
-            else:
-                ordered = [frames[i] for i in range(count)]
-                outcome = VideoOutcome(key=key, status="decoded", video_id=video_id,
-                                       timestamps=[r["time_s"] for r in ordered],
-                                       indices=[r["frame_index"] for r in ordered], meta=json.loads(ordered[0]["meta"]))
-                pixels = np.stack([np.asarray(Image.open(io.BytesIO(r["png"])).convert("RGB")) for r in ordered])
-                try:
-                    ids = store_video(db, collection.store_source(video), video.name, outcome, identity,
-                                      [r["p_sludge"] for r in ordered],
-                                      [json.loads(r["layout_scores"]) for r in ordered], collection.name,
-                                      frames=pixels)
-                except (StoreError, OSError) as error:
-                    code = "store_error" if isinstance(error, StoreError) else "read_error"
-                    report.add_failure(video.name, video.path, code, str(error), collection.name)
-                    resolved.add(key)
-                    bar.update(1)
-                    continue
-                summary.stored += 1
-                summary.frames += len(ids)
-                stored_now.add(video_id)
+                video_ids[key] = video_id
+                continue
+            outcome = VideoOutcome(key=key, status="decoded", video_id=video_id,
+                                   timestamps=[r["time_s"] for r in ordered],
+                                   indices=[r["frame_index"] for r in ordered], meta=json.loads(ordered[0]["meta"]))
+            pixels = np.stack([np.asarray(Image.open(io.BytesIO(r["png"])).convert("RGB")) for r in ordered])
+            try:
+                ids = store_video(db, collection.store_source(video), video.name, outcome, identity,
+                                  [r["p_sludge"] for r in ordered], [json.loads(r["layout_scores"]) for r in ordered],
+                                  collection.name, frames=pixels)
+            except (StoreError, OSError) as error:
+                code = "store_error" if isinstance(error, StoreError) else "read_error"
+                report.add_failure(video.name, video.path, code, str(error), collection.name)
+                continue
+            summary.stored += 1
+            summary.frames += len(ids)
+            stored_now.add(video_id)
             video_ids[key] = video_id
-            resolved.add(key)
-        bar.update(1)
     bar.close()
-    for path in {p for key in resolved for p in files[key]}:
-        if all(k in resolved for k, paths in files.items() if path in paths):
+    for path in files:
+        if all(key in resolved for key, entry in index.items() if path in entry["files"]):
             path.unlink(missing_ok=True)
     return resolved
 

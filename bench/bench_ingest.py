@@ -1,6 +1,7 @@
 """Whole-collection ingest against a loop of single analyses, same model, same kind of store, in one run.
 
     python -m bench.bench_ingest [--clips 200] [--frames 16] [--batch-size 32] [--workers N] [--rounds 1]
+                                 [--loop-threads N]
 
 The clips are short synthetic short-form videos (training.synthetic, encoded with PyAV), drawn from fixed
 seeds and cached under data/bench/ingest/, so every run times the same files. Each round ingests them twice
@@ -49,15 +50,23 @@ def ensure_clips(count: int, num_frames: int = 36, size: tuple[int, int] = (640,
     return folder
 
 
-def run_loop(lm, paths: list[Path], root: Path, num_frames: int, limits) -> float:
-    """record_analysis per file into a fresh store; returns seconds."""
+def run_loop(lm, paths: list[Path], root: Path, num_frames: int, limits, threads: int | None = None) -> float:
+    """record_analysis per file into a fresh store (with ``threads`` torch threads, if given); returns seconds."""
+    import torch
+
     import annotations as store
     from annotations.analyses import record_analysis
 
     db = store.open_store(root / "loop.db", root / "loop-media")
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     started = time.perf_counter()
-    for path in paths:
-        record_analysis(lm, db, path, num_frames=num_frames, limits=limits, collection="bench")
+    try:
+        for path in paths:
+            record_analysis(lm, db, path, num_frames=num_frames, limits=limits, collection="bench")
+    finally:
+        torch.set_num_threads(before)
     seconds = time.perf_counter() - started
     assert db["videos"].count == len(paths)
     db.close()
@@ -93,6 +102,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="ingest: frames per forward across videos")
     parser.add_argument("--workers", type=int, default=None, help="ingest: decode processes (default: CPUs - 1)")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--loop-threads", type=int, default=None,
+                        help="torch threads of the record_analysis loop (default: torch's own, as the app runs)")
     parser.add_argument("--model", default=None)
     args = parser.parse_args(argv)
 
@@ -112,7 +123,7 @@ def main(argv=None) -> None:
         for kind in order:
             with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
                 if kind == "loop":
-                    loops.append(run_loop(lm, paths, Path(tmp), args.frames, settings.video))
+                    loops.append(run_loop(lm, paths, Path(tmp), args.frames, settings.video, args.loop_threads))
                 else:
                     ingests.append(run_ingest(lm, folder, len(paths), Path(tmp), args.frames, args.batch_size,
                                               args.workers, settings.video))
@@ -121,7 +132,8 @@ def main(argv=None) -> None:
     loop_s, ingest_s = statistics.median(loops), statistics.median(ingests)
     print(f"clips: {len(paths)} x {args.clip_frames} frames {args.width}x{args.height}, {args.frames} sampled per "
           f"video, model {lm.version} on {lm.device.type}, {os.cpu_count()} CPUs")
-    print(f"record_analysis loop: {len(paths) / loop_s:.2f} videos/s ({loop_s:.1f} s)")
+    threads = f"{args.loop_threads} torch threads" if args.loop_threads else "torch's default threads"
+    print(f"record_analysis loop ({threads}): {len(paths) / loop_s:.2f} videos/s ({loop_s:.1f} s)")
     print(f"ingest (batch {args.batch_size}): {len(paths) / ingest_s:.2f} videos/s ({ingest_s:.1f} s)")
     print(f"ingest_speedup: {loop_s / ingest_s:.2f}")
 

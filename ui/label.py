@@ -394,7 +394,7 @@ def build_label_tab(services, identity: gr.State, demo: gr.Blocks, status: gr.Ma
                      queue=False)
     for key, button in buttons.items():
         # Off the queue: a key's answer is a few milliseconds of store work, and the queue's round trips would
-        # double the time to the next frame. Keys of one session run one at a time (its lock), in order.
+        # double the time to the next frame. One labeler's keys run one at a time (their lock), in order.
         then_heatmaps(button.click(press(key), [session, identity, note, on_screen], outputs,
                                    api_visibility="private", queue=False, trigger_mode="multiple",
                                    show_progress="hidden"))
