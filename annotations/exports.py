@@ -69,6 +69,7 @@ import sqlite_utils
 
 from annotations.schema import (
     InvalidLabelError,
+    read_transaction,
     resolve_inside,
     resolve_media_path,
     utc_now,
@@ -173,26 +174,6 @@ def split_videos(db: sqlite_utils.Database, config: ExportConfig = ExportConfig(
     for video_ids in collections.values():
         out.update(assign_splits(video_ids, config))
     return out
-
-
-@contextmanager
-def _read_snapshot(db: sqlite_utils.Database) -> Iterator[None]:
-    """One read transaction, so an export sees one consistent state while labelers keep writing."""
-    lock = getattr(db, "write_lock", None)
-    if lock is not None:
-        lock.acquire()
-    try:
-        if db.conn.in_transaction:
-            yield
-            return
-        db.conn.execute("BEGIN")
-        try:
-            yield
-        finally:
-            db.conn.execute("COMMIT")
-    finally:
-        if lock is not None:
-            lock.release()
 
 
 _RECORDS_SQL = """
@@ -409,7 +390,7 @@ def export_training_set(db: sqlite_utils.Database, out_dir: str | Path, model_id
     if images not in ("copy", "absolute"):
         raise InvalidLabelError(f"images must be 'copy' or 'absolute', not {images!r}")
     media_dir = find_media_dir(db).resolve()
-    with _read_snapshot(db):
+    with read_transaction(db):
         records, info = collect_records(db, model_id, config)
     out_dir = Path(out_dir)
     with _export_folder(out_dir) as staging:
@@ -447,7 +428,7 @@ def export_imagefolder(db: sqlite_utils.Database, out_dir: str | Path, model_id:
     'vertical'
     """
     media_dir = find_media_dir(db).resolve()
-    with _read_snapshot(db):
+    with read_transaction(db):
         records, info = collect_records(db, model_id, config)
     out_dir = Path(out_dir)
     with _export_folder(out_dir) as staging:
@@ -528,7 +509,7 @@ def export_label_studio(db: sqlite_utils.Database, out_dir: str | Path, model_id
     """
     media_dir = find_media_dir(db).resolve()
     model_id = model_id or sole_model_id(db)
-    with _read_snapshot(db):
+    with read_transaction(db):
         rows = list(db.query(
             "SELECT c.*, f.image_path, f.image_sha256, p.p_sludge, p.layout AS model_layout,"
             " p.description AS model_description FROM current_labels c JOIN frames f ON f.id = c.frame_id"

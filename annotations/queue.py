@@ -36,7 +36,6 @@ sort apart. So a call reads a few thousand array entries, however many frames th
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 import threading
@@ -52,6 +51,7 @@ import sqlite_utils
 from annotations.schema import (
     InvalidLabelError,
     PermissionDeniedError,
+    read_transaction,
     resolve_media_path,
     write_transaction,
 )
@@ -246,7 +246,7 @@ class LabelIndex:
 
     def refresh(self, db: sqlite_utils.Database, model_id: str | None = None) -> ModelScores | None:
         """Read what is new in the store (one read transaction) and, with ``model_id``, that version's scores."""
-        with _read_snapshot(db):
+        with read_transaction(db):
             rowids = self._read_labelers(db)
             self._read_frames(db)
             self._read_events(db, rowids)
@@ -520,19 +520,6 @@ def get_label_index(db: sqlite_utils.Database) -> LabelIndex:
         return index
 
 
-@contextlib.contextmanager
-def _read_snapshot(db: sqlite_utils.Database):
-    """One read transaction on the shared connection, taken while no write transaction holds it."""
-    lock = getattr(db, "write_lock", None) or contextlib.nullcontext()
-    with lock:
-        if db.conn.in_transaction:
-            yield
-            return
-        db.conn.execute("BEGIN")
-        try:
-            yield
-        finally:
-            db.conn.execute("COMMIT")
 
 
 def _is_member(values: np.ndarray, known: set[int]) -> np.ndarray | bool:
@@ -576,14 +563,18 @@ def _walk(slots: np.ndarray, accept: Callable[[np.ndarray], np.ndarray], k: int)
     return np.concatenate(found)[:k] if found else np.zeros(0, np.int64)
 
 
+def _rank_first(keys: np.ndarray, ties: np.ndarray, k: int) -> np.ndarray:
+    """Indices of the k lowest (key, tie) pairs, in that order (a partition first: only ties at the k-th key
+    are sorted with the rest)."""
+    index = np.arange(len(keys))
+    if len(keys) > k:
+        index = index[keys <= np.partition(keys, k - 1)[k - 1]]
+    return index[np.lexsort((ties[index], keys[index]))[:k]]
+
+
 def _pick_first(slots: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
     """The k slots with the lowest keys, in order of (key, slot): ties go to the lower frame id."""
-    if len(slots) > k:
-        kth = np.partition(keys, k - 1)[k - 1]
-        keep = keys <= kth
-        slots, keys = slots[keep], keys[keep]
-    order = np.lexsort((slots, keys))[:k]
-    return slots[order]
+    return slots[_rank_first(keys, slots, k)]
 
 
 # ---------------------------------------------------------------- the queue
@@ -742,7 +733,7 @@ def _rank(db, index: LabelIndex, scores: ModelScores | None, strategy: str, labe
             labelers_differ = np.concatenate([labelers_differ, np.zeros(len(by_model), bool)])
             model_differs = np.concatenate([model_differs, np.ones(len(by_model), bool)])
     score = labelers_differ + np.where(model_differs, np.abs(p[picked] - threshold), 0.0)
-    best = np.lexsort((picked, -score))[:k]
+    best = _rank_first(-score, picked, k)
     return rows(picked[best], score[best], lambda i: "labelers disagree" if labelers_differ[best][i] else
                 "model disagrees")
 

@@ -385,6 +385,26 @@ def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Databa
             raise
 
 
+@contextlib.contextmanager
+def read_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """One read transaction on the shared connection, so every query inside sees one consistent state
+    while labelers keep writing; taken while no write transaction holds the connection.
+
+    >>> with read_transaction(db):  # doctest: +SKIP
+    ...     db.execute("SELECT count(*) FROM frames").fetchone()
+    """
+    lock = getattr(db, "write_lock", None) or contextlib.nullcontext()
+    with lock:
+        if db.conn.in_transaction:
+            yield db
+            return
+        db.conn.execute("BEGIN")
+        try:
+            yield db
+        finally:
+            db.conn.execute("COMMIT")
+
+
 def resolve_inside(root: str | Path, relative: str, what: str = "path") -> Path:
     """``root / relative`` resolved, refusing anything that would leave ``root`` (``..``, absolute, links).
 
