@@ -520,8 +520,6 @@ def get_label_index(db: sqlite_utils.Database) -> LabelIndex:
         return index
 
 
-
-
 def _is_member(values: np.ndarray, known: set[int]) -> np.ndarray | bool:
     """Which values are in the set."""
     if not known:
