@@ -27,6 +27,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -45,9 +46,11 @@ import sqlite_utils
 
 from annotations.imports import import_ground_truth, read_ground_truth_rows
 from annotations.schema import InvalidLabelError, StoreError, utc_now
-from annotations.writes import add_analyzed_video, encode_value
+from annotations.writes import add_analyzed_video, encode_image, encode_value, find_media_dir, save_media
 from core.config import ModelSpec, VideoLimits, check_frame_count
 from core.identity import ModelIdentity, identify_model
+
+logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
@@ -140,6 +143,8 @@ class VideoOutcome:
     meta: dict = field(default_factory=dict)
     code: str | None = None
     message: str | None = None
+    # The frames as PNG (encode_image's bytes), when the decode step encoded them already.
+    images: list[bytes] | None = None
 
 
 @dataclass
@@ -472,7 +477,8 @@ def store_video(db: sqlite_utils.Database, source: str | bytes, name: str, outco
                 collection: str, frames: np.ndarray | None = None) -> list[int]:
     """Store a decoded video, its frames and one model version's predictions in one transaction.
 
-    ``frames`` replaces ``outcome.frames`` (the Ray engine sends frames as PNG). Returns the frame ids.
+    ``frames`` replaces ``outcome.frames``; ``outcome.images``, when set, are the frames already encoded.
+    Returns the frame ids.
 
     >>> store_video(db, "clip.mp4", "clip.mp4", outcome, lm.identity, [0.9] * 16, scores, "crawl")  # doctest: +SKIP
     [1, 2, 3, ...]
@@ -480,7 +486,8 @@ def store_video(db: sqlite_utils.Database, source: str | bytes, name: str, outco
     frames = outcome.frames if frames is None else frames
     video_id, frame_ids = add_analyzed_video(
         db, source, name, outcome.meta, frames, outcome.timestamps, outcome.indices,
-        (identity.id, identity.source, identity.revision), p_sludge, layout_scores, collection=collection)
+        (identity.id, identity.source, identity.revision), p_sludge, layout_scores, collection=collection,
+        images=outcome.images)
     if outcome.video_id is not None and video_id != outcome.video_id:
         raise IngestError(f"{name} changed while it was ingested (sha256 {outcome.video_id[:12]}… when decoded, "
                           f"{video_id[:12]}… when stored); run the ingest again")
@@ -615,18 +622,40 @@ def _entries(take: list[tuple[dict, int]]) -> list[dict]:
     return list(seen.values())
 
 
-_DONE: frozenset[str] = frozenset()
-_DECODE = decode_video
+def encode_frame_images(frames: np.ndarray, media_dir: str | os.PathLike | None = None) -> list[bytes]:
+    """The frames as the store keeps them (PNG, ``encode_image``), written under the media folder when one is
+    given (named by content and renamed into place, as the store writes them, so the store finds them there).
+
+    >>> [png[:4] for png in encode_frame_images(np.zeros((2, 4, 4, 3), np.uint8))]
+    [b'\x89PNG', b'\x89PNG']
+    """
+    images = [encode_image(frame) for frame in frames]
+    if media_dir is not None:
+        for data in images:
+            save_media(media_dir, data, ".png")
+    return images
 
 
-def _start_worker(done: frozenset[str], decode) -> None:
-    """Worker process start: remember which videos are done (skipped before decoding) and the decode step."""
-    global _DONE, _DECODE
-    _DONE, _DECODE = done, decode
+_WORKER: dict = {"done": frozenset(), "decode": decode_video, "media_dir": None}
+
+
+def _start_worker(done: frozenset[str], decode, media_dir: str | None) -> None:
+    """Worker process start: the videos already done (skipped before decoding), the decode step, and the
+    media folder the frame images are written to."""
+    _WORKER.update(done=done, decode=decode, media_dir=media_dir)
 
 
 def _decode_in_worker(key: str, path: str, num_frames: int, limits: VideoLimits) -> VideoOutcome:
-    return _DECODE(key, path, num_frames, limits, _DONE)
+    """One file in a worker: decode it, then encode and write its frame images, so the model's process
+    only scores and commits."""
+    outcome = _WORKER["decode"](key, path, num_frames, limits, _WORKER["done"])
+    if outcome.status == "decoded":
+        try:
+            outcome.images = encode_frame_images(outcome.frames, _WORKER["media_dir"])
+        except OSError as error:  # the media folder refused a write: the store's own write will say why
+            logger.warning("frame images of %s not written ahead: %s", path, error)
+            outcome.images = None
+    return outcome
 
 
 def _pool_context():
@@ -798,7 +827,8 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
         in_flight.clear()
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(done, decode))
+        pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                   initargs=(done, decode, str(find_media_dir(db))))
 
     def submit(video: SourceVideo, alone: bool) -> bool:
         try:

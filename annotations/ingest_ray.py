@@ -259,7 +259,8 @@ def merge_shards(db: sqlite_utils.Database, folder: Path, collection: Collection
                 continue
             outcome = VideoOutcome(key=key, status="decoded", video_id=video_id,
                                    timestamps=[r["time_s"] for r in ordered],
-                                   indices=[r["frame_index"] for r in ordered], meta=json.loads(ordered[0]["meta"]))
+                                   indices=[r["frame_index"] for r in ordered], meta=json.loads(ordered[0]["meta"]),
+                                   images=[r["png"] for r in ordered])
             pixels = np.stack([np.asarray(Image.open(io.BytesIO(r["png"])).convert("RGB")) for r in ordered])
             try:
                 ids = store_video(db, collection.store_source(video), video.name, outcome, identity,

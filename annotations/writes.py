@@ -371,20 +371,25 @@ def add_frames(db: sqlite_utils.Database, video_id: str, frames: np.ndarray, tim
 
 
 def save_frame_images(db: sqlite_utils.Database, video_id: str, frames: np.ndarray, timestamps: Sequence[float],
-                      indices: Sequence[int], image_format: str = "png") -> list[dict]:
+                      indices: Sequence[int], image_format: str = "png",
+                      images: Sequence[bytes] | None = None) -> list[dict]:
     """Write frames' images under the media folder (named by content, so rewriting one is harmless) and
-    return their ``frames`` rows, not yet inserted: encoding happens outside any write transaction."""
+    return their ``frames`` rows, not yet inserted: encoding happens outside any write transaction.
+    ``images`` are the frames already encoded (``encode_image``'s bytes, e.g. by a decode worker process)."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise InvalidLabelError(f"frames must be an (N, H, W, 3) uint8 array, not {frames.dtype} {frames.shape}")
     if not (len(frames) == len(timestamps) == len(indices)):
         raise InvalidLabelError(
             f"{len(frames)} frames but {len(timestamps)} timestamps and {len(indices)} indices")
+    if images is not None and len(images) != len(frames):
+        raise InvalidLabelError(f"{len(frames)} frames but {len(images)} encoded images")
     media_dir = find_media_dir(db)
     suffix = ".png" if image_format == "png" else ".jpg"
     rows = []
-    for frame, time_s, index in zip(frames, timestamps, indices):
-        relative, sha = save_media(media_dir, encode_image(frame, image_format), suffix)
+    for k, (frame, time_s, index) in enumerate(zip(frames, timestamps, indices)):
+        data = encode_image(frame, image_format) if images is None else bytes(images[k])
+        relative, sha = save_media(media_dir, data, suffix)
         rows.append({
             "video_id": video_id,
             "frame_index": int(index),
@@ -413,19 +418,21 @@ def insert_frame_rows(db: sqlite_utils.Database, video_id: str, rows: Sequence[d
 def add_analyzed_video(db: sqlite_utils.Database, path_or_bytes: str | os.PathLike | bytes, name: str, meta: dict,
                        frames: np.ndarray, timestamps: Sequence[float], indices: Sequence[int],
                        model: tuple[str, str, str | None], p_sludge: Sequence[float],
-                       layout_scores: Sequence[Mapping[str, float]], collection: str = UPLOADS) -> tuple[str, list[int]]:
+                       layout_scores: Sequence[Mapping[str, float]], collection: str = UPLOADS,
+                       images: Sequence[bytes] | None = None) -> tuple[str, list[int]]:
     """Store a video, its sampled frames and one model version's predictions in one transaction.
 
     Either all of it is in the store or none of it: a process killed half-way leaves no video without its
     frames (the frame images may stay on disk; they are named by content and reused). ``model`` is the
-    (id, source, revision) the predictions are stored under. Returns (video id, frame ids).
+    (id, source, revision) the predictions are stored under. ``images``, when given, are the frames
+    already PNG-encoded by ``encode_image`` (a worker process did it). Returns (video id, frame ids).
 
     >>> add_analyzed_video(db, "clip.mp4", "clip.mp4", {"fps": 30.0}, frames, [0.0, 0.5], [0, 15],
     ...                    ("tiny@1", "models/tiny", "1"), [0.9, 0.2], [{"pip": 1.0}] * 2)  # doctest: +SKIP
     ('9f86d081884c7d65...', [1, 2])
     """
     video = build_video_row(path_or_bytes, name, meta, collection)
-    rows = save_frame_images(db, video["id"], frames, timestamps, indices)
+    rows = save_frame_images(db, video["id"], frames, timestamps, indices, images=images)
     model_id, source, revision = model
     with write_transaction(db):
         db["videos"].insert(video, ignore=True)
