@@ -116,8 +116,9 @@ def add_ingest_parser(sub, settings) -> None:
                                          "default: a local Ray on this machine")
     p.add_argument("--actors", type=int, help="ray engine: scoring actors, one model each (default: one per GPU "
                                               "share, or on CPU about half the cluster's CPUs less one)")
-    p.add_argument("--gpus-per-actor", type=float, default=0.0,
-                   help="ray engine: GPUs per scoring actor, e.g. 1 or 0.5 (default: 0, CPU)")
+    p.add_argument("--gpus-per-actor", type=float, default=None,
+                   help="ray engine: GPUs per scoring actor, e.g. 1 or 0.5; 0 scores on CPU "
+                        "(default: 1 where the cluster has GPUs, else 0)")
     p.add_argument("--cpus-per-actor", type=float, default=1.0, help="ray engine: CPUs per scoring actor (default: 1)")
     p.add_argument("--shards", type=Path, help="ray engine: folder of the Parquet shards "
                                                "(default: next to the store, under ingest-shards/)")

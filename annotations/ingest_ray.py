@@ -64,8 +64,9 @@ class RayConfig:
     # Scoring actors, one model each. None: one per GPU share when gpus_per_actor > 0, else about half the
     # cluster's CPUs less one, at least one (decoding needs the rest).
     actors: int | None = None
-    # GPUs per actor (1, or 0.5 to pack two small models on one GPU); 0 scores on CPU.
-    gpus_per_actor: float = 0.0
+    # GPUs per actor (1, or 0.5 to pack two small models on one GPU); 0 scores on CPU. None: 1 where the
+    # cluster has GPUs, else 0.
+    gpus_per_actor: float | None = None
     # CPUs per actor, also its torch thread count on CPU. Never every CPU of a node: Ray Data needs one
     # for reading blocks, or the pipeline can hang waiting for it.
     cpus_per_actor: float = 1.0
@@ -281,6 +282,19 @@ def merge_shards(db: sqlite_utils.Database, folder: Path, collection: Collection
     return resolved
 
 
+def resolve_gpus_per_actor(ray_config: RayConfig, resources: dict) -> float:
+    """GPUs per scoring actor: as configured, else 1 where the cluster has GPUs and 0 where it has none.
+
+    >>> resolve_gpus_per_actor(RayConfig(), {"GPU": 8.0, "CPU": 64.0})
+    1.0
+    >>> resolve_gpus_per_actor(RayConfig(), {"CPU": 2.0})
+    0.0
+    """
+    if ray_config.gpus_per_actor is not None:
+        return float(ray_config.gpus_per_actor)
+    return 1.0 if resources.get("GPU", 0) > 0 else 0.0
+
+
 def default_actor_count(ray_config: RayConfig, resources: dict) -> int:
     """Scoring actors when none is asked for: one per GPU share, else about half the CPUs less one.
 
@@ -289,8 +303,9 @@ def default_actor_count(ray_config: RayConfig, resources: dict) -> int:
     >>> default_actor_count(RayConfig(), {"CPU": 2.0})
     1
     """
-    if ray_config.gpus_per_actor > 0:
-        return max(1, int(resources.get("GPU", 0) // ray_config.gpus_per_actor))
+    gpus = resolve_gpus_per_actor(ray_config, resources)
+    if gpus > 0:
+        return max(1, int(resources.get("GPU", 0) // gpus))
     cpus = resources.get("CPU", 1.0)
     return max(1, int((cpus - 1) // (2 * ray_config.cpus_per_actor)))
 
@@ -332,7 +347,7 @@ def ingest_with_ray(collection: Collection | str | os.PathLike, db: sqlite_utils
     config = check_config(config)
     if not isinstance(model, ModelSpec):
         model = getattr(model, "spec", None) or ModelSpec(os.fspath(model))
-    if ray_config.gpus_per_actor < 0 or ray_config.cpus_per_actor <= 0:
+    if (ray_config.gpus_per_actor or 0) < 0 or ray_config.cpus_per_actor <= 0:
         raise IngestError("gpus_per_actor must be at least 0 and cpus_per_actor more than 0")
     if ray_config.actors is not None and ray_config.actors < 1:
         raise IngestError(f"actors must be a whole number of at least 1, not {ray_config.actors!r}")
@@ -411,8 +426,10 @@ def run_pipeline(rows: list[dict], shards: Path, identity, model: ModelSpec, con
     """
     import ray
 
-    actors = ray_config.actors or default_actor_count(ray_config, ray.cluster_resources())
-    gpu = ray_config.gpus_per_actor > 0
+    resources = ray.cluster_resources()
+    actors = ray_config.actors or default_actor_count(ray_config, resources)
+    gpus = resolve_gpus_per_actor(ray_config, resources)
+    gpu = gpus > 0
     source = model.source
     if ray_config.address and ray_config.ship_code:
         # The workers run in a copy of this repository: a folder inside it goes by its relative path.
@@ -435,6 +452,6 @@ def run_pipeline(rows: list[dict], shards: Path, identity, model: ModelSpec, con
                                             "threads": max(1, int(ray_config.cpus_per_actor)),
                                             "model_id": identity.id},
         batch_size=config.batch_size, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=ray_config.cpus_per_actor, num_gpus=ray_config.gpus_per_actor if gpu else None)
+        num_cpus=ray_config.cpus_per_actor, num_gpus=gpus if gpu else None)
     dataset.write_parquet(str(shards))
 
