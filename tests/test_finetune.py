@@ -6,11 +6,17 @@ few LoRA steps, the adapter and the merged checkpoint saved, the version registe
 The tests then check each piece against something independent of it: the adapter through
 PeftModel.from_pretrained, the merged folder through the app's loader, the eval table through
 scikit-learn and by hand.
+
+Each ``--adapt`` option then trains the shipped tiny checkpoints (BLIP-2 and LLaVA) for three steps on a
+few frames of the same export: exactly the intended weights move (checked against module lists spelled out
+here from the stock classes' layouts), the cached features give the loss of the stock forward, and the
+merged folder scores frames as the in-memory PEFT model did.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,23 +27,30 @@ import annotations as store
 from annotations.exports import ExportConfig
 from annotations.metrics import card_metrics, video_votes
 from core import vocabulary
-from core.config import EMBEDDED_BLIP2, ModelSpec
+from core.config import EMBEDDED_BLIP2, EMBEDDED_LLAVA, ModelSpec
 from core.engine import load_model, prepare_pixels, score_frames
-from core.families import find_family
+from core.families import FeatureStage, find_family
 from training import synthetic
 from training.cli import parse_config
-from training.evaluate import format_markdown, metrics_of, read_export
+from training.evaluate import format_markdown, load_image, metrics_of, read_export
 from training.finetune import (
+    FeatureBank,
     FinetuneConfig,
     attach_lora,
+    batch_loss,
+    check_adapt,
+    feature_stage,
     frozen_features,
     make_examples,
     project,
     run,
+    save_checkpoint,
+    set_train_mode,
     total_steps,
+    train,
 )
 from training.loop_experiment import flip_labels, import_raw_labels, work_queue
-from training.tasks import CARD_TASK_MIX, usable_tasks
+from training.tasks import CARD_TASK_MIX, answer_loss, build_training_rows, usable_tasks
 
 BASE = EMBEDDED_BLIP2
 # 30 % validation and 30 % test videos, so a store of a dozen clips has all three splits.
@@ -68,7 +81,8 @@ def _build_store(root: Path, clips: int = 14, frames_per_clip: int = 4):
 
 
 @pytest.fixture(scope="module")
-def finetuned(tmp_path_factory):
+def exported(tmp_path_factory):
+    """A real store with raw labels and two corrections, and its training export under root/export."""
     root = tmp_path_factory.mktemp("finetune")
     db, truth = _build_store(root)
     store.add_labeler(db, "ana", "labeler")
@@ -77,6 +91,12 @@ def finetuned(tmp_path_factory):
         store.correct_label(db, frame_id, "sludge", not truth[frame_id].sludge, "ana",
                             seen_revision=store.frame_revision(db, frame_id))
     manifest = store.export_training_set(db, root / "export", config=SPLITS)
+    return {"root": root, "db": db, "truth": truth, "manifest": manifest}
+
+
+@pytest.fixture(scope="module")
+def finetuned(exported):
+    root, db = exported["root"], exported["db"]
     cfg = FinetuneConfig(
         export=str(root / "export"), base=str(BASE), name="lora-test", out_dir=str(root / "checkpoints"),
         max_steps=6, batch_size=8, grad_accum=2, eval_every=3, log_every=0, lr=3e-3, projector_lr=3e-4,
@@ -89,7 +109,7 @@ def finetuned(tmp_path_factory):
         result = run(cfg, db=db)
     finally:
         torch.set_num_threads(threads)
-    return {"root": root, "db": db, "truth": truth, "manifest": manifest, "cfg": cfg, "result": result}
+    return {**exported, "cfg": cfg, "result": result}
 
 
 def test_loss_goes_down(finetuned):
@@ -153,6 +173,11 @@ def test_merged_folder_loads_through_the_app_and_scores_frames(finetuned):
     assert lineage["export_snapshot"] == finetuned["manifest"]["snapshot_id"]
     assert lineage["base"] == str(BASE) and lineage["base_id"] == result.base_id
     assert lineage["config"]["lora_r"] == 16 and lineage["metrics"]["after"] == result.after
+    report = json.loads((result.folder / "report" / "finetune.json").read_text())
+    for recorded in (lineage, report):
+        assert recorded["adapted"]["parts"] == ["lm", "projector"]
+        assert recorded["adapted"]["projector"] == "trained whole"
+        assert recorded["adapted"]["cached"] == "the projector's input"
     # Base and new version both scored the held-out frames, so the Review tab can set them side by side.
     test_frames = {r["frame_id"] for r in read_export(finetuned["root"] / "export", ["test"])[0]}
     for model_id in (result.base_id, result.model_id):
@@ -286,3 +311,233 @@ def test_semantic_noise_flips_the_preferred_frames_first():
     assert flip_labels(truth, 0.25, seed=3, prefer=misread) == raw  # the seed fixes the draw
     few = flip_labels(truth, 0.1, seed=3, prefer=misread)  # fewer flips than preferred frames
     assert {f for f in truth if few[f][0] != truth[f].sludge} < misread
+
+
+# ---------------------------------------------------------------- what --adapt adapts
+
+LM_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+PROJECTOR = {"blip2": "language_projection", "llava": "model.multi_modal_projector"}
+BASES = {"blip2": EMBEDDED_BLIP2, "llava": EMBEDDED_LLAVA}
+OPTIONS = [
+    ("blip2", ("lm", "projector-lora")),
+    ("blip2", ("qformer",)),
+    ("blip2", ("vision",)),
+    ("blip2", ("lm", "projector", "qformer", "vision")),
+    ("llava", ("lm", "projector")),
+    ("llava", ("projector-lora", "vision")),
+]
+
+
+def expected_lora_modules(model, family: str, parts) -> set[str]:
+    """The Linear layers each part is to put LoRA on, spelled out from the shipped tiny models' layouts."""
+    linears = {n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    names = set()
+    if "lm" in parts:
+        names |= {n for n in linears if "language_model." in n and n.rsplit(".", 1)[-1] in LM_PROJECTIONS}
+    if "projector-lora" in parts:
+        names |= {n for n in linears if n.startswith(PROJECTOR[family])}
+    if "qformer" in parts:
+        # Four Q-Former layers with cross-attention in every second one (0 and 2): the query, key, value and
+        # output dense layers of each self- and cross-attention, not the feed-forward (*_query.dense).
+        for i in range(4):
+            for kind in ("attention", "crossattention") if i % 2 == 0 else ("attention",):
+                names |= {f"qformer.encoder.layer.{i}.{kind}.{x}"
+                          for x in ("attention.query", "attention.key", "attention.value", "output.dense")}
+    if "vision" in parts and family == "blip2":
+        # Four blocks, the Q-Former reads the last one's output: the last two are blocks 2 and 3.
+        names |= {f"vision_model.encoder.layers.{i}.{x}" for i in (2, 3)
+                  for x in ("self_attn.qkv", "self_attn.projection", "mlp.fc1", "mlp.fc2")}
+    if "vision" in parts and family == "llava":
+        # Four blocks, but LLaVA reads hidden state -2 (block 2's output): the last two it reads are 1 and 2.
+        names |= {f"model.vision_tower.encoder.layers.{i}.{x}" for i in (1, 2)
+                  for x in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+                            "mlp.fc1", "mlp.fc2")}
+    assert names <= linears
+    return names
+
+
+def stock_loss(lm, records, rows) -> float:
+    """The answer loss with the image tokens from the family's scoring pass (``encode``), no feature cache."""
+    frames = sorted({i for i, _, _ in rows})
+    pixels = prepare_pixels(lm, [load_image(records[i]["image"]) for i in frames])
+    visual = lm.family.encode(lm.model, pixels).embeds
+    ids, att, labels = build_training_rows(lm, [(q, a) for _, q, a in rows])
+    rows_to_frame = torch.tensor([frames.index(i) for i, _, _ in rows])
+    return answer_loss(lm, visual, rows_to_frame, ids, att, labels).item()
+
+
+@pytest.fixture(scope="module", params=OPTIONS, ids=lambda option: f"{option[0]}-{'+'.join(option[1])}")
+def adapted(request, exported, tmp_path_factory):
+    """Three training steps of one --adapt option on a shipped tiny checkpoint, then its merged folder."""
+    family, parts = request.param
+    export = exported["root"] / "export"
+    records = read_export(export, ["train"])[0][:6]
+    eval_records = read_export(export, ["val"])[0][:2]
+    cfg = FinetuneConfig(adapt=parts, base=str(BASES[family]), max_steps=3, batch_size=3, grad_accum=1,
+                         eval_every=100, log_every=0, lr=1e-2, projector_lr=1e-3, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lm = load_model(ModelSpec(cfg.base))
+        expected = expected_lora_modules(lm.model, family, parts)
+        stage = feature_stage(cfg.adapt, cfg.vision_blocks)
+        # Filled before the adapter exists, as run() does: what it keeps must not depend on what trains.
+        bank = FeatureBank(lm, stage=stage)
+        bank.fill(records + eval_records)
+        peft_model = attach_lora(lm, cfg)
+        start = {n: p.detach().clone() for n, p in lm.model.named_parameters()}
+        trainable = {n for n, p in lm.model.named_parameters() if p.requires_grad}
+        train(lm, peft_model, bank, records, eval_records, cfg)
+        changed = {n for n, p in lm.model.named_parameters() if not torch.equal(p, start[n])}
+        rows = make_examples(records[:3], CARD_TASK_MIX, np.random.default_rng(5))
+        set_train_mode(lm, False)
+        with torch.no_grad():
+            losses = {"cached": batch_loss(lm, bank, records, rows)[0].item(),
+                      "recomputed": batch_loss(lm, FeatureBank(lm, limit_gb=0, stage=stage), records, rows)[0].item(),
+                      "stock": stock_loss(lm, records, rows)}
+            with peft_model.disable_adapter():
+                losses["base"] = stock_loss(lm, records, rows)
+        frames, _ = synthetic.make_frames(11, 3)
+        in_memory = score_frames(lm, frames)
+        folder = tmp_path_factory.mktemp("adapted") / "merged"
+        save_checkpoint(lm, peft_model, folder)
+        merged = load_model(ModelSpec(str(folder)))
+        from_folder = score_frames(merged, frames)
+        base_weights = load_model(ModelSpec(cfg.base)).model.state_dict()
+    finally:
+        torch.set_num_threads(threads)
+    return {"family": family, "parts": parts, "expected": expected, "stage": stage, "bank": bank,
+            "trainable": trainable, "changed": changed, "losses": losses, "in_memory": in_memory,
+            "folder": folder, "merged": merged, "from_folder": from_folder, "base_weights": base_weights}
+
+
+def test_each_option_trains_exactly_its_weights(adapted):
+    lora = {f"{module}.lora_{ab}.default.weight" for module in adapted["expected"] for ab in "AB"}
+    whole = {n for n in adapted["trainable"] if ".modules_to_save." in n}
+    # Only "projector" trains a whole copy (peft's modules_to_save), and only of the projector.
+    assert bool(whole) == ("projector" in adapted["parts"])
+    assert all(n.startswith(PROJECTOR[adapted["family"]] + ".modules_to_save.") for n in whole)
+    assert adapted["trainable"] == lora | whole
+    # Three steps move every LoRA matrix (B first, then A) and the projector copy; nothing else moves.
+    assert adapted["changed"] == lora | whole
+
+
+def test_cached_features_give_the_stock_loss(adapted):
+    stage, bank, losses = adapted["stage"], adapted["bank"], adapted["losses"]
+    parts = adapted["parts"]
+    assert stage == (FeatureStage("vision", 2) if "vision" in parts else FeatureStage("qformer") if "qformer" in parts
+                     else FeatureStage())
+    cached = next(iter(bank.cache.values()))
+    assert bank.keep and len(bank.cache) == 8
+    if stage.start == "projector":  # the projector's input: 32 Q-Former queries, or 144 LLaVA patches
+        assert cached.shape == ((32, 96) if adapted["family"] == "blip2" else (144, 128))
+    else:  # a hidden state of the vision tower, CLS included
+        assert cached.shape == ((257, 128) if adapted["family"] == "blip2" else (145, 128))
+    # Cached before training, recomputed now, or the family's scoring pass end to end: one loss.
+    assert losses["cached"] == pytest.approx(losses["stock"], abs=1e-5)
+    assert losses["recomputed"] == pytest.approx(losses["stock"], abs=1e-5)
+    # ... and the comparison can fail: the trained adapter changes that loss.
+    assert abs(losses["stock"] - losses["base"]) > 1e-3
+
+
+def test_merged_checkpoint_scores_like_the_peft_model(adapted):
+    from peft import PeftConfig
+
+    merged, family = adapted["merged"], adapted["family"]
+    assert type(merged.model).__name__ == find_family(family).model_class.__name__ and merged.family.name == family
+    for ours, theirs in zip(adapted["in_memory"], adapted["from_folder"]):
+        assert theirs.p_sludge == pytest.approx(ours.p_sludge, abs=1e-5)
+        assert theirs.layout_scores == pytest.approx(ours.layout_scores, abs=1e-5)
+    # The adapter folder still saves, targeting exactly the intended modules.
+    config = PeftConfig.from_pretrained(adapted["folder"] / "adapter")
+    targeted = {n for n, m in merged.model.named_modules()
+                if isinstance(m, torch.nn.Linear) and re.fullmatch(config.target_modules, n)}
+    assert targeted == adapted["expected"]
+    # The merged weights differ from the base's exactly in the adapted modules (and a projector trained whole).
+    base, now = adapted["base_weights"], merged.model.state_dict()
+    differ = {k for k in base if not torch.equal(base[k], now[k])}
+    whole = {k for k in base if k.startswith(PROJECTOR[family] + ".")} if "projector" in adapted["parts"] else set()
+    assert differ == {f"{m}.weight" for m in adapted["expected"]} | whole
+
+
+def test_qformer_is_refused_on_llava(exported):
+    lm = load_model(ModelSpec(str(EMBEDDED_LLAVA)))
+    cfg = FinetuneConfig(adapt=("lm", "qformer"), base=str(EMBEDDED_LLAVA), register=False,
+                         export=str(exported["root"] / "missing"))
+    refusal = r"--adapt qformer: a llava model \(LlavaForConditionalGeneration\) has no Q-Former"
+    with pytest.raises(ValueError, match=refusal):
+        attach_lora(lm, cfg)
+    # run() refuses right after loading the base, before it reads the export (which does not exist here).
+    with pytest.raises(ValueError, match=refusal):
+        run(cfg)
+    with pytest.raises(ValueError, match=r"--vision-blocks 4: a llava model's features are read from 3 vision"):
+        check_adapt(("vision",), 4, lm.family, lm.model)
+    blip2 = load_model(ModelSpec(str(EMBEDDED_BLIP2)))
+    with pytest.raises(ValueError, match=r"--vision-blocks 5: a blip2 model's vision tower has 4 blocks"):
+        attach_lora(blip2, FinetuneConfig(adapt=("vision",), vision_blocks=5))
+
+
+def test_adapt_combinations_and_flags():
+    with pytest.raises(ValueError, match="projector trains the projector whole and projector-lora"):
+        FinetuneConfig(adapt=("lm", "projector", "projector-lora"))
+    with pytest.raises(ValueError, match="name at least one LoRA part"):
+        FinetuneConfig(adapt=("projector",))
+    with pytest.raises(ValueError, match="--adapt retina: unknown part"):
+        FinetuneConfig(adapt=("lm", "retina"))
+    with pytest.raises(ValueError, match="--vision-blocks 0"):
+        FinetuneConfig(adapt=("vision",), vision_blocks=0)
+    assert FinetuneConfig(adapt="lm, qformer").adapt == ("lm", "qformer")
+    cfg = parse_config(FinetuneConfig, ["--adapt", "lm", "projector-lora", "vision", "--vision-blocks", "3"])
+    assert (cfg.adapt, cfg.vision_blocks) == (("lm", "projector-lora", "vision"), 3)
+    with pytest.raises(ValueError, match="choose one"):
+        parse_config(FinetuneConfig, ["--adapt", "projector", "projector-lora"])
+
+
+def test_the_default_is_the_card_recipe():
+    cfg = FinetuneConfig()
+    assert (cfg.adapt, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout) == (("lm", "projector"), 16, 32, 0.15)
+    assert (cfg.lr, cfg.projector_lr) == (2e-4, 2e-5)
+    assert feature_stage(cfg.adapt, cfg.vision_blocks) == FeatureStage()
+    lm = load_model(ModelSpec(str(EMBEDDED_BLIP2)))
+    frames, _ = synthetic.make_frames(2, 2, size=(64, 36))
+    pixels = prepare_pixels(lm, frames)
+    with torch.no_grad():
+        # The default cache holds the Q-Former's output: the projector's input of the scoring pass.
+        torch.testing.assert_close(project(lm, frozen_features(lm, pixels)), lm.family.encode(lm.model, pixels).embeds)
+    lora = {f"{m}.lora_{ab}.default.weight" for m in expected_lora_modules(lm.model, "blip2", ("lm",)) for ab in "AB"}
+    peft_model = attach_lora(lm, cfg)
+    trainable = {n.removeprefix("base_model.model.") for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert trainable == lora | {"language_projection.modules_to_save.default.weight",
+                                "language_projection.modules_to_save.default.bias"}
+    # Dropout on in the LM and the projector only; the vision tower and Q-Former compute as when cached.
+    set_train_mode(lm, True)
+    training = {n.split(".")[0] for n, m in lm.model.named_modules() if m.training and n}
+    assert training == {"language_model", "language_projection"}
+
+
+def test_run_adapts_the_vision_blocks_and_records_it(exported):
+    """run() end to end with the last vision block adapted, on a bank kept at the default stage (as the
+    learning-loop experiment shares one): the bank switches to the block's input and the report says so."""
+    root = exported["root"]
+    base = load_model(ModelSpec(str(EMBEDDED_BLIP2)))
+    bank = FeatureBank(base)
+    bank.fill(read_export(root / "export", ["train"])[0][:2])
+    assert next(iter(bank.cache.values())).shape == (32, 96)
+    cfg = FinetuneConfig(export=str(root / "export"), base=str(EMBEDDED_BLIP2), name="vision-test",
+                         out_dir=str(root / "checkpoints"), adapt=("lm", "projector", "vision"), vision_blocks=1,
+                         max_steps=2, batch_size=8, grad_accum=1, eval_every=2, log_every=0, progress=False,
+                         register=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = run(cfg, bank=bank)
+    finally:
+        torch.set_num_threads(threads)
+    assert bank.stage == FeatureStage("vision", 1) and next(iter(bank.cache.values())).shape == (257, 128)
+    report = json.loads((result.folder / "report" / "finetune.json").read_text())
+    assert report["adapted"]["parts"] == ["lm", "projector", "vision"] and report["adapted"]["vision_blocks"] == 1
+    assert report["adapted"]["cached"] == "the input of the last 1 vision blocks"
+    assert "vision_model" in report["adapted"]["lora_target_modules"]
+    assert "LoRA on the last 1 vision blocks" in (result.folder / "README.md").read_text()
+    lm = load_model(ModelSpec(str(result.folder)))
+    assert type(lm.model).__name__ == "Blip2ForConditionalGeneration" and result.after["frames"]["n"] > 0

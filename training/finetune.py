@@ -7,6 +7,11 @@ at its own, lower learning rate, a cosine schedule with 3 % warmup, an evaluatio
 step with the lowest eval loss kept. The vision tower (and BLIP-2's Q-Former) stay frozen, so their
 output per frame is computed once and reused by every epoch.
 
+``--adapt`` can also adapt the bridge between the vision tower and the LM: LoRA on the projector instead of
+training it whole (``projector-lora``), on the Q-Former's attention (``qformer``, BLIP-2) or on the last
+``--vision-blocks`` blocks of the vision tower (``vision``). The frozen part below the lowest adapted one is
+still computed once per frame (``FeatureBank``); the adapted rest runs in every step.
+
 Under ``data/checkpoints/<name>/`` it writes:
 
     config.json, model.safetensors, processor files   the merged checkpoint (merge_and_unload), loaded by
@@ -21,6 +26,7 @@ metrics) and its predictions on the held-out frames, so the Review tab can set i
 
     python -m training.finetune --export data/exports/run1 --name lora-run1
     python -m training.finetune --config finetune.json --device cuda --batch-size 16 --grad-accum 8
+    python -m training.finetune --export data/exports/run1 --name bridge-run1 --adapt lm projector qformer
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -47,6 +54,7 @@ from core.config import (
     load_settings,
 )
 from core.engine import LoadedModel, load_model, prepare_pixels
+from core.families import ADAPT_PARTS, LM_LORA_TARGETS, FeatureStage, ModelFamily, feature_stage
 from core.identity import ModelIdentity
 from training.cli import parse_config
 from training.evaluate import (
@@ -64,7 +72,11 @@ from training.tasks import (
     task_of,
 )
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+LORA_TARGETS = LM_LORA_TARGETS
+# The card's recipe: LoRA on the language model, the projector trained whole.
+CARD_ADAPT = ("lm", "projector")
+# The parts trained with LoRA (peft needs at least one); "projector" trains whole, as a peft modules_to_save.
+LORA_PARTS = ("lm", "projector-lora", "qformer", "vision")
 
 
 @dataclass
@@ -109,6 +121,20 @@ class FinetuneConfig:
     # layers with the same names (CLIP's q_proj / k_proj / v_proj).
     lora_targets: tuple[str, ...] = LORA_TARGETS
 
+    # --- what adapts
+    # The card's recipe is "lm" (LoRA on the language model, above) and "projector" (the projector trained
+    # whole at projector_lr). The other parts adapt the bridge, for footage the frozen vision side reads badly:
+    # "projector-lora" LoRA on the projector's Linear layers instead of training it whole (fewer weights to
+    # overfit a small set); "qformer" (BLIP-2 only) LoRA on the Q-Former's self- and cross-attention
+    # query/key/value/output, to re-weight which patches the image tokens gather; "vision" LoRA on the
+    # attention and MLP of the tower's last vision_blocks blocks, for visual cues the frozen tower misses.
+    # All LoRA parts share lora_r/alpha/dropout and lr. The frozen part below the lowest adapted one is what
+    # the feature cache holds; each part lower down makes every step run more of the model.
+    adapt: tuple[str, ...] = CARD_ADAPT
+    # With "vision": how many of the tower's last blocks (the last ones its features are read from) adapt.
+    # Two re-shape the top features at a modest cost; each further block runs in every step.
+    vision_blocks: int = 2
+
     # --- optimisation
     # The LoRA matrices start at zero and need the larger step; the projector is already aligned (stage 1)
     # and only needs nudging, so it moves ten times slower.
@@ -126,8 +152,10 @@ class FinetuneConfig:
     # Eval loss every this many optimizer steps; the step with the lowest one is what gets saved.
     eval_every: int = 25
     log_every: int = 5
-    # The frozen vision output of every frame is kept in host memory when it fits in this many GB
-    # (BLIP-2: 32 x 768 per frame, ~50 KB in bf16); above it, it is recomputed every step.
+    # The frozen vision output of every frame is kept in host memory when it fits in this many GB; above it,
+    # it is recomputed every step. By default that is the projector's input (BLIP-2: 32 x 768 per frame,
+    # ~50 KB in bf16); with "qformer" or "vision" adapted it is a hidden state of the tower (BLIP-2 ViT-g:
+    # 257 x 1408, ~0.7 MB; LLaVA's CLIP-L/336: 577 x 1024, ~1.2 MB per frame).
     cache_vision_gb: float = 8.0
     eval_batch_size: int = 16
     progress: bool = True
@@ -138,6 +166,45 @@ class FinetuneConfig:
     db: str = ""
     media: str = ""
     register: bool = True
+
+    def __post_init__(self):
+        # A JSON file may give a list, a caller one string ("lm,qformer" or "lm qformer"); the checks that
+        # need no model run at once, so a bad combination fails before anything loads.
+        if isinstance(self.adapt, str):
+            self.adapt = tuple(part for part in re.split(r"[,\s]+", self.adapt) if part)
+        self.adapt = tuple(self.adapt)
+        check_adapt(self.adapt, self.vision_blocks)
+
+
+def check_adapt(parts: Sequence[str], vision_blocks: int = 2, family: ModelFamily | None = None,
+                model=None) -> None:
+    """Refuse a combination of ``--adapt`` parts that cannot train, with the reason; with a family (and its
+    model), also a part the family does not have and more vision blocks than its tower has.
+
+    >>> check_adapt(("lm", "projector"))
+    >>> check_adapt(("projector", "projector-lora"))
+    Traceback (most recent call last):
+    ...
+    ValueError: --adapt projector trains the projector whole and projector-lora puts LoRA on it; choose one
+    """
+    unknown = [p for p in parts if p not in ADAPT_PARTS]
+    if unknown:
+        raise ValueError(f"--adapt {' '.join(unknown)}: unknown part; choose from {', '.join(ADAPT_PARTS)}")
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"--adapt {' '.join(parts)}: a part is named twice")
+    if "projector" in parts and "projector-lora" in parts:
+        raise ValueError("--adapt projector trains the projector whole and projector-lora puts LoRA on it; "
+                         "choose one")
+    if not set(parts) & set(LORA_PARTS):
+        raise ValueError(f"--adapt {' '.join(parts) or '(nothing)'}: name at least one LoRA part "
+                         f"({', '.join(LORA_PARTS)}); the projector alone is not a LoRA run")
+    if "vision" in parts and vision_blocks < 1:
+        raise ValueError(f"--vision-blocks {vision_blocks}: adapting the vision tower needs at least one block")
+    if family is not None:
+        for part in parts:
+            family.check_part(part)
+            if part != "projector" and model is not None:
+                family.adapter_targets(model, part, vision_blocks)
 
 
 @dataclass(frozen=True)
@@ -155,28 +222,38 @@ class FrameLabels:
                    record.get("explanation") or "")
 
 
-# ---------------------------------------------------------------- the model, split at the projector
+# ---------------------------------------------------------------- the model, split where its frozen part ends
 
 
-def frozen_features(lm: LoadedModel, pixels: torch.Tensor) -> torch.Tensor:
-    """The output of the frozen vision side (BLIP-2: Q-Former queries; LLaVA: selected patch features), as
-    the model's family (``lm.family.frozen_features``) splits it.
+def frozen_features(lm: LoadedModel, pixels: torch.Tensor, stage: FeatureStage = FeatureStage()) -> torch.Tensor:
+    """The output of the frozen part of the vision side, cut at `stage` as the model's family
+    (``lm.family.frozen_features``) cuts it: by default the projector's input (BLIP-2: Q-Former queries;
+    LLaVA: selected patch features), else a hidden state of the vision tower.
 
     >>> frozen_features(lm, prepare_pixels(lm, frames)).shape  # doctest: +SKIP
     torch.Size([4, 32, 96])
+    >>> frozen_features(lm, prepare_pixels(lm, frames), FeatureStage("qformer")).shape  # doctest: +SKIP
+    torch.Size([4, 257, 128])
     """
     with torch.no_grad():
-        return lm.family.frozen_features(lm.model, pixels)
+        return lm.family.frozen_features(lm.model, pixels, stage)
 
 
-def project(lm: LoadedModel, features: torch.Tensor) -> torch.Tensor:
-    """Frozen features -> the image tokens the LM reads, through the (trainable) projector.
+def project(lm: LoadedModel, features: torch.Tensor, stage: FeatureStage = FeatureStage()) -> torch.Tensor:
+    """Frozen features of `stage` -> the image tokens the LM reads: the rest of the vision side
+    (``lm.family.finish_features``; nothing at the default stage), then the projector.
 
-    ``project(lm, frozen_features(lm, pixels))`` equals ``lm.family.encode(lm.model, pixels).embeds``.
+    ``project(lm, frozen_features(lm, pixels, stage), stage)`` equals ``lm.family.encode(lm.model, pixels).embeds``.
+
+    >>> project(lm, frozen_features(lm, pixels)).shape  # doctest: +SKIP
+    torch.Size([4, 32, 128])
     """
+    features = lm.family.finish_features(lm.model, features.to(lm.device), stage)
     projector = lm.model.get_submodule(lm.family.projector)
-    # Under peft the projector holds the frozen original and the trainable copy; feed the one that runs.
-    params = [p for p in projector.parameters() if p.requires_grad] or list(projector.parameters())
+    # Under peft a projector trained whole holds the frozen original and the trainable copy: feed the copy's
+    # dtype. A LoRA layer runs its frozen base weight on the input (and casts for its own matrices).
+    weights = [(n, p) for n, p in projector.named_parameters() if "lora_" not in n]
+    params = [p for _, p in weights if p.requires_grad] or [p for _, p in weights]
     return projector(features.to(params[0].device, params[0].dtype))
 
 
@@ -186,12 +263,22 @@ def lora_target_pattern(lm: LoadedModel, targets: Sequence[str]) -> str:
     >>> lora_target_pattern(lm, ["q_proj", "v_proj"])  # doctest: +SKIP
     '^language_model\\\\..*\\\\.(q_proj|v_proj)$'
     """
-    prefix = lm.family.language_model.replace(".", r"\.")
-    return rf"^{prefix}\..*\.({'|'.join(targets)})$"
+    return lm.family.adapter_targets(lm.model, "lm", lm_targets=targets)
+
+
+def adapter_pattern(lm: LoadedModel, cfg: FinetuneConfig) -> str:
+    """One regex for peft's ``target_modules``: the family's LoRA targets of every adapted LoRA part.
+
+    >>> adapter_pattern(lm, FinetuneConfig(adapt=("lm", "qformer")))  # doctest: +SKIP
+    '^language_model\\\\..*\\\\.(q_proj|...|down_proj)$|^qformer\\\\.encoder...$'
+    """
+    return "|".join(lm.family.adapter_targets(lm.model, part, cfg.vision_blocks, cfg.lora_targets)
+                    for part in cfg.adapt if part in LORA_PARTS)
 
 
 def attach_lora(lm: LoadedModel, cfg: FinetuneConfig):
-    """Wrap the model with LoRA on the LM and a trainable copy of the projector; returns the PeftModel.
+    """Wrap the model with LoRA on the adapted parts (``cfg.adapt``; the card's: the LM) and, with "projector",
+    a trainable copy of the projector; returns the PeftModel.
 
     The adapter is injected into ``lm.model``'s own modules, so the app's forward functions train it.
     Trainable weights are kept in fp32 (bf16 compute for the frozen rest on a GPU).
@@ -201,10 +288,11 @@ def attach_lora(lm: LoadedModel, cfg: FinetuneConfig):
     """
     from peft import LoraConfig, get_peft_model
 
+    check_adapt(cfg.adapt, cfg.vision_blocks, lm.family, lm.model)
     config = LoraConfig(
         r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-        target_modules=lora_target_pattern(lm, cfg.lora_targets),
-        modules_to_save=[lm.family.projector.rsplit(".", 1)[-1]],
+        target_modules=adapter_pattern(lm, cfg),
+        modules_to_save=[lm.family.projector.rsplit(".", 1)[-1]] if "projector" in cfg.adapt else None,
         bias="none",
     )
     peft_model = get_peft_model(lm.model, config)
@@ -214,11 +302,15 @@ def attach_lora(lm: LoadedModel, cfg: FinetuneConfig):
     return peft_model
 
 
-def set_train_mode(lm: LoadedModel, training: bool) -> None:
-    """Dropout on in the LM (LoRA dropout) and the projector only; the frozen vision side stays in eval."""
+def set_train_mode(lm: LoadedModel, training: bool, parts: Sequence[str] = CARD_ADAPT, vision_blocks: int = 2) -> None:
+    """Dropout on in the adapted parts only (``lm.family.trained_modules``: the LM and projector, the adapted
+    layers of the Q-Former and vision tower); the frozen rest stays in eval, as when its output was cached.
+
+    >>> set_train_mode(lm, True, ("lm", "qformer"))  # doctest: +SKIP
+    """
     lm.model.eval()
     if training:
-        for name in lm.family.trained_modules:
+        for name in lm.family.trained_modules(lm.model, parts, vision_blocks):
             lm.model.get_submodule(name).train()
 
 
@@ -226,19 +318,30 @@ def set_train_mode(lm: LoadedModel, training: bool) -> None:
 
 
 class FeatureBank:
-    """Frozen features per frame image, computed once and kept when they fit in ``limit_gb``.
+    """Frozen features per frame image at one stage (the output of the last frozen part), computed once and
+    kept when they fit in ``limit_gb``.
 
-    Keys are the image's sha256 (or its path), so two runs over the same export share one bank.
+    Keys are the image's sha256 (or its path), so two runs over the same export and stage share one bank.
 
     >>> bank = FeatureBank(lm, limit_gb=8.0)  # doctest: +SKIP
     >>> bank.get(records[:4]).shape  # doctest: +SKIP
     torch.Size([4, 32, 96])
+    >>> FeatureBank(lm, stage=FeatureStage("vision", 2)).get(records[:4]).shape  # doctest: +SKIP
+    torch.Size([4, 257, 128])
     """
 
-    def __init__(self, lm: LoadedModel, limit_gb: float = 8.0, batch_size: int = 16):
-        self.lm, self.limit_bytes, self.batch_size = lm, limit_gb * 2**30, batch_size
+    def __init__(self, lm: LoadedModel, limit_gb: float = 8.0, batch_size: int = 16,
+                 stage: FeatureStage = FeatureStage()):
+        self.lm, self.limit_bytes, self.batch_size, self.stage = lm, limit_gb * 2**30, batch_size, stage
         self.cache: dict[str, torch.Tensor] = {}
         self.keep = True
+
+    def use(self, lm: LoadedModel, stage: FeatureStage) -> None:
+        """Serve `lm` (a fresh load of the same base) at `stage`; what was kept at another stage is dropped."""
+        self.lm = lm
+        if stage != self.stage:
+            self.stage, self.keep = stage, True
+            self.cache.clear()
 
     @staticmethod
     def key(record: dict) -> str:
@@ -247,7 +350,7 @@ class FeatureBank:
     def fill(self, records: Sequence[dict], progress: bool = False) -> None:
         """Compute and keep the features of every record, or stop keeping them once they would not fit."""
         todo = list({self.key(r): r for r in records if self.key(r) not in self.cache}.values())
-        bar = tqdm(total=len(todo), desc="vision features", disable=not progress, leave=False)
+        bar = tqdm(total=len(todo), desc=f"cache {self.stage.describe()}", disable=not progress, leave=False)
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start:start + self.batch_size]
             feats = self._compute(chunk)
@@ -264,10 +367,10 @@ class FeatureBank:
 
     def _compute(self, records: Sequence[dict]) -> torch.Tensor:
         pixels = prepare_pixels(self.lm, [load_image(r["image"]) for r in records])
-        return frozen_features(self.lm, pixels)
+        return frozen_features(self.lm, pixels, self.stage)
 
     def get(self, records: Sequence[dict]) -> torch.Tensor:
-        """Features of these records, (B, T, H), on the model's device."""
+        """Features of these records at the bank's stage, (B, T, H), on the model's device."""
         if self.keep and all(self.key(r) in self.cache for r in records):
             return torch.stack([self.cache[self.key(r)] for r in records]).to(self.lm.device)
         return self._compute(records)
@@ -298,7 +401,7 @@ def batch_loss(lm: LoadedModel, bank: FeatureBank, records: Sequence[dict],
     """Mean answer-token loss of some example rows, and how many answer tokens it averages over."""
     frames = sorted({i for i, _, _ in rows})
     where = {i: k for k, i in enumerate(frames)}
-    visual = project(lm, bank.get([records[i] for i in frames]))
+    visual = project(lm, bank.get([records[i] for i in frames]), bank.stage)
     ids, att, labels = build_training_rows(lm, [(q, a) for _, q, a in rows])
     rows_to_frame = torch.tensor([where[i] for i, _, _ in rows], device=lm.device)
     loss = answer_loss(lm, visual, rows_to_frame, ids.to(lm.device), att.to(lm.device), labels.to(lm.device))
@@ -364,8 +467,9 @@ def total_steps(n_frames: int, cfg: FinetuneConfig) -> int:
 
 def train(lm: LoadedModel, peft_model, bank: FeatureBank, train_records: Sequence[dict],
           eval_records: Sequence[dict], cfg: FinetuneConfig, log_path: Path | None = None) -> TrainResult:
-    """AdamW (LoRA at ``lr``, projector at ``projector_lr``), cosine with warmup, gradient accumulation,
-    eval loss every ``eval_every`` steps; the trainable weights of the best eval step are restored at the end.
+    """AdamW (every LoRA at ``lr``, a projector trained whole at ``projector_lr``), cosine with warmup, gradient
+    accumulation, eval loss every ``eval_every`` steps; the trainable weights of the best eval step are restored
+    at the end.
 
     >>> result = train(lm, peft_model, bank, train_records, eval_records, cfg)  # doctest: +SKIP
     >>> result.best_step, result.losses[0] > result.losses[-1]  # doctest: +SKIP
@@ -383,6 +487,8 @@ def train(lm: LoadedModel, peft_model, bank: FeatureBank, train_records: Sequenc
         {"params": [p for n, p in named if "lora_" not in n and projector_name in n], "lr": cfg.projector_lr},
     ]
     groups = [g for g in groups if g["params"]]
+    if sum(len(g["params"]) for g in groups) != len(named):
+        raise RuntimeError("a trainable weight is neither LoRA nor the projector; it would not be optimised")
     optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=lm.device.type == "cuda")
     steps = total_steps(len(train_records), cfg)
     scheduler = get_cosine_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * steps), steps)
@@ -411,7 +517,7 @@ def train(lm: LoadedModel, peft_model, bank: FeatureBank, train_records: Sequenc
     bar = tqdm(total=steps, desc=f"fine-tune {lm.family.name}", disable=not cfg.progress)
     try:
         for step in range(1, steps + 1):
-            set_train_mode(lm, True)
+            set_train_mode(lm, True, cfg.adapt, cfg.vision_blocks)
             optimizer.zero_grad(set_to_none=True)
             micro = [next(batches) for _ in range(cfg.grad_accum)]
             counts = [answer_tokens(lm, rows) for rows in micro]
@@ -495,6 +601,22 @@ def store_predictions(db, model_id: str, predictions: Sequence[dict]) -> int:
     return len(rows)
 
 
+def describe_adapt(cfg: FinetuneConfig) -> list[str]:
+    """The adapted parts in words, for the model card.
+
+    >>> describe_adapt(FinetuneConfig(adapt=("projector-lora", "vision")))
+    ['LoRA on the projector', 'LoRA on the last 2 vision blocks']
+    """
+    words = {
+        "lm": f"LoRA on the language model ({', '.join(cfg.lora_targets)})",
+        "projector": f"the projector trained whole at {cfg.projector_lr}",
+        "projector-lora": "LoRA on the projector",
+        "qformer": "LoRA on the Q-Former's self- and cross-attention",
+        "vision": f"LoRA on the last {cfg.vision_blocks} vision blocks",
+    }
+    return [words[part] for part in cfg.adapt]
+
+
 def _model_card(name: str, base: str, manifest: dict, cfg: FinetuneConfig, result: TrainResult, table: str) -> str:
     return f"""---
 library_name: transformers
@@ -509,10 +631,10 @@ base_model: {base}
 {manifest.get('counts', {}).get('by_provenance', {})}), then merged (`merge_and_unload`). The adapter alone is
 in `adapter/` (load it with `PeftModel.from_pretrained(base, "adapter")`).
 
-Recipe: LoRA r={cfg.lora_r}, alpha={cfg.lora_alpha}, dropout={cfg.lora_dropout} on the language model's
-{", ".join(cfg.lora_targets)}; projector trained at {cfg.projector_lr} vs {cfg.lr} for LoRA; cosine schedule,
-warmup {cfg.warmup_ratio}; {result.steps} steps of {cfg.batch_size} x {cfg.grad_accum} frames; task mix
-{cfg.task_mix}; kept step {result.best_step} (eval loss {result.best_eval_loss}); {result.seconds:.0f} s.
+Recipe: adapted {", ".join(describe_adapt(cfg))}; LoRA r={cfg.lora_r}, alpha={cfg.lora_alpha},
+dropout={cfg.lora_dropout} at lr {cfg.lr}; cosine schedule, warmup {cfg.warmup_ratio}; {result.steps} steps of
+{cfg.batch_size} x {cfg.grad_accum} frames; task mix {cfg.task_mix}; kept step {result.best_step}
+(eval loss {result.best_eval_loss}); {result.seconds:.0f} s.
 
 ## Held-out split ({cfg.test_split}), against the exported labels
 
@@ -565,6 +687,9 @@ def run(cfg: FinetuneConfig, bank: FeatureBank | None = None, db=None) -> Finetu
     lm = load_model(ModelSpec(cfg.base, cfg.base_revision), engine)
     # The identity the app stores the base's predictions under, computed when it loaded (before training).
     base_identity = lm.identity
+    # Before anything slow: a part this family lacks (qformer on LLaVA) or more vision blocks than it has.
+    check_adapt(cfg.adapt, cfg.vision_blocks, lm.family, lm.model)
+    stage, targets = feature_stage(cfg.adapt, cfg.vision_blocks), adapter_pattern(lm, cfg)
 
     # data
     records, manifest = read_export(cfg.export)
@@ -587,14 +712,15 @@ def run(cfg: FinetuneConfig, bank: FeatureBank | None = None, db=None) -> Finetu
     reports = folder / "report"
     reports.mkdir(parents=True, exist_ok=True)
     print(f"{len(train_records)} train / {len(eval_records)} eval / {len(test_records)} test frames from export "
-          f"{manifest.get('snapshot_id', cfg.export)}; base {cfg.base} on {lm.device}", flush=True)
+          f"{manifest.get('snapshot_id', cfg.export)}; base {cfg.base} on {lm.device}; adapting "
+          f"{', '.join(cfg.adapt)}, caching {stage.describe()}", flush=True)
 
     # eval before
     before = evaluate_records(lm, test_records, cfg.eval_batch_size)
 
     # train
-    bank = bank if bank is not None else FeatureBank(lm, cfg.cache_vision_gb, cfg.eval_batch_size)
-    bank.lm = lm
+    bank = bank if bank is not None else FeatureBank(lm, cfg.cache_vision_gb, cfg.eval_batch_size, stage)
+    bank.use(lm, stage)
     bank.fill(train_records + eval_records, cfg.progress)
     peft_model = attach_lora(lm, cfg)
     result = train(lm, peft_model, bank, train_records, eval_records, cfg, reports / "train_log.jsonl")
@@ -618,6 +744,11 @@ def run(cfg: FinetuneConfig, bank: FeatureBank | None = None, db=None) -> Finetu
         "best_step": result.best_step,
         "best_eval_loss": result.best_eval_loss,
         "adapter": "adapter",
+        # What was adapted and how: the parts, peft's target regex, what the feature cache held.
+        "adapted": {"parts": list(cfg.adapt), "vision_blocks": cfg.vision_blocks if "vision" in cfg.adapt else 0,
+                    "lora_target_modules": targets, "cached": stage.describe(),
+                    "projector": "trained whole" if "projector" in cfg.adapt else
+                    "LoRA" if "projector-lora" in cfg.adapt else "frozen"},
     }
 
     # register

@@ -3,7 +3,8 @@
 A family is chosen by the checkpoint's ``config.model_type``, never by its name. Each one says how its
 class is loaded, how frames become the image tokens the LM reads (and what the explanations read on the
 way), how the LM runs, how a subset of the image tokens is re-scored, which maps explain it, what
-fine-tuning freezes and trains, and how its tiny embedded checkpoint is built:
+fine-tuning can adapt (and where it cuts the vision side to cache the frozen part), and how its tiny
+embedded checkpoint is built:
 
 * :mod:`core.families.blip2` — ``Blip2ForConditionalGeneration``: vision -> Q-Former -> projection -> LM;
 * :mod:`core.families.llava` — ``LlavaForConditionalGeneration``: vision -> MLP projector -> LM.
@@ -19,6 +20,7 @@ The rest of the app holds a :class:`ModelFamily` (``LoadedModel.family``) and ca
 from __future__ import annotations
 
 import copy
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +31,66 @@ from transformers import PreTrainedTokenizerFast, Qwen3Config
 
 __all__ = [
     "ModelFamily", "VisualTokens", "ExplanationMaps", "TinyConfig", "TinyCard", "UnknownFamilyError", "FAMILIES",
-    "find_family", "build_text_config", "build_chat_template", "with_chat_template", "IMAGE_TOKEN", "CLIP_MEAN",
-    "CLIP_STD",
+    "FeatureStage", "ADAPT_PARTS", "LM_LORA_TARGETS", "feature_stage", "anchored", "find_family",
+    "build_text_config", "build_chat_template", "with_chat_template", "IMAGE_TOKEN", "CLIP_MEAN", "CLIP_STD",
 ]
 
 
 class UnknownFamilyError(LookupError):
     """A checkpoint (or a name) of a family sludgelens does not serve; the message names the ones it does."""
+
+
+# The parts of a model fine-tuning can adapt (training.finetune's ``--adapt``); a family lists the ones it has.
+# "lm": LoRA on the language model; "projector": the projector trained fully; "projector-lora": LoRA on the
+# projector's Linear layers instead; "qformer": LoRA on the Q-Former's attention (BLIP-2); "vision": LoRA on
+# the last blocks of the vision tower.
+ADAPT_PARTS = ("lm", "projector", "projector-lora", "qformer", "vision")
+# The language model's projections LoRA goes on (Qwen3's, as on the vqwen card).
+LM_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class FeatureStage:
+    """Where fine-tuning cuts the vision side: everything before ``start`` is frozen, so its output per frame
+    is computed once and cached; ``start`` and what follows it run in every training step.
+
+    >>> FeatureStage(), FeatureStage("vision", 2).describe()
+    (FeatureStage(start='projector', vision_blocks=0), 'the input of the last 2 vision blocks')
+    """
+
+    # The first part that runs per step: "projector" (the card's recipe: the projector's input is cached),
+    # "qformer" (the vision tower's output is cached) or "vision" (the input of the last blocks is cached).
+    start: str = "projector"
+    # With start "vision": how many of the tower's last blocks run per step.
+    vision_blocks: int = 0
+
+    def describe(self) -> str:
+        """What the feature cache holds, in words (for logs and the run's report)."""
+        if self.start == "vision":
+            return f"the input of the last {self.vision_blocks} vision blocks"
+        return {"qformer": "the vision tower's output", "projector": "the projector's input"}[self.start]
+
+
+def feature_stage(parts: Sequence[str], vision_blocks: int = 0) -> FeatureStage:
+    """The stage to cache at when `parts` adapt: below the lowest adapted part of the vision side.
+
+    >>> feature_stage(("lm", "projector")), feature_stage(("lm", "qformer", "vision"), 2).start
+    (FeatureStage(start='projector', vision_blocks=0), 'vision')
+    """
+    if "vision" in parts:
+        return FeatureStage("vision", vision_blocks)
+    if "qformer" in parts:
+        return FeatureStage("qformer")
+    return FeatureStage()
+
+
+def anchored(names: Sequence[str]) -> str:
+    """A regex that full-matches exactly these module names (as peft's ``target_modules`` string is matched).
+
+    >>> anchored(["language_projection"])
+    '^(language_projection)$'
+    """
+    return "^(" + "|".join(re.escape(name) for name in names) + ")$"
 
 
 @dataclass
@@ -125,8 +180,8 @@ class ModelFamily(ABC):
     model_class: type
     # Attention kernels per sub-model, as `from_pretrained(attn_implementation=...)` takes them.
     attn_implementation: dict | str
-    # Submodule paths: the vision->LM projector (trained fully when fine-tuning) and the language model
-    # (where LoRA goes). Everything else is the frozen vision side.
+    # Submodule paths: the vision->LM projector (trained fully by the card's fine-tuning recipe) and the language
+    # model (where the recipe's LoRA goes). Everything else is the vision side, frozen unless --adapt says so.
     projector: str
     language_model: str
     # Folder of the tiny checkpoint of this family that ships with the app.
@@ -176,14 +231,83 @@ class ModelFamily(ABC):
 
     # ------------------------------------------------------------ fine-tuning
 
-    @abstractmethod
-    def frozen_features(self, model, pixel_values: torch.Tensor) -> torch.Tensor:
-        """What the frozen vision side hands the projector (B, T, H); computed once per frame when training."""
+    # The parts of ADAPT_PARTS this family has (a LLaVA model has no Q-Former).
+    adaptable_parts: tuple[str, ...] = ("lm", "projector", "projector-lora", "vision")
+    # The Linear layers of one vision block that LoRA goes on (attention and MLP), relative to the block.
+    vision_block_linears: tuple[str, ...] = ()
 
-    @property
-    def trained_modules(self) -> tuple[str, ...]:
-        """Submodules in train mode (dropout on) while fine-tuning: the LM and the projector."""
-        return (self.language_model, self.projector)
+    @abstractmethod
+    def frozen_features(self, model, pixel_values: torch.Tensor, stage: FeatureStage = FeatureStage()) -> torch.Tensor:
+        """What the frozen part of the vision side hands the first part that runs per step (B, T, H); computed
+        once per frame when training. The default stage is the projector's input."""
+
+    @abstractmethod
+    def finish_features(self, model, cached: torch.Tensor, stage: FeatureStage) -> torch.Tensor:
+        """The rest of the vision side on :meth:`frozen_features` of `stage`, up to the projector's input.
+
+        ``finish_features(m, frozen_features(m, px, stage), stage)`` equals ``frozen_features(m, px)``.
+        """
+
+    def vision_block_names(self, model, vision_blocks: int) -> list[str]:
+        """The module names of the vision tower's last `vision_blocks` blocks that the features are read from."""
+        raise ValueError(f"a {self.name} model has no vision blocks to adapt")
+
+    def adapter_targets(self, model, part: str, vision_blocks: int = 2,
+                        lm_targets: Sequence[str] = LM_LORA_TARGETS) -> str:
+        """The regex of the full module names LoRA goes on for one part of ``ADAPT_PARTS`` (not "projector",
+        which trains whole); a part the family does not have is refused by name.
+
+        >>> find_family("llava").adapter_targets(None, "lm", lm_targets=["q_proj"])
+        '^model\\\\.language_model\\\\..*\\\\.(q_proj)$'
+        >>> find_family("llava").adapter_targets(None, "qformer")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: --adapt qformer: a llava model (LlavaForConditionalGeneration) has no Q-Former; ...
+        """
+        self.check_part(part)
+        if part == "lm":
+            # Only under the LM: the vision tower and Q-Former of some classes have layers with the same names.
+            prefix = self.language_model.replace(".", r"\.")
+            return rf"^{prefix}\..*\.({'|'.join(lm_targets)})$"
+        if part == "projector-lora":
+            linears = [name for name, module in model.named_modules()
+                       if (name == self.projector or name.startswith(self.projector + "."))
+                       and isinstance(module, torch.nn.Linear)]
+            return anchored(linears)
+        if part == "vision":
+            blocks = "|".join(re.escape(name) for name in self.vision_block_names(model, vision_blocks))
+            linears = "|".join(re.escape(name) for name in self.vision_block_linears)
+            return rf"^({blocks})\.({linears})$"
+        raise ValueError(f"--adapt {part} trains the projector whole; it has no LoRA targets")
+
+    def check_part(self, part: str) -> None:
+        """Refuse a part this family does not have, naming the family and the parts it has."""
+        if part not in ADAPT_PARTS:
+            raise ValueError(f"--adapt {part}: unknown part; choose from {', '.join(ADAPT_PARTS)}")
+        if part not in self.adaptable_parts:
+            missing = {"qformer": "Q-Former"}.get(part, part)
+            raise ValueError(f"--adapt {part}: a {self.name} model ({self.model_class.__name__}) has no {missing}; "
+                             f"it can adapt {', '.join(self.adaptable_parts)}")
+
+    def trained_modules(self, model, parts: Sequence[str] = ("lm", "projector"),
+                        vision_blocks: int = 2) -> tuple[str, ...]:
+        """Submodules in train mode (dropout on) while fine-tuning `parts`: the LM and the projector whole, and of
+        the Q-Former and the vision tower only the adapted layers (their LoRA dropout), so the frozen rest keeps
+        computing what it computed when its output was cached.
+
+        >>> find_family("blip2").trained_modules(None, ("lm", "projector"))
+        ('language_model', 'language_projection')
+        """
+        names = []
+        if "lm" in parts:
+            names.append(self.language_model)
+        if "projector" in parts or "projector-lora" in parts:
+            names.append(self.projector)
+        for part in ("qformer", "vision"):
+            if part in parts:
+                pattern = re.compile(self.adapter_targets(model, part, vision_blocks))
+                names += [name for name, _ in model.named_modules() if pattern.fullmatch(name)]
+        return tuple(names)
 
     # ------------------------------------------------------------ the tiny embedded checkpoint
 

@@ -31,7 +31,9 @@ from core.families import (
     CLIP_MEAN,
     CLIP_STD,
     IMAGE_TOKEN,
+    LM_LORA_TARGETS,
     ExplanationMaps,
+    FeatureStage,
     ModelFamily,
     TinyCard,
     TinyConfig,
@@ -69,6 +71,22 @@ def run_qformer(model, vision_states: torch.Tensor, patch_mask: torch.Tensor | N
     query_out = out.last_hidden_state.to(model.language_projection.weight.dtype)
     cross = tuple(a.float() for a in out.cross_attentions) if want_attentions else None
     return VisualTokens(embeds=model.language_projection(query_out), cross_attentions=cross, vision_states=vision_states)
+
+
+def _query_states(model, vision_states: torch.Tensor) -> torch.Tensor:
+    """The Q-Former's query outputs (B, 32, H_qformer) over all patches: the projector's input."""
+    mask = torch.ones(vision_states.shape[:2], dtype=torch.long, device=vision_states.device)
+    queries = model.query_tokens.expand(vision_states.shape[0], -1, -1)
+    return model.qformer(query_embeds=queries, encoder_hidden_states=vision_states, encoder_attention_mask=mask,
+                         return_dict=True).last_hidden_state
+
+
+def _first_adapted_block(model, vision_blocks: int) -> int:
+    """The index of the first of the tower's last `vision_blocks` blocks; refuses a count the tower lacks."""
+    depth = len(model.vision_model.encoder.layers)
+    if not 1 <= vision_blocks <= depth:
+        raise ValueError(f"--vision-blocks {vision_blocks}: a blip2 model's vision tower has {depth} blocks")
+    return depth - vision_blocks
 
 
 def _cross_attention_views(cross: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
@@ -175,17 +193,73 @@ class Blip2Family(ModelFamily):
 
     # ------------------------------------------------------------ fine-tuning
 
-    def frozen_features(self, model, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The Q-Former's query outputs (B, 32, H_qformer): vision tower and Q-Former stay frozen.
+    # Every part of ADAPT_PARTS: the Q-Former is BLIP-2's bridge.
+    adaptable_parts = ("lm", "projector", "projector-lora", "qformer", "vision")
+    # EVA-CLIP blocks: one fused qkv Linear and the attention's output projection, then the MLP.
+    vision_block_linears = ("self_attn.qkv", "self_attn.projection", "mlp.fc1", "mlp.fc2")
+
+    def adapter_targets(self, model, part: str, vision_blocks: int = 2,
+                        lm_targets: Sequence[str] = LM_LORA_TARGETS) -> str:
+        """The regex of the module names LoRA goes on for `part`; "qformer" is the query/key/value/output dense
+        layers of every Q-Former layer's self-attention and cross-attention (not its feed-forward).
+
+        >>> import re
+        >>> pattern = re.compile(Blip2Family().adapter_targets(None, "qformer"))
+        >>> names = ["attention.attention.query", "crossattention.output.dense", "output_query.dense"]
+        >>> [bool(pattern.fullmatch(f"qformer.encoder.layer.0.{name}")) for name in names]
+        [True, True, False]
+        """
+        if part == "qformer":
+            return (r"^qformer\.encoder\.layer\.\d+\.(attention|crossattention)"
+                    r"\.(attention\.(query|key|value)|output\.dense)$")
+        return super().adapter_targets(model, part, vision_blocks, lm_targets)
+
+    def vision_block_names(self, model, vision_blocks: int) -> list[str]:
+        """The last `vision_blocks` blocks of the vision tower (the Q-Former reads its last block's output).
+
+        >>> Blip2Family().vision_block_names(model, 2)  # doctest: +SKIP
+        ['vision_model.encoder.layers.2', 'vision_model.encoder.layers.3']
+        """
+        first = _first_adapted_block(model, vision_blocks)
+        return [f"vision_model.encoder.layers.{k}" for k in range(first, len(model.vision_model.encoder.layers))]
+
+    def frozen_features(self, model, pixel_values: torch.Tensor, stage: FeatureStage = FeatureStage()) -> torch.Tensor:
+        """What the frozen part hands the first part that runs per step: the Q-Former's query outputs
+        (B, 32, H_qformer) by default, the vision tower's output (B, 1 + patches, H_vision) when the Q-Former
+        adapts, the input of the first adapted vision block (same shape) when the tower's last blocks adapt.
 
         >>> Blip2Family().frozen_features(model, pixels).shape  # doctest: +SKIP
         torch.Size([4, 32, 96])
+        >>> Blip2Family().frozen_features(model, pixels, FeatureStage("vision", 2)).shape  # doctest: +SKIP
+        torch.Size([4, 257, 128])
         """
-        states = model.vision_model(pixel_values=pixel_values, return_dict=True).last_hidden_state
-        mask = torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
-        queries = model.query_tokens.expand(states.shape[0], -1, -1)
-        return model.qformer(query_embeds=queries, encoder_hidden_states=states, encoder_attention_mask=mask,
-                             return_dict=True).last_hidden_state
+        vision = model.vision_model
+        if stage.start == "vision":
+            hidden = vision.embeddings(pixel_values)
+            for block in vision.encoder.layers[:_first_adapted_block(model, stage.vision_blocks)]:
+                hidden = block(hidden)
+            return hidden
+        states = vision(pixel_values=pixel_values, return_dict=True).last_hidden_state
+        return states if stage.start == "qformer" else _query_states(model, states)
+
+    def finish_features(self, model, cached: torch.Tensor, stage: FeatureStage) -> torch.Tensor:
+        """The adapted rest on the cached stage, up to the projector's input: the last vision blocks and the
+        tower's post-layernorm (stage "vision"), then the Q-Former (stages "vision" and "qformer").
+
+        >>> stage = FeatureStage("qformer")
+        >>> cached = Blip2Family().frozen_features(model, pixels, stage)  # doctest: +SKIP
+        >>> Blip2Family().finish_features(model, cached, stage).shape  # doctest: +SKIP
+        torch.Size([4, 32, 96])
+        """
+        if stage.start == "projector":
+            return cached
+        states = cached
+        if stage.start == "vision":
+            vision = model.vision_model
+            for block in vision.encoder.layers[_first_adapted_block(model, stage.vision_blocks):]:
+                states = block(states)
+            states = vision.post_layernorm(states)
+        return _query_states(model, states)
 
     # ------------------------------------------------------------ the tiny embedded checkpoint
 

@@ -28,6 +28,7 @@ from core.families import (
     CLIP_STD,
     IMAGE_TOKEN,
     ExplanationMaps,
+    FeatureStage,
     ModelFamily,
     TinyCard,
     TinyConfig,
@@ -39,6 +40,41 @@ from core.families import (
 
 # The template renders "<image>" where the processor expands it to one token per patch.
 CHAT_TEMPLATE = build_chat_template("{{ '<image>' }}")
+
+
+def _tower_body(model):
+    """The CLIP tower's embeddings, pre-layernorm and encoder (on ``vision_model`` in older class layouts)."""
+    tower = model.get_submodule("model.vision_tower")
+    return getattr(tower, "vision_model", tower)
+
+
+def _read_layers(model) -> list[int]:
+    """The hidden-state indices the features are read from, counted from 0 (the embeddings)."""
+    layers = model.config.vision_feature_layer
+    count = len(_tower_body(model).encoder.layers) + 1
+    return [layer % count for layer in (layers if isinstance(layers, (list, tuple)) else [layers])]
+
+
+def _first_adapted_block(model, vision_blocks: int) -> tuple[int, list[int]]:
+    """The first of the last `vision_blocks` blocks the features are read from, and the read hidden states.
+
+    Refuses a count the tower lacks, and a multi-layer read that takes a hidden state before that block.
+    """
+    read = _read_layers(model)
+    first = max(read) - vision_blocks
+    if vision_blocks < 1 or first < 0:
+        raise ValueError(f"--vision-blocks {vision_blocks}: a llava model's features are read from "
+                         f"{max(read)} vision blocks (vision_feature_layer {model.config.vision_feature_layer})")
+    if min(read) < first:
+        raise ValueError(f"--vision-blocks {vision_blocks}: the features also read hidden state {min(read)}, "
+                         f"which lies before the adapted blocks; adapt at least {max(read) - min(read)} blocks")
+    return first, read
+
+
+def _select_features(model, hidden) -> torch.Tensor:
+    """The read hidden states (indexable by _read_layers' indices), CLS stripped under "default", concatenated."""
+    strip = model.config.vision_feature_select_strategy == "default"
+    return torch.cat([hidden[i][:, 1:] if strip else hidden[i] for i in _read_layers(model)], dim=-1)
 
 
 class LlavaFamily(ModelFamily):
@@ -124,19 +160,63 @@ class LlavaFamily(ModelFamily):
 
     # ------------------------------------------------------------ fine-tuning
 
-    def frozen_features(self, model, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The selected vision-tower layer(s), CLS stripped under the "default" strategy (B, patches, H_vision).
+    # No Q-Former: the projector reads the vision tower's patches directly.
+    adaptable_parts = ("lm", "projector", "projector-lora", "vision")
+    # CLIP blocks: separate q/k/v projections and the attention's output projection, then the MLP.
+    vision_block_linears = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj",
+                            "mlp.fc1", "mlp.fc2")
+
+    def vision_block_names(self, model, vision_blocks: int) -> list[str]:
+        """The last `vision_blocks` blocks the features are read from: LLaVA reads the hidden state of
+        ``vision_feature_layer`` (-2: the tower's last block is never read, so it is never adapted).
+
+        >>> LlavaFamily().vision_block_names(model, 2)  # doctest: +SKIP
+        ['model.vision_tower.encoder.layers.1', 'model.vision_tower.encoder.layers.2']
+        """
+        body = _tower_body(model)
+        prefix = next(name for name, module in model.named_modules() if module is body.encoder.layers)
+        first, read = _first_adapted_block(model, vision_blocks)
+        return [f"{prefix}.{k}" for k in range(first, max(read))]
+
+    def frozen_features(self, model, pixel_values: torch.Tensor, stage: FeatureStage = FeatureStage()) -> torch.Tensor:
+        """What the frozen part hands the first part that runs per step: the selected vision-tower layer(s), CLS
+        stripped under the "default" strategy (B, patches, H_vision) by default; the input of the first adapted
+        vision block (B, 1 + patches, H_vision) when the tower's last blocks adapt.
 
         >>> LlavaFamily().frozen_features(model, pixels).shape  # doctest: +SKIP
         torch.Size([4, 144, 128])
         """
-        cfg = model.config
+        if stage.start == "qformer":
+            self.check_part("qformer")
+        if stage.start == "vision":
+            body = _tower_body(model)
+            hidden = body.pre_layrnorm(body.embeddings(pixel_values))
+            for block in body.encoder.layers[:_first_adapted_block(model, stage.vision_blocks)[0]]:
+                hidden = block(hidden, None)
+            return hidden
         tower = model.get_submodule("model.vision_tower")
         hidden = tower(pixel_values, output_hidden_states=True, return_dict=True).hidden_states
-        layers = cfg.vision_feature_layer
-        layers = layers if isinstance(layers, (list, tuple)) else [layers]
-        pool = [hidden[i][:, 1:] if cfg.vision_feature_select_strategy == "default" else hidden[i] for i in layers]
-        return torch.cat(pool, dim=-1)
+        return _select_features(model, hidden)
+
+    def finish_features(self, model, cached: torch.Tensor, stage: FeatureStage) -> torch.Tensor:
+        """The adapted rest on the cached stage, up to the projector's input: the last vision blocks, then the
+        selected layer(s), CLS stripped (stage "vision"); the cached features as they are (stage "projector").
+
+        >>> stage = FeatureStage("vision", 2)
+        >>> cached = LlavaFamily().frozen_features(model, pixels, stage)  # doctest: +SKIP
+        >>> LlavaFamily().finish_features(model, cached, stage).shape  # doctest: +SKIP
+        torch.Size([4, 144, 128])
+        """
+        if stage.start == "projector":
+            return cached
+        if stage.start != "vision":
+            self.check_part(stage.start)
+        first, read = _first_adapted_block(model, stage.vision_blocks)
+        # hidden[k] is the input of block k (the output of block k - 1), as in the tower's hidden_states.
+        hidden = {first: cached}
+        for k, block in enumerate(_tower_body(model).encoder.layers[first:max(read)], start=first):
+            hidden[k + 1] = block(hidden[k], None)
+        return _select_features(model, hidden)
 
     # ------------------------------------------------------------ the tiny embedded checkpoint
 
