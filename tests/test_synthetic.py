@@ -218,3 +218,47 @@ def test_example_clips_show_their_layout_plainly(tmp_path):
     small = next(s for s in (synthetic.draw_clip_spec(t, 12, layouts=("pip",)) for t in range(200))
                  if s.segments[0].frame.tiles[1].box[2] - s.segments[0].frame.tiles[1].box[0] < 0.2)
     assert not synthetic.shows_layout_plainly(small)
+
+
+def test_balanced_batches_show_every_source_as_often_alone_as_in_composites():
+    specs = synthetic.draw_balanced_specs(np.random.default_rng(5), 400, pool="train", sizes=(SMALL, (36, 64)))
+    alone, inside = {}, {}
+    for spec, size in specs:
+        assert size in (SMALL, (36, 64))
+        counts = inside if spec.truth.sludge else alone
+        for stream in spec.streams[:1] if not spec.truth.sludge else spec.streams:
+            counts[stream.source] = counts.get(stream.source, 0) + 1
+    sources = set(alone) | set(inside)
+    # Every stream of a composite is followed by a single frame of its source; only the batch's tail may cut
+    # that short, so the counts differ by at most the last composite's streams.
+    assert sum(abs(alone.get(s, 0) - inside.get(s, 0)) for s in sources) <= 4
+    share = np.mean([spec.truth.sludge for spec, _ in specs])
+    assert 0.2 < share < 0.45
+
+
+def test_real_pools_compose_crops_of_one_picture_and_keep_straight_edged_single_scenes():
+    rng = np.random.default_rng(11)
+    same, variants = 0, set()
+    for _ in range(150):
+        spec = synthetic.draw_frame_spec(rng, "vertical", SMALL, pool="real-holdout")
+        if len(set(spec.truth.sources)) == 1:
+            same += 1
+            assert spec.truth.sludge and spec.streams[0] != spec.streams[1]
+    for _ in range(150):
+        spec = synthetic.draw_frame_spec(rng, "distractor", SMALL, pool="real-holdout")
+        assert not spec.truth.sludge
+        variants.add(spec.truth.description.split(" ")[-1])
+        assert "zoomed-in part" not in spec.truth.description
+        if spec.ui_overlay is not None:
+            frame = synthetic.render_frame(spec, SMALL)
+            assert frame.shape == SMALL + (3,)
+    assert same > 10
+    assert any(spec_words in " ".join(variants) for spec_words in ("buttons.", "skyline."))
+
+
+def test_degrade_frame_keeps_the_frame_and_changes_its_pixels():
+    frame, _ = synthetic.make_frame(np.random.default_rng(2), "pip", size=(128, 72))
+    rng = np.random.default_rng(0)
+    outs = [synthetic.degrade_frame(rng, frame) for _ in range(8)]
+    assert all(out.shape == frame.shape and out.dtype == np.uint8 for out in outs)
+    assert any(np.abs(out.astype(int) - frame).mean() > 0.5 for out in outs)

@@ -24,6 +24,7 @@ import argparse
 import colorsys
 import functools
 import importlib.util
+import io
 import math
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -34,8 +35,13 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from core.vocabulary import LAYOUTS
+from training import imagery
 
-POOLS = ("train", "holdout")
+# "train"/"holdout": scikit-image's photos and the procedural sources, always installed (tests, examples).
+# "real-train"/"real-holdout": the pictures of whole packages (training.imagery), split by package: what the
+# embedded models learn from and what the real-footage check draws from.
+POOLS = ("train", "holdout", "real-train", "real-holdout")
+REAL_POOLS = ("real-train", "real-holdout")
 # Non-sludge layouts draw_frame_spec accepts besides LAYOUTS: any single stream, a plain one, a distractor.
 FRAME_KINDS = ("none", "single", "distractor")
 
@@ -69,6 +75,8 @@ PHOTO_NOUNS = {
 # The holdout photos never appear in the train pool, so tests can measure generalisation to unseen footage.
 HOLDOUT_PHOTOS = ("coins", "moon", "motorcycle", "china", "flower")
 TRAIN_PHOTOS = tuple(name for name in PHOTO_NOUNS if name not in HOLDOUT_PHOTOS)
+# The photos scikit-image ships (the rest of PHOTO_NOUNS are scikit-learn's two).
+SKIMAGE_PHOTOS = tuple(name for name in PHOTO_NOUNS if name not in ("china", "flower"))
 
 # Procedural sources are shared by both pools: they are generated, not footage.
 PROCEDURAL_NOUNS = {
@@ -82,6 +90,7 @@ PROCEDURAL_NOUNS = {
     "platformer": "a side-scrolling game-like scene",
     "chat": "a chat screen",
     "landscape": "a landscape with a sharp horizon",
+    "buildings": "a city skyline",
 }
 GAME_SOURCES = ("runner", "platformer")
 
@@ -95,6 +104,14 @@ _LAYOUT_WEIGHTS = {"vertical": 0.35, "horizontal": 0.2, "pip": 0.25, "other": 0.
 # Share of single-stream frames drawn as distractors (one scene made to look split).
 _DISTRACTOR_SHARE = 0.3
 _DISTRACTORS = ("mirror", "band", "horizon", "zoom_inset", "border")
+# Real pools: a composite of two crops of one picture is sludge (two streams, whatever they show), so a zoomed
+# inset of the same scene would contradict it and is left out; single scenes with strong straight edges
+# (a horizon, a skyline, an app's interface bars) come in instead.
+_REAL_DISTRACTORS = ("mirror", "band", "horizon", "skyline", "border", "ui_bars")
+# Real pools: share of composites whose streams are crops of one picture.
+_SAME_PICTURE_SHARE = 0.2
+# Real pools: share of streams that are pictures (photos, illustrations), games and procedural textures.
+_REAL_MIX = {"picture": 0.7, "game": 0.15, "procedural": 0.15}
 _CAPTIONS = (
     "wait for it",
     "part 2",
@@ -157,6 +174,8 @@ class StreamSpec:
     contrast: float = 1.0
     saturation: float = 1.0
     gains: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    # Gaussian blur radius in px at the tile's size (soft or out-of-focus footage); 0 = sharp.
+    blur: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -203,6 +222,8 @@ class FrameSpec:
     # Frame border thickness in px and colour (0 = none).
     border: int = 0
     border_colour: tuple[int, int, int] = (255, 255, 255)
+    # Seed of a short-form app's interface drawn over everything (status bar, buttons); None = no interface.
+    ui_overlay: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -254,16 +275,33 @@ def pool_sources(pool: str) -> tuple[str, ...]:
         return TRAIN_PHOTOS + tuple(PROCEDURAL_NOUNS)
     if pool == "holdout":
         return HOLDOUT_PHOTOS + tuple(PROCEDURAL_NOUNS)
+    if pool in REAL_POOLS:
+        part = pool.split("-", 1)[1]
+        pictures = imagery.list_images(part)
+        if not pictures:
+            raise ValueError(f"pool {pool!r} has no pictures installed; see python -m training.imagery")
+        return pictures + imagery.list_games(part) + tuple(PROCEDURAL_NOUNS)
     raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+
+
+def is_picture(source: str) -> bool:
+    """Whether a source is a still picture that streams crop and pan (not a game or procedural scene).
+
+    >>> is_picture("chelsea"), is_picture("plasma/Autumn"), is_picture("game:minetest"), is_picture("stripes")
+    (True, True, False, False)
+    """
+    return source in PHOTO_NOUNS or ("/" in source and not source.startswith("game:"))
 
 
 def noun_of(source: str) -> str:
     """The plain words a description uses for a source.
 
-    >>> noun_of("chelsea")
-    'a cat'
+    >>> noun_of("chelsea"), noun_of("ukui/city")
+    ('a cat', 'a photo')
     """
-    return PHOTO_NOUNS.get(source) or PROCEDURAL_NOUNS[source]
+    if source in PHOTO_NOUNS or source in PROCEDURAL_NOUNS:
+        return PHOTO_NOUNS.get(source) or PROCEDURAL_NOUNS[source]
+    return imagery.noun_of(source)
 
 
 @functools.lru_cache(maxsize=8)
@@ -571,6 +609,103 @@ def _draw_landscape(seed: int, w: int, h: int, t: float) -> Image.Image:
     return image
 
 
+def _draw_buildings(seed: int, w: int, h: int, t: float) -> Image.Image:
+    """A city skyline: straight-edged blocks with window grids against a sky, panning slowly."""
+    rng = np.random.default_rng(seed)
+    hue = rng.uniform(0.5, 0.7)
+    top = np.array(colorsys.hsv_to_rgb(hue, 0.5, rng.uniform(0.5, 0.95)), np.float32) * 255
+    low = np.array(colorsys.hsv_to_rgb((hue + 0.05) % 1, 0.2, 1.0), np.float32) * 255
+    ramp = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    image = Image.fromarray(np.broadcast_to(top + (low - top) * ramp, (h, w, 3)).astype(np.uint8), "RGB")
+    draw = _Draw(image)
+    ground = h * rng.uniform(0.7, 0.95)
+    x = -w * 0.3 - (t * w * 0.04) % (w * 0.3)
+    while x < w * 1.1:
+        bw = w * rng.uniform(0.1, 0.3)
+        top_y = ground - h * rng.uniform(0.2, 0.7)
+        shade = int(rng.uniform(40, 170))
+        draw.rectangle((x, top_y, x + bw, ground), fill=(shade, shade, int(shade * rng.uniform(0.9, 1.2))))
+        win = max(2.0, bw / rng.uniform(4, 9))
+        lit = tuple(int(c) for c in rng.uniform(180, 255, size=3))
+        for wy in np.arange(top_y + win, ground - win, win * 1.6):
+            for wx in np.arange(x + win * 0.5, x + bw - win, win * 1.5):
+                if rng.random() < 0.6:
+                    draw.rectangle((wx, wy, wx + win * 0.8, wy + win), fill=lit)
+        x += bw + w * rng.uniform(0.0, 0.05)
+    draw.rectangle((0, ground, w, h), fill=tuple(int(c) for c in rng.uniform(30, 90, size=3)))
+    return image
+
+
+def _draw_blockgame(seed: int, w: int, h: int, t: float, textures: tuple[Image.Image, ...]) -> Image.Image:
+    """A side view of a block game built from a game's own textures: terrain columns, floating platforms,
+    a player and a hotbar, scrolling as the player runs (the look of "parkour" gameplay streams)."""
+    rng = np.random.default_rng(seed)
+    pick = [textures[int(i)] for i in rng.choice(len(textures), size=min(5, len(textures)), replace=False)]
+    b = max(4, round(h * rng.uniform(0.06, 0.13)))
+    tiles = [tex.resize((b, b), Image.NEAREST) for tex in pick]
+    hue = rng.uniform(0.5, 0.65)
+    sky_top = np.array(colorsys.hsv_to_rgb(hue, 0.55, 0.95), np.float32) * 255
+    sky_low = np.array(colorsys.hsv_to_rgb(hue, 0.2, 1.0), np.float32) * 255
+    ramp = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
+    image = Image.fromarray(np.broadcast_to(sky_top + (sky_low - sky_top) * ramp, (h, w, 3)).astype(np.uint8))
+    scroll = t * b * rng.uniform(2.0, 5.0)
+    first = int(scroll // b) - 1
+    columns = w // b + 3
+    walk = np.cumsum(rng.integers(-1, 2, size=4096)) % 4  # the same terrain at every t, indexed by column
+    rows = h // b + 1
+    for c in range(columns):
+        col = first + c
+        x = round(col * b - scroll)
+        height = 2 + int(walk[col % 4096]) + rows // 4
+        for r in range(height):
+            y = h - (r + 1) * b
+            tile = tiles[0] if r == height - 1 else (tiles[1] if r > height - 4 else tiles[2])
+            image.paste(tile, (x, y))
+        if col % 7 == 3:  # a floating platform
+            for k in range(3):
+                image.paste(tiles[3 % len(tiles)], (x + k * b, h - (height + 4) * b))
+    draw = _Draw(image)
+    px, py = w * 0.35, h - (rows // 4 + 5) * b + b * abs(math.sin(t * 3.0)) * 1.5
+    draw.rectangle((px, py, px + b * 0.8, py + b * 1.8), fill=tuple(int(c) for c in rng.uniform(40, 230, size=3)))
+    slot = max(4, round(w * 0.08))
+    x0 = (w - slot * 9) / 2
+    for k in range(9):  # hotbar
+        draw.rectangle((x0 + k * slot, h - slot - 2, x0 + (k + 1) * slot - 1, h - 3), outline=(200, 200, 200),
+                       fill=(40, 40, 40))
+        if k < len(tiles):
+            image.paste(tiles[k].resize((max(1, slot - 6), max(1, slot - 6)), Image.NEAREST),
+                        (round(x0 + k * slot + 3), h - slot + 1))
+    _draw_hud(draw, w, h, int(100 + t * 37 + rng.integers(0, 900)))
+    return image
+
+
+def _draw_ui_overlay(canvas: Image.Image, seed: int) -> None:
+    """A short-form app's interface over the frame: status bar, a column of action buttons on the right,
+    and a caption/comment bar with a progress line at the bottom. Straight edges that are not a split."""
+    rng = np.random.default_rng(seed)
+    W, H = canvas.size
+    overlay = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(overlay)
+    alpha = int(rng.uniform(90, 200))
+    bar = H * rng.uniform(0.035, 0.06)
+    draw.rectangle((0, 0, W, bar), fill=(0, 0, 0, alpha))
+    font = _font(max(6, round(bar * 0.6)))
+    draw.text((W * 0.05, bar / 2), f"{int(rng.integers(1, 12))}:{int(rng.integers(0, 60)):02d}", font=font,
+              fill=(255, 255, 255, 255), anchor="lm")
+    r = W * rng.uniform(0.04, 0.06)
+    cx = W - r * 1.8
+    for k in range(4):
+        cy = H * 0.45 + k * r * 3.0
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(255, 255, 255, 210))
+    bottom = H * rng.uniform(0.08, 0.14)
+    draw.rectangle((0, H - bottom, W, H), fill=(0, 0, 0, alpha))
+    draw.text((W * 0.05, H - bottom * 0.6), "@" + "user" + str(int(rng.integers(10, 999))), font=font,
+              fill=(255, 255, 255, 255), anchor="lm")
+    draw.line((0, H - bottom, W * rng.uniform(0.1, 0.9), H - bottom), fill=(255, 255, 255, 255),
+              width=max(1, round(H * 0.005)))
+    canvas.paste(Image.alpha_composite(canvas.convert("RGBA"), overlay).convert("RGB"))
+
+
 _PROCEDURAL = {
     "stripes": _draw_stripes,
     "gradient": _draw_gradient,
@@ -582,6 +717,7 @@ _PROCEDURAL = {
     "platformer": _draw_platformer,
     "chat": _draw_chat,
     "landscape": _draw_landscape,
+    "buildings": _draw_buildings,
 }
 
 
@@ -594,8 +730,10 @@ def render_stream(spec: StreamSpec, width: int, height: int, t: float = 0.0) -> 
     w, h = max(1, width), max(1, height)
     if spec.source in _PROCEDURAL:
         image = _PROCEDURAL[spec.source](spec.seed, w, h, t * spec.speed)
+    elif spec.source.startswith("game:"):
+        image = _draw_blockgame(spec.seed, w, h, t * spec.speed, imagery.load_textures(spec.source))
     else:
-        photo = load_photo(spec.source)
+        photo = load_photo(spec.source) if spec.source in PHOTO_NOUNS else imagery.load_image(spec.source)
         pw, ph = photo.size
         crop_w = min(pw, ph * w / h)
         zoom = min(max(spec.zoom * (1.0 + spec.vzoom * t), 1.0), max(spec.zoom, _MAX_ZOOM))
@@ -607,6 +745,8 @@ def render_stream(spec: StreamSpec, width: int, height: int, t: float = 0.0) -> 
         image = photo.resize((w, h), Image.BILINEAR, box=(x0, y0, x0 + crop_w, y0 + crop_h))
         if spec.flip:
             image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if spec.blur > 0:
+        image = image.filter(ImageFilter.GaussianBlur(spec.blur))
     if spec.saturation != 1.0:
         image = ImageEnhance.Color(image).enhance(spec.saturation)
     levels = np.arange(256, dtype=np.float32)
@@ -615,9 +755,11 @@ def render_stream(spec: StreamSpec, width: int, height: int, t: float = 0.0) -> 
     return image.point(lut.tolist())
 
 
-def _draw_stream(rng: np.random.Generator, source: str) -> StreamSpec:
-    is_photo = source in PHOTO_NOUNS
+def _draw_stream(rng: np.random.Generator, source: str, blur_p: float = 0.0) -> StreamSpec:
+    is_photo = is_picture(source)
+    blur = float(rng.uniform(0.5, 2.0)) if blur_p and rng.random() < blur_p else 0.0
     return StreamSpec(
+        blur=blur,
         source=source,
         seed=int(rng.integers(1 << 31)),
         zoom=float(rng.uniform(1.0, 1.5)) if is_photo else 1.0,
@@ -637,13 +779,49 @@ def _draw_stream(rng: np.random.Generator, source: str) -> StreamSpec:
     )
 
 
+def _blur_share(pool: str) -> float:
+    """Share of streams drawn soft: real pools blur some of every layout's streams alike."""
+    return 0.25 if pool in REAL_POOLS else 0.0
+
+
+def _pick_real_sources(rng: np.random.Generator, pool: str, k: int, first: StreamSpec | None,
+                       game_last: float) -> list[str]:
+    """k sources of a real pool, each drawn alike whatever the frame's layout (pictures, games and
+    procedural scenes in _REAL_MIX), distinct unless the composite is two crops of one picture."""
+    part = pool.split("-", 1)[1]
+    pictures, games = imagery.list_images(part), imagery.list_games(part) or ("platformer",)
+    procedural = tuple(PROCEDURAL_NOUNS)  # horizons and skylines too: straight edges inside one stream
+    kinds, weights = list(_REAL_MIX), np.array(list(_REAL_MIX.values()))
+
+    def draw_one() -> str:
+        kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+        options = {"picture": pictures, "game": games, "procedural": procedural}[kind]
+        return options[int(rng.integers(len(options)))]
+
+    chosen = [first.source if first else draw_one()]
+    if k > 1 and is_picture(chosen[0]) and rng.random() < _SAME_PICTURE_SHARE:
+        return chosen * k
+    while len(chosen) < k:
+        pick = draw_one()
+        if pick not in chosen:
+            chosen.append(pick)
+    if k > 1 and rng.random() < game_last:
+        last = games[int(rng.integers(len(games)))]
+        if last not in chosen[:-1]:
+            chosen[-1] = last
+    return chosen
+
+
 def _pick_sources(rng: np.random.Generator, pool: str, k: int, first: StreamSpec | None = None,
                   photo_share: float = 0.55, game_last: float = 0.0) -> list[str]:
     """k distinct sources from a pool, each a photo with probability photo_share; ``first`` fixes the
-    first; with probability ``game_last`` the last is a game-like scene (the typical bottom of a split)."""
+    first; with probability ``game_last`` the last is a game-like scene (the typical bottom of a split).
+    A real pool draws every frame's sources alike (see _pick_real_sources)."""
+    if pool in REAL_POOLS:
+        return _pick_real_sources(rng, pool, k, first, game_last)
     exclude = (first.source,) if first else ()
     photos = [s for s in (TRAIN_PHOTOS if pool == "train" else HOLDOUT_PHOTOS) if s not in exclude]
-    procedural = [s for s in PROCEDURAL_NOUNS if s not in exclude and s != "landscape"]
+    procedural = [s for s in PROCEDURAL_NOUNS if s not in exclude and s not in ("landscape", "buildings")]
     chosen: list[str] = [first.source] if first else []
     while len(chosen) < k:
         options = photos if (rng.random() < photo_share and photos) else procedural
@@ -734,7 +912,7 @@ def _spec_vertical(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec
     description = _cap(templates[int(rng.integers(3))].format(a=noun_of(a), b=noun_of(b), x=_with(extras)))
     explanation = f"Sludge: two unrelated streams share the frame, split horizontally at {_pct(r)} % height."
     truth = FrameTruth(True, "vertical", description, explanation, sources=(a, b))
-    streams = (main or _draw_stream(rng, a), _draw_stream(rng, b))
+    streams = (main or _draw_stream(rng, a, _blur_share(pool)), _draw_stream(rng, b, _blur_share(pool)))
     return FrameSpec(truth=truth, streams=streams, tiles=tuple(tiles), **kw)
 
 
@@ -764,7 +942,7 @@ def _spec_horizontal(rng, size, pool, main: StreamSpec | None = None) -> FrameSp
     description = _cap(templates[int(rng.integers(3))].format(a=noun_of(a), b=noun_of(b), x=_with(extras)))
     explanation = f"Sludge: two unrelated streams share the frame, split vertically at {_pct(c)} % width."
     truth = FrameTruth(True, "horizontal", description, explanation, sources=(a, b))
-    streams = (main or _draw_stream(rng, a), _draw_stream(rng, b))
+    streams = (main or _draw_stream(rng, a, _blur_share(pool)), _draw_stream(rng, b, _blur_share(pool)))
     return FrameSpec(truth=truth, streams=streams, tiles=tiles, **kw)
 
 
@@ -805,7 +983,7 @@ def _spec_pip(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
     explanation = (f"Sludge: a second, unrelated stream is inset in the {corner} corner, "
                    f"{_pct(share)} % of the frame width.")
     truth = FrameTruth(True, "pip", description, explanation, sources=(a, b))
-    streams = (main or _draw_stream(rng, a), _draw_stream(rng, b))
+    streams = (main or _draw_stream(rng, a, _blur_share(pool)), _draw_stream(rng, b, _blur_share(pool)))
     return FrameSpec(truth=truth, streams=streams, tiles=tiles, **kw)
 
 
@@ -850,18 +1028,22 @@ def _spec_other(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
     explanation = f"Sludge: {words} unrelated streams are tiled in one frame."
     truth = FrameTruth(True, "other", description, explanation, sources=tuple(sources))
     tiles = tuple(Tile(i, tuple(float(c) for c in box)) for i, box in enumerate(boxes))
-    streams = tuple(main if main and i == 0 else _draw_stream(rng, s) for i, s in enumerate(sources))
+    streams = tuple(main if main and i == 0 else _draw_stream(rng, s, _blur_share(pool))
+                    for i, s in enumerate(sources))
     return FrameSpec(truth=truth, streams=streams, tiles=tiles, **kw)
 
 
 def _spec_single(rng, size, pool, distractor: bool, main: StreamSpec | None = None) -> FrameSpec:
     H, W = size
-    variant = _DISTRACTORS[int(rng.integers(len(_DISTRACTORS)))] if distractor else "plain"
+    options = _REAL_DISTRACTORS if pool in REAL_POOLS else _DISTRACTORS
+    variant = options[int(rng.integers(len(options)))] if distractor else "plain"
     if variant == "horizon":
         source = "landscape"
+    elif variant == "skyline":
+        source = "buildings"
     else:
         source = _pick_sources(rng, pool, 1, main, photo_share=0.85 if variant != "plain" else 0.6)[0]
-    stream = main if main and main.source == source else _draw_stream(rng, source)
+    stream = main if main and main.source == source else _draw_stream(rng, source, _blur_share(pool))
     noun = noun_of(source)
     extras: list[str] = []
     kw: dict = {}
@@ -903,10 +1085,16 @@ def _spec_single(rng, size, pool, distractor: bool, main: StreamSpec | None = No
         kw.update(_decorate(rng, size, extras, caption_p=0.25, caption_ys=caption_ys))
         description = f"A single scene of {noun} crossed by a black band{_with(extras)}."
         explanation = "Not sludge: the same scene continues above and below the band; there is one stream."
-    elif variant == "horizon":
+    elif variant in ("horizon", "skyline"):
         kw.update(_decorate(rng, size, extras, caption_p=0.3, caption_ys=caption_ys))
         description = f"A single scene: {noun}{_with(extras)}."
-        explanation = "Not sludge: the horizon is an edge inside one scene, not a split between streams."
+        edge = "horizon" if variant == "horizon" else "skyline"
+        explanation = f"Not sludge: the {edge} is an edge inside one scene, not a split between streams."
+    elif variant == "ui_bars":
+        kw["ui_overlay"] = int(rng.integers(1 << 31))
+        kw.update(_decorate(rng, size, extras, caption_p=0.25, caption_ys=(0.3,)))
+        description = f"A single stream showing {noun} under an app's interface bars and buttons{_with(extras)}."
+        explanation = "Not sludge: the bars and buttons are the app's interface over one stream."
     elif variant == "zoom_inset":
         share = float(rng.uniform(0.25, 0.45))
         corner = _CORNERS[int(rng.integers(4))]
@@ -945,17 +1133,21 @@ def draw_frame_spec(rng: np.random.Generator, layout: str | None = None, size: t
     if layout is None:
         layout = _pick_layout(rng, 0.5)
     if layout == "vertical":
-        return _spec_vertical(rng, size, pool, main)
-    if layout == "horizontal":
-        return _spec_horizontal(rng, size, pool, main)
-    if layout == "pip":
-        return _spec_pip(rng, size, pool, main)
-    if layout == "other":
-        return _spec_other(rng, size, pool, main)
-    if layout in ("none", "single", "distractor"):
+        spec = _spec_vertical(rng, size, pool, main)
+    elif layout == "horizontal":
+        spec = _spec_horizontal(rng, size, pool, main)
+    elif layout == "pip":
+        spec = _spec_pip(rng, size, pool, main)
+    elif layout == "other":
+        spec = _spec_other(rng, size, pool, main)
+    elif layout in ("none", "single", "distractor"):
         distractor = layout == "distractor" or (layout == "none" and bool(rng.random() < _DISTRACTOR_SHARE))
-        return _spec_single(rng, size, pool, distractor, main)
-    raise ValueError(f"layout must be one of {LAYOUTS + FRAME_KINDS} or None, got {layout!r}")
+        spec = _spec_single(rng, size, pool, distractor, main)
+    else:
+        raise ValueError(f"layout must be one of {LAYOUTS + FRAME_KINDS} or None, got {layout!r}")
+    if pool in REAL_POOLS and spec.ui_overlay is None and rng.random() < 0.15:
+        spec = replace(spec, ui_overlay=int(rng.integers(1 << 31)))  # an app's interface over any layout
+    return spec
 
 
 def _pick_layout(rng: np.random.Generator, sludge_share: float) -> str:
@@ -1046,6 +1238,8 @@ def render_frame(spec: FrameSpec, size: tuple[int, int] = (448, 252), t: float =
     if spec.border:
         b = spec.border
         draw.rectangle((0, 0, W - 1, H - 1), outline=spec.border_colour, width=b)
+    if spec.ui_overlay is not None:
+        _draw_ui_overlay(canvas, spec.ui_overlay)
     for caption in spec.captions:
         _draw_text_caption(canvas, caption)
     if spec.watermark:
@@ -1089,6 +1283,62 @@ def make_frames(seed: int, n: int, size: tuple[int, int] = (448, 252), pool: str
         frames[i], truth = make_frame(rng, _pick_layout(rng, sludge_share), size, pool)
         truths.append(truth)
     return frames, truths
+
+
+def draw_balanced_specs(rng: np.random.Generator, n: int, pool: str = "real-train",
+                        sizes: tuple[tuple[int, int], ...] = ((448, 252),),
+                        size_weights: tuple[float, ...] | None = None) -> list[tuple[FrameSpec, tuple[int, int]]]:
+    """n frame specs (with their sizes) in which content cannot predict the label: every stream of every
+    composite is followed by a single-stream frame of the same source (another crop, other jitter), so
+    each picture appears as often alone as inside composites. About 1 frame in 3 is sludge.
+
+    >>> specs = draw_balanced_specs(np.random.default_rng(0), 6, pool="train")
+    >>> [sp.truth.sludge for sp, _ in specs][:1]
+    [True]
+    """
+    weights = np.array(size_weights or [1.0] * len(sizes), dtype=np.float64)
+    out: list[tuple[FrameSpec, tuple[int, int]]] = []
+
+    def pick_size() -> tuple[int, int]:
+        return sizes[int(rng.choice(len(sizes), p=weights / weights.sum()))]
+
+    while len(out) < n:
+        size = pick_size()
+        composite = draw_frame_spec(rng, _pick_layout(rng, 1.0), size, pool)
+        out.append((composite, size))
+        for stream in composite.streams:
+            if len(out) >= n:
+                break
+            size = pick_size()
+            fresh = _draw_stream(rng, stream.source, _blur_share(pool))
+            layout = "distractor" if rng.random() < _DISTRACTOR_SHARE else "single"
+            single = draw_frame_spec(rng, layout, size, pool, main=fresh)
+            if single.streams[0].source != stream.source:  # a horizon or skyline distractor brings its own
+                single = draw_frame_spec(rng, "single", size, pool, main=fresh)
+            out.append((single, size))
+    return out
+
+
+def degrade_frame(rng: np.random.Generator, frame: np.ndarray) -> np.ndarray:
+    """What a frame goes through on its way to a viewer, drawn alike for every layout: JPEG blocks (as a
+    codec leaves them), softening, and a lower source resolution scaled back up.
+
+    >>> degrade_frame(np.random.default_rng(0), np.zeros((64, 36, 3), np.uint8)).shape
+    (64, 36, 3)
+    """
+    image = Image.fromarray(frame)
+    W, H = image.size
+    if rng.random() < 0.25:
+        scale = float(rng.uniform(0.35, 0.7))
+        image = image.resize((max(8, round(W * scale)), max(8, round(H * scale))), Image.BILINEAR)
+        image = image.resize((W, H), Image.BILINEAR)
+    if rng.random() < 0.15:
+        image = image.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.4, 1.2))))
+    if rng.random() < 0.5:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=int(rng.integers(20, 90)))
+        image = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return np.asarray(image, dtype=np.uint8)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import argparse
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,8 @@ from core import vocabulary
 from core.config import EngineConfig, ModelSpec
 from core.engine import LoadedModel, score_frames
 from core.families import FAMILIES, TinyConfig, VisualTokens, find_family
-from training import synthetic
+from training import imagery, synthetic
+from training.model_card import write_model_card
 from training.tasks import (
     answer_loss,
     build_training_rows,
@@ -71,6 +72,30 @@ class TrainTinyConfig:
     dense_weight: float = 1.0
     threads: int = 2
     log_every: int = 50
+    # Where frames come from: "real-train" composes the pictures of whole installed packages
+    # (training.imagery), the held-out packages never; "train" is scikit-image's photos only.
+    pool: str = "real-train"
+    # Balanced batches: every stream of a composite is also shown alone, so content cannot predict the
+    # label (the failure of a model that calls every unfamiliar picture sludge).
+    balanced: bool = True
+    # Frame sizes (height, width) and their shares: portrait short-form and landscape footage alike.
+    sizes: tuple[tuple[int, int], ...] = ((384, 216), (216, 384))
+    size_weights: tuple[float, ...] = (0.65, 0.35)
+    # LM rows per sludge frame and per single-stream frame: balanced batches hold about 1 sludge frame in
+    # 3, so sludge frames answer more questions to keep yes and no equally taught.
+    sludge_rows: int = 3
+    single_rows: int = 1
+    # Weight of the "none" class in the layout head, for the same reason.
+    none_weight: float = 0.45
+    # Continue from a saved checkpoint of the family (its weights and tokenizer) instead of from scratch;
+    # "embedded" means each family's embedded checkpoint under models/.
+    init_from: str = ""
+    # Vision layers after growing the tower from `init_from`: new layers start as exact identities (their
+    # output projections zeroed), so the grown model computes what the checkpoint did and training
+    # deepens it. 0 keeps the checkpoint's depth.
+    vision_layers: int = 0
+    # Processes rendering frames while the model trains (0 = render in the training process).
+    loader_workers: int = 1
 
 
 # ---------------------------------------------------------------- data
@@ -139,6 +164,53 @@ def boundary_map(spec, grid: int) -> torch.Tensor:
     return torch.from_numpy(edge.reshape(-1).astype(np.int64))
 
 
+def find_vision_layers(model) -> tuple[str, torch.nn.ModuleList]:
+    """The vision tower's list of encoder layers, by name (both families name it "...encoder.layers")."""
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and name.endswith("encoder.layers") and "vision" in name:
+            return name, module
+    raise ValueError("no vision encoder layers found in the model")
+
+
+def grow_vision_tower(model, layers: int) -> int:
+    """Deepen the vision tower to `layers` encoder layers with identity blocks: each new layer is a copy of
+    its neighbour whose residual-writing projections (attention output, MLP fc2) are zeroed, so the model's
+    outputs are unchanged until training moves them. New layers go just below the layer whose output the
+    model reads (LLaVA reads the second-to-last; BLIP-2 the last). Returns how many layers were added.
+    """
+    import copy
+
+    _, stack = find_vision_layers(model)
+    added = layers - len(stack)
+    if added < 0:
+        raise ValueError(f"cannot shrink the vision tower from {len(stack)} to {layers} layers")
+    feature_layer = getattr(model.config, "vision_feature_layer", -1)
+    feature_layer = feature_layer if isinstance(feature_layer, int) else -1
+    at = len(stack) + feature_layer + 1
+    for _ in range(added):
+        block = copy.deepcopy(stack[at - 1])
+        for name, module in block.named_modules():
+            if isinstance(module, torch.nn.Linear) and name.endswith(("projection", "out_proj", "fc2")):
+                torch.nn.init.zeros_(module.weight)
+                if module.bias is not None:
+                    torch.nn.init.zeros_(module.bias)
+        stack.insert(at, block)
+    model.config.vision_config.num_hidden_layers = len(stack)
+    return added
+
+
+def load_initial(family, cfg: TrainTinyConfig):
+    """The checkpoint to continue from (weights, tokenizer, chat template), grown to cfg.vision_layers."""
+    from transformers import AutoProcessor
+
+    folder = family.embedded if cfg.init_from == "embedded" else Path(cfg.init_from)
+    model = family.model_class.from_pretrained(folder, dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(folder)
+    if cfg.vision_layers:
+        grow_vision_tower(model, cfg.vision_layers)
+    return model, processor
+
+
 def _cosine(steps: int, warmup_share: float):
     warm = max(1, int(warmup_share * steps))
 
@@ -164,7 +236,10 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
     """Build a fresh model of the family named `kind`, train it (vision stage, then the task mix), evaluate it."""
     family = find_family(kind)
     torch.manual_seed(cfg.seed)
-    model, processor = family.build_tiny(tok, tiny)
+    if cfg.init_from:
+        model, processor = load_initial(family, cfg)
+    else:
+        model, processor = family.build_tiny(tok, tiny)
     lm = LoadedModel(
         model=model, processor=processor, family=family, spec=ModelSpec(f"tiny-{kind}"),
         device=torch.device("cpu"), dtype=torch.float32, config=EngineConfig(),
@@ -172,6 +247,7 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
     aux_classes = (vocabulary.NO_LAYOUT,) + vocabulary.LAYOUTS
     width = model.get_input_embeddings().embedding_dim
     aux_head = torch.nn.Linear(width, len(aux_classes))
+    class_weight = torch.tensor([cfg.none_weight] + [1.0] * len(vocabulary.LAYOUTS))
     rng = np.random.default_rng(cfg.seed + 1)
     model.train()
     started = time.time()
@@ -180,7 +256,7 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
         target = torch.tensor([aux_classes.index(sp.truth.layout) for sp in specs])
         logits = aux_head(visual.embeds.mean(1))
         hits.append((logits.argmax(-1) == target).float().mean().item())
-        return torch.nn.functional.cross_entropy(logits, target)
+        return torch.nn.functional.cross_entropy(logits, target, weight=class_weight)
 
     # Stage 1: the vision side alone. A from-scratch ViT learns "two streams" slowly from one answer token;
     # a layout head on the pooled image tokens and a per-patch stream-border head teach it in minutes.
@@ -190,8 +266,9 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
              ("dense.weight", dense_head.weight), ("dense.bias", dense_head.bias)]
     opt, sched = _optimizer(vision_params + heads, cfg, cfg.vision_steps)
     hits: list[float] = []
+    batches = stream_batches(cfg.seed + 1, cfg)
     for step in range(cfg.vision_steps):
-        specs, frames = _draw_batch(rng, cfg.batch_size)
+        specs, frames = next(batches)
         pixels = processor.image_processor(images=frames, return_tensors="pt")["pixel_values"]
         visual = family.encode(model, pixels)
         patches = family.patch_states(visual)
@@ -215,14 +292,21 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
     opt, sched = _optimizer(params, cfg, cfg.steps)
     losses, hits = [], []
     for step in range(cfg.steps):
-        specs, frames = _draw_batch(rng, cfg.batch_size)
+        specs, frames = next(batches)
         truths = [sp.truth for sp in specs]
         pixels = processor.image_processor(images=frames, return_tensors="pt")["pixel_values"]
         qa, rows = [], []
         for i, truth in enumerate(truths):
-            first = pick_task(rng, truth, cfg.task_mix)
-            qa += [first, pick_task(rng, truth, cfg.task_mix, exclude=task_of(first))]
-            rows += [i, i]
+            count = cfg.sludge_rows if truth.sludge else cfg.single_rows
+            asked: list[str] = []
+            for _ in range(count):
+                try:
+                    pair = pick_task(rng, truth, cfg.task_mix, exclude=asked[-1] if asked else None)
+                except ValueError:
+                    break
+                asked.append(task_of(pair))
+                qa.append(pair)
+                rows.append(i)
         ids, att, labels = build_training_rows(lm, qa)
         visual = family.encode(model, pixels)
         loss = answer_loss(lm, visual.embeds, torch.tensor(rows), ids, att, labels)
@@ -242,94 +326,112 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
     figures = {
         "train_seconds": round(train_s, 1),
         "final_loss": round(float(np.mean(losses[-cfg.log_every:])), 4),
-        "heldout_synthetic": evaluate(lm, seed=10_000 + cfg.seed, n=cfg.eval_frames, pool="train"),
-        "heldout_real_photos": evaluate(lm, seed=20_000 + cfg.seed, n=cfg.eval_frames, pool="holdout"),
+        "heldout_synthetic": evaluate(lm, seed=10_000 + cfg.seed, n=cfg.eval_frames, pool=cfg.pool),
+        "heldout_real_photos": evaluate(lm, seed=20_000 + cfg.seed, n=cfg.eval_frames,
+                                        pool="real-holdout" if cfg.pool in synthetic.REAL_POOLS else "holdout"),
     }
     print(f"[{kind}] {json.dumps(figures)}", flush=True)
     return lm, figures
 
 
-def _draw_batch(rng: np.random.Generator, n: int):
-    """n random synthetic frame specs and their pixels (train pool, ~half sludge)."""
-    specs = [synthetic.draw_frame_spec(rng) for _ in range(n)]
-    return specs, [synthetic.render_frame(sp) for sp in specs]
+def draw_batch(rng: np.random.Generator, n: int, cfg: TrainTinyConfig):
+    """n frame specs and their pixels: balanced (see TrainTinyConfig.balanced) and degraded alike, or
+    independent frames of the pool (about half sludge)."""
+    if cfg.balanced:
+        pairs = synthetic.draw_balanced_specs(rng, n, cfg.pool, cfg.sizes, cfg.size_weights)
+    else:
+        pairs = [(synthetic.draw_frame_spec(rng, size=cfg.sizes[0], pool=cfg.pool), cfg.sizes[0]) for _ in range(n)]
+    specs = [spec for spec, _ in pairs]
+    frames = [synthetic.render_frame(spec, size) for spec, size in pairs]
+    if cfg.pool in synthetic.REAL_POOLS:
+        frames = [synthetic.degrade_frame(rng, frame) for frame in frames]
+    return specs, frames
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Endless training batches drawn from one seed, rendered in a worker process while the model trains."""
+
+    def __init__(self, seed: int, cfg: TrainTinyConfig):
+        self.seed, self.cfg = seed, cfg
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed)
+        while True:
+            yield draw_batch(rng, self.cfg.batch_size, self.cfg)
+
+
+def stream_batches(seed: int, cfg: TrainTinyConfig):
+    """An iterator of (specs, frames) batches, rendered by `cfg.loader_workers` processes."""
+    if cfg.loader_workers <= 0:
+        return iter(BatchStream(seed, cfg))
+    loader = torch.utils.data.DataLoader(BatchStream(seed, cfg), batch_size=None, num_workers=1,
+                                         prefetch_factor=4, persistent_workers=False)
+    return iter(loader)
 
 
 # ---------------------------------------------------------------- save
 
 
-def save_checkpoint(lm: LoadedModel, folder: Path, kind: str, cfg: TrainTinyConfig, tiny: TinyConfig, figures: dict) -> None:
-    """Write weights, processor (tokenizer + chat template) and a model card stating how it was made."""
+def command_of(cfg: TrainTinyConfig) -> str:
+    """The command line that trains `cfg`: every field that differs from the default, as its flag.
+
+    >>> command_of(TrainTinyConfig(kinds=("blip2",), steps=10))
+    'python -m training.train_tiny --kinds blip2 --steps 10'
+    """
+    default = TrainTinyConfig()
+    parts = ["python -m training.train_tiny"]
+    for f in fields(TrainTinyConfig):
+        value = getattr(cfg, f.name)
+        if value == getattr(default, f.name) or f.name in ("out", "threads", "log_every"):
+            continue
+        if f.name == "kinds":
+            text = " ".join(value)
+        elif isinstance(value, (tuple, dict)):
+            text = "'" + json.dumps(value) + "'"
+        else:
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+        parts.append(f"--{f.name.replace('_', '-')} {text}")
+    return " ".join(parts)
+
+
+def lineage_of(cfg: TrainTinyConfig, family) -> list[str]:
+    """The steps that made a checkpoint: those of the one it continued from (`init_from`), then this one."""
+    history: list[str] = []
+    if cfg.init_from:
+        folder = family.embedded if cfg.init_from == "embedded" else Path(cfg.init_from)
+        previous = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
+        history = list(previous.get("history") or [])
+        if not history and previous:
+            c = previous["config"]
+            history = [f"`python -m training.train_tiny --kinds {family.name} --vision-steps {c['vision_steps']} "
+                       f"--steps {c['steps']} --batch-size {c['batch_size']} --pool train` (from scratch: "
+                       f"scikit-image's photos and procedural textures, {c.get('vision_layers', 4)} vision layers; "
+                       f"{previous['figures']['train_seconds']:.0f} s)"]
+    grown = f", vision tower grown to {cfg.vision_layers} layers (new layers start as identities)" \
+        if cfg.vision_layers else ""
+    start = "continued from the checkpoint above" if cfg.init_from else "from scratch"
+    return history + [f"`{command_of(cfg)}` ({start}{grown}; pool {cfg.pool})"]
+
+
+def save_checkpoint(lm: LoadedModel, folder: Path, kind: str, cfg: TrainTinyConfig, tiny: TinyConfig,
+                    figures: dict) -> None:
+    """Write weights, processor (tokenizer + chat template), training.json and the model card."""
     folder.mkdir(parents=True, exist_ok=True)
     lm.model.save_pretrained(folder)
     lm.processor.save_pretrained(folder)
-    size_mb = sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 1e6
+    stale = folder / "real_footage.json"  # measured on the weights this folder held before
+    if stale.is_file():
+        stale.unlink()
+    family = find_family(kind)
+    _, stack = find_vision_layers(lm.model)
+    layers = {"llava_vision_layers" if family.name == "llava" else "vision_layers": len(stack)}
+    tiny = replace(tiny, **layers)
     params = sum(p.numel() for p in lm.model.parameters())
     (folder / "training.json").write_text(json.dumps(
-        {"config": asdict(cfg), "tiny": asdict(tiny), "figures": figures, "parameters": params}, indent=2, default=str
-    ) + "\n")
-    (folder / "README.md").write_text(_model_card(kind, cfg, tiny, figures, params, size_mb))
-
-
-def _model_card(kind: str, cfg: TrainTinyConfig, tiny: TinyConfig, figures: dict, params: int, size_mb: float) -> str:
-    family = find_family(kind)
-    card = family.describe_tiny(tiny)
-    cls = family.model_class.__name__
-    syn, real = figures["heldout_synthetic"], figures["heldout_real_photos"]
-    role, image_px, shape = card.role, card.image_size, card.shape
-    by_layout = ", ".join(f"{name} {v['sludge_accuracy']:.0%} (n={v['frames']})"
-                          for name, v in syn.get("sludge_accuracy_by_layout", {}).items())
-    return f"""---
-library_name: transformers
-pipeline_tag: image-text-to-text
-license: apache-2.0
-tags: [sludge, tiny, synthetic]
----
-# {card.heading}: tiny {cls}
-
-A real `{cls}` checkpoint with a Qwen3 decoder, at tiny widths ({params / 1e6:.2f} M parameters,
-{size_mb:.1f} MB on disk). {role}. It loads through the same loader as the vqwen
-checkpoints and keeps their shapes of computation: {shape}.
-
-## How it was made
-
-Trained from scratch, with no pretrained weights, by
-
-    python -m training.train_tiny --kinds {kind} --vision-steps {cfg.vision_steps} --steps {cfg.steps} --batch-size {cfg.batch_size}
-
-on synthetic sludge frames (`training/synthetic.py`): scikit-image's bundled photos and procedural
-textures composited as vertical stacks, side-by-side, picture-in-picture and collages, against single
-streams with caption bars, letterboxing, borders and split-looking distractors. Two stages (seed
-{cfg.seed}, AdamW lr {cfg.lr}, cosine): {cfg.vision_steps} steps of {cfg.batch_size} frames on the vision side
-alone (a 5-way layout head on the pooled image tokens plus a per-patch stream-border head, both dropped
-afterwards), then {cfg.steps} steps of {cfg.batch_size} frames x 2 tasks on the whole model with the task mix
-{cfg.task_mix}; {figures['train_seconds']:.0f} s on 2 CPU cores, final loss {figures['final_loss']}. The
-tokenizer is our own byte-level BPE ({cfg.vocab_size} tokens) with a Qwen-style chat template holding the
-vqwen prompt ("{vocabulary.CLASSIFY}").
-
-## Measured accuracy
-
-Scored through `core.engine.score_frames` (P(yes) from the yes/no logits, threshold 0.5):
-
-| held-out set ({syn['frames']} frames each) | sludge accuracy | layout accuracy (sludge frames) | distractors |
-|---|---|---|---|
-| fresh synthetic seed, training photo pool | {syn['sludge_accuracy']:.1%} | {syn['layout_accuracy']:.1%} | {syn['distractor_accuracy']:.1%} |
-| photos never seen in training | {real['sludge_accuracy']:.1%} | {real['layout_accuracy']:.1%} | {real['distractor_accuracy']:.1%} |
-
-Sludge accuracy by the frame's true layout (fresh synthetic seed): {by_layout}.
-
-The goal for the embedded model is >= 95 % sludge and >= 85 % layout accuracy on fresh synthetic
-frames; the figures above say how far this checkpoint is from it. A vision tower trained from scratch
-learns slowly on two CPU cores: more vision-stage steps (`--vision-steps`) raise layout accuracy first.
-Small picture-in-picture insets (one or two {tiny.patch_size} px patches at {image_px} px) and split-looking single scenes are
-the hardest frames for a 4-layer, 128-wide tower; a wider tower (the 25 MB budget allows about three
-times the parameters) is the next lever.
-
-## Limits
-
-A demonstration model: it knows composited layouts, not the content of real short-form video. Its
-descriptions come from a small template vocabulary. Use the vqwen checkpoints for real judgements.
-"""
+        {"config": asdict(cfg), "tiny": asdict(tiny), "figures": figures, "parameters": params,
+         "command": command_of(cfg), "history": lineage_of(cfg, family), "sources": imagery.describe_pools()},
+        indent=2, default=str) + "\n")
+    write_model_card(folder, kind)
 
 
 # ---------------------------------------------------------------- main
@@ -344,13 +446,20 @@ def parse_config(argv: list[str] | None = None) -> TrainTinyConfig:
             parser.add_argument("--task-mix", type=json.loads, help="JSON object, e.g. '{\"classify\": 0.5, ...}'")
         elif f.name == "kinds":
             parser.add_argument("--kinds", nargs="+", choices=sorted(family.name for family in FAMILIES.values()))
+        elif isinstance(f.default, tuple):
+            parser.add_argument("--" + f.name.replace("_", "-"), type=json.loads, help="JSON list")
+        elif isinstance(f.default, bool):
+            parser.add_argument("--" + f.name.replace("_", "-"), type=lambda v: v.lower() in ("1", "true", "yes"))
         else:
             parser.add_argument("--" + f.name.replace("_", "-"), type=type(f.default))
     args = vars(parser.parse_args(argv))
     values = json.loads(Path(args.pop("config")).read_text()) if args.get("config") else {}
     values.update({k: v for k, v in args.items() if v is not None and k != "config"})
-    if "kinds" in values:
-        values["kinds"] = tuple(values["kinds"])
+    for name in ("kinds", "size_weights"):
+        if name in values:
+            values[name] = tuple(values[name])
+    if "sizes" in values:
+        values["sizes"] = tuple(tuple(size) for size in values["sizes"])
     return TrainTinyConfig(**values)
 
 
@@ -358,7 +467,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(argv)
     torch.set_num_threads(cfg.threads)
     tiny = TinyConfig(vocab_size=cfg.vocab_size)
-    tok = build_tokenizer(build_corpus(cfg.seed), cfg.vocab_size)
+    tok = None if cfg.init_from else build_tokenizer(build_corpus(cfg.seed), cfg.vocab_size)
     for kind in cfg.kinds:
         lm, figures = train_family(kind, tok, cfg, tiny)
         embedded = find_family(kind).embedded

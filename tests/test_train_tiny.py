@@ -1,0 +1,43 @@
+"""Training the embedded models: growing a checkpoint's vision tower, drawing balanced batches."""
+
+import numpy as np
+import pytest
+
+from core.config import EMBEDDED_BLIP2, EMBEDDED_LLAVA, ModelSpec
+from core.engine import load_model, score_frames
+from training import synthetic
+from training.train_tiny import TrainTinyConfig, draw_batch, find_vision_layers, grow_vision_tower, parse_config
+
+
+@pytest.mark.parametrize("folder", [EMBEDDED_BLIP2, EMBEDDED_LLAVA], ids=["blip2", "llava"])
+def test_a_grown_vision_tower_scores_exactly_as_the_checkpoint(folder):
+    frames, _ = synthetic.make_frames(3, 4, size=(96, 54))
+    lm = load_model(ModelSpec(str(folder)))
+    before = [s.p_sludge for s in score_frames(lm, frames)]
+    _, stack = find_vision_layers(lm.model)
+    depth = len(stack)
+    assert grow_vision_tower(lm.model, depth + 2) == 2
+    assert len(find_vision_layers(lm.model)[1]) == depth + 2
+    assert lm.model.config.vision_config.num_hidden_layers == depth + 2
+    after = [s.p_sludge for s in score_frames(lm, frames)]
+    assert np.allclose(before, after, atol=1e-5)
+    # The new layers are there to learn: their zeroed projections get gradients.
+    new = find_vision_layers(lm.model)[1][depth - (1 if folder == EMBEDDED_LLAVA else 0)]
+    assert all(float(p.detach().abs().sum()) == 0 for n, p in new.named_parameters() if "fc2" in n)
+    with pytest.raises(ValueError, match="cannot shrink"):
+        grow_vision_tower(lm.model, 1)
+
+
+def test_draw_batch_balances_and_degrades_real_frames():
+    cfg = TrainTinyConfig(pool="real-holdout", sizes=((96, 54), (54, 96)), batch_size=12)
+    specs, frames = draw_batch(np.random.default_rng(0), 12, cfg)
+    assert len(specs) == len(frames) == 12
+    assert specs[0].truth.sludge and not all(sp.truth.sludge for sp in specs)
+    assert {f.shape[:2] for f in frames} <= {(96, 54), (54, 96)}
+
+
+def test_flags_parse_into_the_config():
+    cfg = parse_config(["--kinds", "blip2", "--init-from", "embedded", "--vision-layers", "6",
+                        "--sizes", "[[384, 216]]", "--size-weights", "[1]", "--balanced", "false"])
+    assert cfg.kinds == ("blip2",) and cfg.vision_layers == 6 and cfg.init_from == "embedded"
+    assert cfg.sizes == ((384, 216),) and cfg.size_weights == (1,) and cfg.balanced is False

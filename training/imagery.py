@@ -1,0 +1,272 @@
+"""Real imagery from installable packages, split by package into a training pool and a held-out pool.
+
+The embedded models are trained on frames composed from real pictures, and checked on clips composed from
+pictures of *other* packages, so that "right on footage it never saw" is measured, not hoped. Every source
+here is installed by package name (Debian or PyPI); nothing is downloaded from a hub. Each source records
+its licence and what it shows; the model cards list them with their image counts.
+
+    python -m training.imagery             # what is installed, per pool, with counts and licences
+
+An image is named ``<source>/<stem>`` (``plasma/Autumn``); a game source is one name (``game:minetest``)
+whose textures are drawn as a block-game scene by :mod:`training.synthetic`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.util
+import io
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+POOLS = ("train", "holdout")
+# Longest side an image keeps once loaded: training frames are drawn at 448 px, crops never need more.
+MAX_SIDE = 640
+# Where dpkg lists each installed package's files: a Debian source is exactly the files of its package.
+DPKG_INFO = "/var/lib/dpkg/info"
+# Textures kept per game: a block scene uses five, and an even spread of this many covers a set's look
+# without decoding a thousand files up front.
+MAX_TEXTURES = 160
+# A texture smaller than this (either side) is an icon or a sprite sheet cell, not a surface.
+MIN_TEXTURE_SIDE = 16
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """One installable package of pictures, which pool it feeds and how descriptions name its pictures."""
+
+    name: str
+    # The package to install, and from where ("debian" or "pypi").
+    package: str
+    origin: str
+    # "photo", "illustration" or "game" (textures drawn as a block-game scene).
+    kind: str
+    pool: str
+    # The package's licence(s), as its copyright file states them.
+    licence: str
+    # The plain words a description uses for one of its pictures.
+    noun: str
+    # Where its files are: a folder and a file-name pattern, or a zip archive (game textures).
+    root: str
+    pattern: str = r"\.(jpe?g|png|webp)$"
+    archive: str = ""
+
+
+SOURCES = (
+    # Training pool.
+    ImageSource("plasma", "plasma-workspace-wallpapers", "debian", "photo", "train", "GPL-2+",
+                "a photo", "/usr/share/wallpapers"),
+    ImageSource("mate", "mate-backgrounds", "debian", "photo", "train", "GPL-2+",
+                "a photo", "/usr/share/backgrounds/mate"),
+    ImageSource("skimage", "scikit-image", "pypi", "photo", "train", "BSD-3-Clause (images: public domain / CC0)",
+                "a photo", ""),
+    ImageSource("game:minetest", "minetest-data", "debian", "game", "train", "LGPL-2.1+ / CC-BY-SA-3.0",
+                "a block-game scene", "/usr/share/games/minetest/games/minetest_game/mods",
+                pattern=r"/textures/default_[a-z_]+\.png$"),
+    # Held-out pool: never drawn in training.
+    ImageSource("gnome", "gnome-backgrounds", "debian", "illustration", "holdout", "CC-BY-SA-3.0",
+                "an illustration", "/usr/share/backgrounds/gnome"),
+    ImageSource("ukui", "ukui-wallpapers", "debian", "photo", "holdout", "CC-BY-SA-3.0",
+                "a photo", "/usr/share/backgrounds", pattern=r"^/usr/share/backgrounds/[^/]+\.(jpe?g|png)$"),
+    ImageSource("lomiri", "lomiri-wallpapers", "debian", "photo", "holdout", "CC-BY-4.0 / CC-BY-SA-3.0/4.0",
+                "a photo", "/usr/share/backgrounds", pattern=r"lomiri-default-background\.png$"),
+    ImageSource("jxl", "libjxl-testdata", "debian", "photo", "holdout", "CC0 (raw.pixls, wesaturate)",
+                "a photo", "/usr/share/libjxl-testdata/external",
+                pattern=r"/(raw\.pixls/[^/]+_srgb8[^/]*|wesaturate/500px/[^/]+_srgb8)\.png$"),
+    ImageSource("sklearn", "scikit-learn", "pypi", "photo", "holdout", "BSD-3-Clause (sample images: CC-BY)",
+                "a photo", ""),
+    ImageSource("game:openarena", "openarena-081-textures", "debian", "game", "holdout", "GPL-2+",
+                "a game scene", "/usr/share/games/openarena/baseoa", pattern=r"^textures/[^/]+/[^/]+\.jpg$",
+                archive="pak4-textures.pk3"),
+)
+
+
+def find_source(name: str) -> ImageSource:
+    """The source an image name belongs to.
+
+    >>> find_source("plasma/Autumn").package
+    'plasma-workspace-wallpapers'
+    """
+    head = name.split("/", 1)[0]
+    for source in SOURCES:
+        if source.name == head:
+            return source
+    raise KeyError(f"unknown image source {head!r}; known: {[s.name for s in SOURCES]}")
+
+
+def _stem_of(path: Path, source: ImageSource) -> str:
+    """One name per picture: a wallpaper shipped at many sizes is one picture."""
+    if source.name == "plasma":  # /usr/share/wallpapers/<Name>/contents/images/<WxH>.jpg
+        return path.parts[4]
+    return re.sub(r"_\d+x\d+$", "", path.stem)
+
+
+@functools.lru_cache(maxsize=None)
+def list_files(source_name: str) -> dict[str, str]:
+    """``{image name: file}`` for one installed source (empty when its package is not installed); where a
+    picture ships at several sizes, the smallest that is at least MAX_SIDE wide.
+
+    >>> sorted(list_files("skimage"))[:2]
+    ['skimage/astronaut', 'skimage/brick']
+    """
+    source = find_source(source_name)
+    if source.name == "skimage":
+        from training.synthetic import SKIMAGE_PHOTOS
+
+        return {f"skimage/{n}": n for n in SKIMAGE_PHOTOS}
+    if source.name == "sklearn":
+        spec = importlib.util.find_spec("sklearn")
+        if spec is None or spec.origin is None:
+            return {}
+        folder = Path(spec.origin).parent / "datasets" / "images"
+        return {f"sklearn/{p.stem}": str(p) for p in sorted(folder.glob("*.jpg"))}
+    root = Path(source.root)
+    if source.archive:
+        archive = root / source.archive
+        if not archive.is_file():
+            return {}
+        with zipfile.ZipFile(archive) as zf:
+            names = sorted(n for n in zf.namelist() if re.search(source.pattern, n))
+        return {f"{source.name}/{Path(n).stem}": f"{archive}!{n}" for n in names}
+    listing = Path(DPKG_INFO) / f"{source.package}.list"  # the files the package installed, and only those
+    if not listing.is_file():
+        return {}
+    best: dict[str, tuple[int, str]] = {}
+    for line in sorted(listing.read_text().splitlines()):
+        path = Path(line)
+        if not line.startswith(source.root) or not re.search(source.pattern, line, re.IGNORECASE):
+            continue
+        if not path.is_file():
+            continue
+        size = _size_hint(path)
+        stem = _stem_of(path, source)
+        key = f"{source.name}/{stem}"
+        rank = size if size >= MAX_SIDE else 100_000 - size  # the smallest big enough, else the biggest
+        if key not in best or rank < best[key][0]:
+            best[key] = (rank, str(path))
+    return {key: file for key, (_, file) in sorted(best.items())}
+
+
+def _size_hint(path: Path) -> int:
+    match = re.search(r"(\d{3,5})x(\d{3,5})", path.name)
+    if match:
+        return int(match.group(1))
+    try:
+        with Image.open(path) as image:
+            return image.width
+    except OSError:
+        return 0
+
+
+def list_images(pool: str, kinds: tuple[str, ...] = ("photo", "illustration")) -> tuple[str, ...]:
+    """Every installed picture of a pool, of the given kinds, by name.
+
+    >>> "skimage/chelsea" in list_images("train")
+    True
+    """
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    names: list[str] = []
+    for source in SOURCES:
+        if source.pool == pool and source.kind in kinds:
+            names += list(list_files(source.name))
+    return tuple(names)
+
+
+def list_games(pool: str) -> tuple[str, ...]:
+    """The installed game sources of a pool (each one texture set).
+
+    >>> list_games("train")  # doctest: +SKIP
+    ('game:minetest',)
+    """
+    return tuple(s.name for s in SOURCES if s.pool == pool and s.kind == "game" and list_files(s.name))
+
+
+def _open(file: str) -> Image.Image:
+    if "!" in file:
+        archive, member = file.split("!", 1)
+        with zipfile.ZipFile(archive) as zf:
+            return Image.open(io.BytesIO(zf.read(member)))
+    return Image.open(file)
+
+
+@functools.lru_cache(maxsize=None)
+def load_image(name: str) -> Image.Image:
+    """Decode one picture once, as RGB with its longest side at most MAX_SIDE (JPEGs decode at reduced
+    scale, so a 5 K wallpaper costs what a 640 px one does).
+
+    >>> load_image("skimage/chelsea").mode
+    'RGB'
+    """
+    source = find_source(name)
+    if source.name == "skimage":
+        from training.synthetic import load_photo
+
+        return load_photo(name.split("/", 1)[1])
+    files = list_files(source.name)
+    if name not in files:
+        raise KeyError(f"{name!r} is not installed (package {source.package})")
+    image = _open(files[name])
+    image.draft("RGB", (MAX_SIDE, MAX_SIDE))
+    if image.mode in ("RGBA", "LA", "P"):
+        rgba = image.convert("RGBA")
+        image = Image.new("RGB", rgba.size, (255, 255, 255))
+        image.paste(rgba, mask=rgba.split()[3])
+    image = image.convert("RGB")
+    scale = MAX_SIDE / max(image.size)
+    if scale < 1.0:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.BILINEAR)
+    return image
+
+
+@functools.lru_cache(maxsize=None)
+def load_textures(game: str) -> tuple[Image.Image, ...]:
+    """A game source's surface textures (RGB, at least MIN_TEXTURE_SIDE a side), in name order.
+
+    >>> len(load_textures("game:minetest")) > 20  # doctest: +SKIP
+    True
+    """
+    textures = []
+    names = list(list_files(game))
+    step = max(1, len(names) // MAX_TEXTURES)  # an even spread over the set, decoded once
+    for name in names[::step]:
+        image = load_image(name)
+        if min(image.size) >= MIN_TEXTURE_SIDE:
+            textures.append(image)
+    return tuple(textures)
+
+
+def noun_of(name: str) -> str:
+    """The words a description uses for a picture of this source.
+
+    >>> noun_of("gnome/wood-d"), noun_of("game:minetest")
+    ('an illustration', 'a block-game scene')
+    """
+    return find_source(name).noun
+
+
+def describe_pools() -> list[dict]:
+    """One row per source: package, origin, kind, pool, licence and how many pictures are installed."""
+    return [{"source": s.name, "package": s.package, "origin": s.origin, "kind": s.kind, "pool": s.pool,
+             "licence": s.licence, "images": len(list_files(s.name))} for s in SOURCES]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    """Print the pools: which packages are installed and how many pictures each gives."""
+    parser = argparse.ArgumentParser(prog="python -m training.imagery", description=__doc__.split("\n\n")[0])
+    parser.parse_args(argv)
+    rows = describe_pools()
+    for row in rows:
+        print(f"{row['pool']:8} {row['source']:16} {row['images']:5d}  {row['kind']:12} "
+              f"{row['origin']}:{row['package']}  ({row['licence']})")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""The embedded models' cards, written from what was measured: training.json (how the checkpoint was
+trained and its held-out synthetic figures) and real_footage.json (bench/bench_real_video.py's figures),
+both beside the weights.
+
+    python -m training.model_card models/tiny-vqwen-qformer models/tiny-vqwen-llava
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import fields
+from pathlib import Path
+
+from core import vocabulary
+from core.families import TinyConfig, find_family
+from training import imagery
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _sources_table(rows: list[dict]) -> str:
+    lines = ["| pool | source | package | kind | pictures | licence |", "|---|---|---|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['pool']} | {row['source']} | {row['origin']}: `{row['package']}` | {row['kind']} | "
+                     f"{row['images']} | {row['licence']} |")
+    return "\n".join(lines)
+
+
+def _real_section(real: dict | None, folder: Path) -> str:
+    if not real:
+        return ("Not measured yet for this checkpoint: run `python -m bench.bench_real_video --model "
+                f"{folder.as_posix()} --json {folder.as_posix()}/real_footage.json` and regenerate this card.")
+    f, ex = real["figures"], real["examples"]
+    by = ", ".join(f"{k} {v:.0%}" for k, v in f["video_accuracy_by_layout"].items())
+    wrong = [row["example"] for row in ex["rows"] if not row["right"]]
+    return f"""Clips composed only from the held-out packages (other photographers, illustrators and another game's
+textures), moving, at 1080x1920 and 1280x720, H.264-encoded with PyAV, decoded and sampled (16 frames)
+by the app's own path; {f['clips']} clips, single scenes and each sludge layout alike
+(`{real.get('command', 'python -m bench.bench_real_video')}`):
+
+| figure | measured | goal |
+|---|---|---|
+| video-level accuracy | {_pct(f['video_accuracy'])} | >= 90 % |
+| single-scene frames called not sludge | {_pct(f['single_frames_not_sludge'])} | >= 85 % |
+| sludge frames found | {_pct(f['sludge_frames_found'])} | >= 90 % |
+| layout accuracy (sludge frames) | {_pct(f['layout_accuracy'])} | >= 80 % |
+| the app's 5 bundled examples right at video level | {ex['right']}/{ex['examples']} | 5/5 |
+
+Video-level accuracy by truth: {by}.{(' Wrong examples: ' + ', '.join(wrong) + '.') if wrong else ''}"""
+
+
+def render_model_card(folder: Path, kind: str) -> str:
+    """The card's text for the checkpoint in `folder` (a family named `kind`), from its measured files."""
+    record = json.loads((folder / "training.json").read_text())
+    cfg, figures, params = record["config"], record["figures"], record["parameters"]
+    tiny = TinyConfig(**{f.name: record["tiny"][f.name] for f in fields(TinyConfig) if f.name in record["tiny"]})
+    real_path = folder / "real_footage.json"
+    real = json.loads(real_path.read_text()) if real_path.is_file() else None
+    family = find_family(kind)
+    card = family.describe_tiny(tiny)
+    cls = family.model_class.__name__
+    size_mb = sum(p.stat().st_size for p in folder.iterdir() if p.is_file() and p.suffix == ".safetensors") / 1e6
+    syn, held = figures["heldout_synthetic"], figures["heldout_real_photos"]
+    by_layout = ", ".join(f"{name} {v['sludge_accuracy']:.0%} (n={v['frames']})"
+                          for name, v in syn.get("sludge_accuracy_by_layout", {}).items())
+    sources = record.get("sources") or imagery.describe_pools()
+    flags = record.get("command") or f"python -m training.train_tiny --kinds {kind}"
+    history = record.get("history", [])
+    lineage = "\n".join(f"{i + 1}. {step}" for i, step in enumerate(history)) or "1. " + flags
+    return f"""---
+library_name: transformers
+pipeline_tag: image-text-to-text
+license: apache-2.0
+tags: [sludge, tiny]
+---
+# {card.heading}: tiny {cls}
+
+A real `{cls}` checkpoint with a Qwen3 decoder, at tiny widths ({params / 1e6:.2f} M parameters,
+{size_mb:.1f} MB of weights; the budget is 25 MB). {card.role}. It loads through the same loader as the
+vqwen checkpoints and keeps their shapes of computation: {card.shape}.
+
+## How it was made
+
+Trained by our own script (`training/train_tiny.py`), with no pretrained weights from anywhere, in these
+steps:
+
+{lineage}
+
+The last step, in full: `{flags}`; {figures['train_seconds']:.0f} s on 2 CPU cores, final loss
+{figures['final_loss']}.
+
+**Frames.** Composed from real pictures of whole installed packages, split by package into a training
+pool and a held-out pool that are never mixed (`python -m training.imagery` lists what is installed):
+
+{_sources_table(sources)}
+
+Sludge frames put two to four streams in one frame (stacked top/bottom, side by side, picture-in-picture,
+collages; sometimes two crops of one picture); single-stream frames show one, sometimes with strong straight
+edges that are not a split (a horizon, a skyline, an app's interface bars, a black band, mirrored halves, a
+thick border). Content cannot predict the label: every stream of a composite is also shown alone in the same
+batch (another crop and jitter), so each picture appears as often alone as inside composites, and every
+frame gets the same augmentations (crop scale and pan, colour, blur, captions, borders, letterbox, an app's
+interface, lower resolution, JPEG artefacts), in portrait and landscape. Game streams are drawn as block
+scenes from a game's own textures.
+
+**Stages.** Vision side alone first (a 5-way layout head on the pooled image tokens plus a per-patch
+stream-border head, both dropped afterwards), then the whole model on the task mix {cfg['task_mix']}, with
+{cfg['sludge_rows']} question rows per sludge frame and {cfg['single_rows']} per single frame (balanced
+batches hold about one sludge frame in three). The tokenizer is our own byte-level BPE ({cfg['vocab_size']}
+tokens) with a Qwen-style chat template holding the vqwen prompt ("{vocabulary.CLASSIFY}").
+
+## Measured accuracy
+
+### Real footage it never saw
+
+{_real_section(real, folder)}
+
+### Held-out frames
+
+Scored through `core.engine.score_frames` (P(yes) from the yes/no logits, threshold 0.5), {syn['frames']}
+frames each:
+
+| held-out set | sludge accuracy | layout accuracy (sludge frames) | distractors |
+|---|---|---|---|
+| fresh seed, training pool ({cfg.get('pool', 'train')}) | {_pct(syn['sludge_accuracy'])} | {_pct(syn['layout_accuracy'])} | {_pct(syn['distractor_accuracy'])} |
+| held-out packages only | {_pct(held['sludge_accuracy'])} | {_pct(held['layout_accuracy'])} | {_pct(held['distractor_accuracy'])} |
+
+Sludge accuracy by the frame's true layout (fresh seed, training pool): {by_layout}.
+
+## Limits
+
+A demonstration model: it knows composited layouts, not the content of short-form video, and its
+descriptions come from a small template vocabulary ("a photo", "a game scene"). Small picture-in-picture
+insets (one or two {tiny.patch_size} px patches at {card.image_size} px) are its hardest frames. Use the
+vqwen checkpoints for real judgements.
+"""
+
+
+def write_model_card(folder: str | Path, kind: str | None = None) -> Path:
+    """Rewrite README.md in a checkpoint folder from its measured files; `kind` defaults to its config's.
+
+    >>> write_model_card("models/tiny-vqwen-qformer")  # doctest: +SKIP
+    PosixPath('models/tiny-vqwen-qformer/README.md')
+    """
+    folder = Path(folder)
+    if kind is None:
+        kind = json.loads((folder / "config.json").read_text())["model_type"]
+    path = folder / "README.md"
+    path.write_text(render_model_card(folder, kind))
+    return path
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(prog="python -m training.model_card", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="checkpoint folders holding training.json")
+    args = parser.parse_args(argv)
+    paths = [write_model_card(folder) for folder in args.folders]
+    for path in paths:
+        print(path)
+    return paths
+
+
+if __name__ == "__main__":
+    main()
