@@ -1,0 +1,60 @@
+"""The real-footage check at a small size: the embedded default on clips composed from held-out packages.
+
+bench/bench_real_video.py runs the same check at 1080x1920 and 1280x720 with more clips. Here it runs on
+ten small clips (a single scene and each sludge layout, portrait and landscape) through the app's own
+decode-sample-score path: the figures must add up, the shipped model must not fall below what it measures
+today, and the goals of the embedded model are held as a strict expected failure, which turns red the day a
+checkpoint meets them so the floor gets raised.
+"""
+
+import numpy as np
+import pytest
+
+from core.config import EMBEDDED_BLIP2, ModelSpec
+from core.engine import load_model
+from training.real_footage import CLIP_LAYOUTS, check_examples, check_real_footage, make_real_clips
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model(ModelSpec(str(EMBEDDED_BLIP2)))
+
+
+@pytest.fixture(scope="module")
+def figures(lm, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("real")
+    clips = make_real_clips(folder, per_layout=1, sizes=((640, 360), (360, 640)), num_frames=8)
+    assert len(clips) == 2 * len(CLIP_LAYOUTS) and all(c.path.stat().st_size > 0 for c in clips)
+    again = make_real_clips(folder, per_layout=1, sizes=((640, 360), (360, 640)), num_frames=8)
+    assert [c.path.stat().st_mtime for c in again] == [c.path.stat().st_mtime for c in clips]  # cached
+    return check_real_footage(lm, clips, num_frames=8)
+
+
+def test_the_figures_add_up_from_the_clips(figures):
+    rows = figures["rows"]
+    assert figures["clips"] == len(rows) == 10
+    assert figures["video_accuracy"] == pytest.approx(np.mean([row["right"] for row in rows]), abs=1e-4)
+    for row in rows:
+        assert row["frames"] == 8 and sum(row["layout_votes"].values()) == 8
+        assert row["right"] == (row["verdict"] == (row["truth"] != "none"))
+    singles = [row for row in rows if row["truth"] == "none"]
+    called_single = sum(row["frames"] - row["sludge_frames"] for row in singles) / sum(r["frames"] for r in singles)
+    assert figures["single_frames_not_sludge"] == pytest.approx(called_single, abs=1e-4)
+
+
+def test_the_embedded_default_keeps_its_measured_level(figures, lm):
+    # Measured on the shipped checkpoint: video level 0.8, sludge frames found 0.89, layout 0.70.
+    assert figures["video_accuracy"] >= 0.7, figures["rows"]
+    assert figures["sludge_frames_found"] >= 0.8
+    assert figures["layout_accuracy"] >= 0.6
+    assert check_examples(lm, num_frames=16)["right"] >= 4
+
+
+@pytest.mark.xfail(strict=True, reason="the embedded default does not meet the real-footage goals yet: it calls "
+                                       "about half of unfamiliar single-scene frames sludge")
+def test_the_embedded_default_meets_the_real_footage_goals(figures, lm):
+    assert figures["video_accuracy"] >= 0.9
+    assert figures["single_frames_not_sludge"] >= 0.85
+    assert figures["sludge_frames_found"] >= 0.9
+    assert figures["layout_accuracy"] >= 0.8
+    assert check_examples(lm, num_frames=16)["right"] == 5
