@@ -14,9 +14,8 @@
   const GIVE_UP_MS = 20000;
 
   function typing(target) {
-    if (!target) return false;
-    const tag = target.tagName;
-    return tag === "INPUT" || tag === "TEXTAREA" || tag === "SELECT" || target.isContentEditable;
+    if (!target || !target.matches) return false;
+    return target.matches("input, textarea, select") || target.isContentEditable;
   }
 
   // ------------------------------------------------------------ the Label tab: one key per frame on screen
