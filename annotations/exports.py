@@ -53,6 +53,7 @@ under ``predictions``), ``label_config.xml`` for the project, and ``images/``.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import os
@@ -65,6 +66,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
 import sqlite_utils
 
 from annotations.schema import (
@@ -189,8 +191,8 @@ ORDER BY c.video_id, c.frame_index
 """
 
 
-def _provenance(source: str | None) -> str:
-    return {"human": "corrected", "import": "raw"}.get(source, "model")
+# A label's provenance in an export, by the source of its event; anything else is the model's.
+_PROVENANCE = {"human": "corrected", "import": "raw"}
 
 
 def collect_records(db: sqlite_utils.Database, model_id: str | None = None,
@@ -204,44 +206,46 @@ def collect_records(db: sqlite_utils.Database, model_id: str | None = None,
     model_id = model_id or sole_model_id(db)
     records, skipped = [], 0
     splits = split_videos(db, config)
-    for row in db.query(_RECORDS_SQL, {"model": model_id}):
-        p = row["p_sludge"]
-        if row["sludge"] is not None:
-            sludge, sludge_prov = bool(row["sludge"]), _provenance(row["sludge_source"])
-        elif config.include_model_labels and p is not None:
-            sludge, sludge_prov = p >= config.threshold, "model"
+    threshold, include_model = config.threshold, config.include_model_labels
+    # Plain tuples, unpacked by position: building a dict per row is a third of reading 1.6 M frames.
+    for (frame_id, video_id, frame_index, time_s, sludge, sludge_labeler, sludge_source, layout, layout_source,
+         description, description_source, image_path, image_sha256, p, model_layout,
+         model_description) in db.execute(_RECORDS_SQL, {"model": model_id}):
+        if sludge is not None:
+            sludge, sludge_prov = bool(sludge), _PROVENANCE.get(sludge_source, "model")
+        elif include_model and p is not None:
+            sludge, sludge_prov = p >= threshold, "model"
         else:
             skipped += 1
             continue
-        if row["layout"] is not None:
-            layout, layout_prov = row["layout"], _provenance(row["layout_source"])
+        if layout is not None:
+            layout_prov = _PROVENANCE.get(layout_source, "model")
         elif not sludge:
             layout, layout_prov = "none", "derived"
-        elif p is not None and row["model_layout"] not in (None, "none"):
-            layout, layout_prov = row["model_layout"], "model"
+        elif p is not None and model_layout not in (None, "none"):
+            layout, layout_prov = model_layout, "model"
         else:
             layout, layout_prov = "other", "default"
-        if row["description"] is not None:
-            description, description_prov = row["description"], _provenance(row["description_source"])
-        elif row["model_description"]:
-            description, description_prov = row["model_description"], "model"
+        if description is not None:
+            description_prov = _PROVENANCE.get(description_source, "model")
+        elif model_description:
+            description, description_prov = model_description, "model"
         else:
             description, description_prov = "", "none"
-        video_id = row["video_id"]
         records.append({
-            "frame_id": row["frame_id"],
+            "frame_id": frame_id,
             "video_id": video_id,
-            "frame_index": row["frame_index"],
-            "time_s": row["time_s"],
-            "image_path": row["image_path"],
-            "image_sha256": row["image_sha256"],
+            "frame_index": frame_index,
+            "time_s": time_s,
+            "image_path": image_path,
+            "image_sha256": image_sha256,
             "sludge": sludge,
             "layout": layout,
             "description": description,
             "explanation": EXPLANATIONS["none" if not sludge else layout],
             "provenance": sludge_prov,
             "provenance_fields": {"sludge": sludge_prov, "layout": layout_prov, "description": description_prov},
-            "labeler": row["sludge_labeler"] if sludge_prov != "model" else None,
+            "labeler": sludge_labeler if sludge_prov != "model" else None,
             "split": splits[video_id],
             "model_id": model_id if p is not None else None,
             "p_sludge": p,
@@ -257,13 +261,10 @@ def _pseudo_labels(records: list[dict], config: ExportConfig, model_id: str | No
             "records": sum(r["provenance"] == "model" for r in records)}
 
 
-# One encoder for every line: json.dumps with options builds a new encoder per call, a fifth of the time of
-# writing a line of a million-frame export.
-_ENCODER = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
-
-
 def _dumps(obj) -> str:
-    return _ENCODER.encode(obj)
+    """One JSON line, keys sorted, UTF-8 kept. orjson writes a record in a tenth of the standard library's
+    time, which was a third of exporting 1.6 M frame labels."""
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS).decode()
 
 
 def _sha256_file(path: Path) -> str:
@@ -305,6 +306,19 @@ def _copy_media(media_root: Path, relative: str, expected_sha: str, staging: Pat
     target.write_bytes(data)
     copied[name] = sha
     return sha
+
+
+@contextmanager
+def _without_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector while millions of records are built: none of them holds a cycle,
+    and each collection would walk all those built so far (a tenth of exporting 1.6 M frame labels)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 @contextmanager
@@ -390,22 +404,21 @@ def export_training_set(db: sqlite_utils.Database, out_dir: str | Path, model_id
     if images not in ("copy", "absolute"):
         raise InvalidLabelError(f"images must be 'copy' or 'absolute', not {images!r}")
     media_dir = find_media_dir(db).resolve()
-    with read_transaction(db):
+    with read_transaction(db), _without_gc():
         records, info = collect_records(db, model_id, config)
     out_dir = Path(out_dir)
     with _export_folder(out_dir) as staging:
         copied: dict[str, str] = {}
-        lines = []
-        for record in records:
-            relative = record.pop("image_path")
-            if images == "copy":
-                name = f"images/{record['image_sha256']}{_suffix(relative)}"
-                _copy_media(media_dir, relative, record["image_sha256"], staging, name, copied)
-                record["image"] = name
-            else:
-                record["image"] = _media_path(media_dir, relative)
-            lines.append(_dumps(record))
-        (staging / "training.jsonl").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        with open(staging / "training.jsonl", "w", encoding="utf-8", buffering=1 << 20) as out:
+            for record in records:
+                relative = record.pop("image_path")
+                if images == "copy":
+                    name = f"images/{record['image_sha256']}{_suffix(relative)}"
+                    _copy_media(media_dir, relative, record["image_sha256"], staging, name, copied)
+                    record["image"] = name
+                else:
+                    record["image"] = _media_path(media_dir, relative)
+                out.write(_dumps(record) + "\n")
         manifest = _finish(db, staging, out_dir, "training-jsonl", _counts(records, info), _model_versions(records),
                            info["last_event"], {"images": images, "split": _split_info(config),
                                                 "pseudo_labels": info["pseudo_labels"]}, copied)
@@ -428,7 +441,7 @@ def export_imagefolder(db: sqlite_utils.Database, out_dir: str | Path, model_id:
     'vertical'
     """
     media_dir = find_media_dir(db).resolve()
-    with read_transaction(db):
+    with read_transaction(db), _without_gc():
         records, info = collect_records(db, model_id, config)
     out_dir = Path(out_dir)
     with _export_folder(out_dir) as staging:
@@ -538,7 +551,8 @@ def export_label_studio(db: sqlite_utils.Database, out_dir: str | Path, model_id
                 task["annotations"] = [annotation]
                 # Who set the sludge label and how: a correction, or imported (raw) ground truth.
                 field = next(f for f in ("sludge", "layout", "description") if row[f] is not None)
-                task["meta"] = {"labeler": row[f"{field}_labeler"], "provenance": _provenance(row[f"{field}_source"])}
+                task["meta"] = {"labeler": row[f"{field}_labeler"],
+                                "provenance": _PROVENANCE.get(row[f"{field}_source"], "model")}
             p = row["p_sludge"]
             if p is not None:
                 predicted = p >= config.threshold
