@@ -90,9 +90,10 @@ class TrainTinyConfig:
     # Continue from a saved checkpoint of the family (its weights and tokenizer) instead of from scratch;
     # "embedded" means each family's embedded checkpoint under models/.
     init_from: str = ""
-    # Vision layers after growing the tower from `init_from`: new layers start as exact identities (their
-    # output projections zeroed), so the grown model computes what the checkpoint did and training
-    # deepens it. 0 keeps the checkpoint's depth.
+    # Vision layers of the tower. From scratch, the tower is built this deep. From `init_from`, the tower
+    # is grown to it: new layers start as exact identities (their output projections zeroed), so the
+    # grown model computes what the checkpoint did and training deepens it. 0 keeps TinyConfig's depth
+    # (from scratch) or the checkpoint's.
     vision_layers: int = 0
     # Processes rendering frames while the model trains (0 = render in the training process).
     loader_workers: int = 1
@@ -408,7 +409,7 @@ def lineage_of(cfg: TrainTinyConfig, family) -> list[str]:
                        f"scikit-image's photos and procedural textures, {c.get('vision_layers', 4)} vision layers; "
                        f"{previous['figures']['train_seconds']:.0f} s)"]
     grown = f", vision tower grown to {cfg.vision_layers} layers (new layers start as identities)" \
-        if cfg.vision_layers else ""
+        if cfg.vision_layers and cfg.init_from else (f", {cfg.vision_layers} vision layers" if cfg.vision_layers else "")
     start = "continued from the checkpoint above" if cfg.init_from else "from scratch"
     return history + [f"`{command_of(cfg)}` ({start}{grown}; pool {cfg.pool})"]
 
@@ -467,6 +468,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(argv)
     torch.set_num_threads(cfg.threads)
     tiny = TinyConfig(vocab_size=cfg.vocab_size)
+    if cfg.vision_layers and not cfg.init_from:
+        tiny = replace(tiny, vision_layers=cfg.vision_layers, llava_vision_layers=cfg.vision_layers)
     tok = None if cfg.init_from else build_tokenizer(build_corpus(cfg.seed), cfg.vocab_size)
     for kind in cfg.kinds:
         lm, figures = train_family(kind, tok, cfg, tiny)
