@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.config import VideoLimits
+from core.config import VideoLimits, load_settings
 from core.video import (
     MIN_RUN_DECODES,
     AudioOnlyError,
@@ -597,3 +597,10 @@ def test_a_decord_child_that_died_is_replaced_on_the_next_video(clips):
     assert worker.decode(str(clips["mp4"]) + ".missing", [0], threads=1, timeout_s=20.0) is None
     assert worker.decode(str(clips["mp4"]), [13], threads=1, timeout_s=20.0)[2] == [13]
     worker.stop()
+
+
+def test_pyav_is_the_default_decoder_and_the_setting_picks_decord_or_refuses_a_typo(clips):
+    assert sample_frames(clips["mp4"], num_frames=4).meta.decoder == "pyav"
+    assert load_settings({"SLUDGELENS_DECODER": "decord"}).video.decoder == "decord"
+    with pytest.raises(ValueError, match="SLUDGELENS_DECODER must be pyav or decord"):
+        load_settings({"SLUDGELENS_DECODER": "ffmpeg"})
