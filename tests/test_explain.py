@@ -32,7 +32,6 @@ from core.explain import (
     select_clip_tokens,
     select_tokens,
 )
-from core.families import find_family
 from core.render import (
     colorize,
     normalise_heatmap,
@@ -42,7 +41,7 @@ from core.render import (
     upsample_heatmap,
 )
 from training import synthetic
-from training.tiny_models import VQWEN_LLAVA_SHAPE, VQWEN_QFORMER_SHAPE, build_tokenizer
+
 
 # No deletion curve where a test does not read it: each curve point is two more re-scores per frame.
 NO_CURVE = ExplainConfig(curve_rhos=())
@@ -346,16 +345,10 @@ def test_llava_gradient_mode(llava, clip):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family,shape,grid", [("blip2", VQWEN_QFORMER_SHAPE, 16), ("llava", VQWEN_LLAVA_SHAPE, 24)])
-def test_real_shape_vqwen_configs_explain(tmp_path, family, shape, grid):
+@pytest.mark.parametrize("family,grid", [("blip2", 16), ("llava", 24)])
+def test_real_shape_vqwen_configs_explain(real_shape_checkpoint, family, grid):
     """True widths (EVA 1408 / Q-Former 768 x 12 heads / Qwen3-4B 2560 x 32 heads, or CLIP-L 336 -> 24x24)."""
-    tok = build_tokenizer([vocabulary.CLASSIFY, vocabulary.LAYOUT, "yes no vertical horizontal pip other"] * 20, 400)
-    torch.manual_seed(0)
-    model, processor = find_family(family).build_tiny(tok, shape)
-    model.save_pretrained(tmp_path)
-    processor.save_pretrained(tmp_path)
-    del model
-    lm = load_model(ModelSpec(str(tmp_path)))
+    lm = load_model(ModelSpec(str(real_shape_checkpoint(family))))
     frames = synthetic.make_frames(seed=1, n=2)[0]
     found = explain_frames(lm, frames, rho=0.25, config=NO_CURVE)
     for e in found:
