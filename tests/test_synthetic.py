@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from core import vocabulary
-from training import synthetic
+from training import imagery, synthetic
 
 SMALL = (64, 36)
 REPO = Path(__file__).resolve().parent.parent
@@ -93,6 +93,7 @@ def test_holdout_pool_photos_never_appear_in_the_train_pool():
 
 
 def test_every_bundled_photo_loads_offline():
+    assert set(synthetic.PHOTO_NOUNS) == set(imagery.SKIMAGE_PHOTOS + imagery.SKLEARN_PHOTOS)
     for name in synthetic.PHOTO_NOUNS:
         photo = synthetic.load_photo(name)
         assert photo.mode == "RGB" and max(photo.size) <= 640 and min(photo.size) > 100

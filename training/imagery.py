@@ -22,6 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 POOLS = ("train", "holdout")
@@ -34,6 +35,51 @@ DPKG_INFO = "/var/lib/dpkg/info"
 MAX_TEXTURES = 160
 # A texture smaller than this (either side) is an icon or a sprite sheet cell, not a surface.
 MIN_TEXTURE_SIDE = 16
+
+
+# The photos scikit-image bundles (``skimage.data``) and scikit-learn's two samples, by bare name: the
+# pictures of the original "train"/"holdout" pools of training.synthetic, and the "skimage"/"sklearn"
+# sources here.
+SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "horse", "hubble_deep_field",
+                  "immunohistochemistry", "page", "text", "brick", "grass", "gravel", "retina", "logo",
+                  "colorwheel", "clock", "cell", "coins", "moon", "motorcycle")
+SKLEARN_PHOTOS = ("china", "flower")
+
+
+def _open_sklearn_photo(name: str) -> Image.Image:
+    """Open one of scikit-learn's bundled sample photos without importing scikit-learn."""
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or spec.origin is None:
+        raise ModuleNotFoundError("scikit-learn is needed for its bundled sample photos")
+    return Image.open(Path(spec.origin).parent / "datasets" / "images" / f"{name}.jpg")
+
+
+@functools.lru_cache(maxsize=None)
+def load_photo(name: str) -> Image.Image:
+    """Decode a bundled photo (bare name, e.g. ``chelsea``) once, as RGB with its longest side at most
+    MAX_SIDE.
+
+    >>> load_photo("chelsea").mode
+    'RGB'
+    """
+    if name in SKLEARN_PHOTOS:
+        image = _open_sklearn_photo(name).convert("RGB")
+    elif name in SKIMAGE_PHOTOS:
+        from skimage import data
+
+        array = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+        if array.dtype == bool:
+            array = np.where(array, 255, 0).astype(np.uint8)
+        if array.ndim == 3 and array.shape[2] == 4:
+            alpha = array[..., 3:].astype(np.float32) / 255.0
+            array = (array[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+        image = Image.fromarray(array).convert("RGB")
+    else:
+        raise KeyError(f"unknown photo {name!r}; known: {sorted(SKIMAGE_PHOTOS + SKLEARN_PHOTOS)}")
+    scale = MAX_SIDE / max(image.size)
+    if scale < 1.0:
+        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
+    return image
 
 
 @dataclass(frozen=True)
@@ -116,8 +162,6 @@ def list_files(source_name: str) -> dict[str, str]:
     """
     source = find_source(source_name)
     if source.name == "skimage":
-        from training.synthetic import SKIMAGE_PHOTOS
-
         return {f"skimage/{n}": n for n in SKIMAGE_PHOTOS}
     if source.name == "sklearn":
         spec = importlib.util.find_spec("sklearn")
@@ -205,8 +249,6 @@ def load_image(name: str) -> Image.Image:
     """
     source = find_source(name)
     if source.name == "skimage":
-        from training.synthetic import load_photo
-
         return load_photo(name.split("/", 1)[1])
     files = list_files(source.name)
     if name not in files:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import colorsys
 import functools
-import importlib.util
 import io
 import math
 from dataclasses import dataclass, replace
@@ -36,6 +35,7 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 from core.vocabulary import LAYOUTS
 from training import imagery
+from training.imagery import load_photo
 
 # "train"/"holdout": scikit-image's photos and the procedural sources, always installed (tests, examples).
 # "real-train"/"real-holdout": the pictures of whole packages (training.imagery), split by package: what the
@@ -75,8 +75,6 @@ PHOTO_NOUNS = {
 # The holdout photos never appear in the train pool, so tests can measure generalisation to unseen footage.
 HOLDOUT_PHOTOS = ("coins", "moon", "motorcycle", "china", "flower")
 TRAIN_PHOTOS = tuple(name for name in PHOTO_NOUNS if name not in HOLDOUT_PHOTOS)
-# The photos scikit-image ships (the rest of PHOTO_NOUNS are scikit-learn's two).
-SKIMAGE_PHOTOS = tuple(name for name in PHOTO_NOUNS if name not in ("china", "flower"))
 
 # Procedural sources are shared by both pools: they are generated, not footage.
 PROCEDURAL_NOUNS = {
@@ -97,8 +95,6 @@ GAME_SOURCES = ("runner", "platformer")
 # Deeper zooms crop a portrait tile of a landscape photo down to texture (a cat becomes fur), which
 # would make the description ungrounded; the zoomed-inset distractor is allowed up to 4x on purpose.
 _MAX_ZOOM = 1.8
-# Source photos are downscaled to this longest side when first loaded: crops never need more.
-_PHOTO_MAX_SIDE = 640
 # Weights of the sludge layouts when a frame's layout is random; vertical is the short-form norm.
 _LAYOUT_WEIGHTS = {"vertical": 0.35, "horizontal": 0.2, "pip": 0.25, "other": 0.2}
 # Share of single-stream frames drawn as distractors (one scene made to look split).
@@ -228,41 +224,6 @@ class FrameSpec:
 
 # ---------------------------------------------------------------------------------------------------
 # Sources
-
-
-def _sklearn_image(name: str) -> Image.Image:
-    """Open one of scikit-learn's bundled sample photos without importing scikit-learn."""
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("scikit-learn is needed for its bundled sample photos")
-    return Image.open(Path(spec.origin).parent / "datasets" / "images" / f"{name}.jpg")
-
-
-@functools.lru_cache(maxsize=None)
-def load_photo(name: str) -> Image.Image:
-    """Decode a bundled photo once, as RGB with its longest side at most 640 px.
-
-    >>> load_photo("chelsea").mode
-    'RGB'
-    """
-    if name not in PHOTO_NOUNS:
-        raise KeyError(f"unknown photo {name!r}; known: {sorted(PHOTO_NOUNS)}")
-    if name in ("china", "flower"):
-        image = _sklearn_image(name).convert("RGB")
-    else:
-        from skimage import data
-
-        array = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
-        if array.dtype == bool:
-            array = np.where(array, 255, 0).astype(np.uint8)
-        if array.ndim == 3 and array.shape[2] == 4:
-            alpha = array[..., 3:].astype(np.float32) / 255.0
-            array = (array[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
-        image = Image.fromarray(array).convert("RGB")
-    scale = _PHOTO_MAX_SIDE / max(image.size)
-    if scale < 1.0:
-        image = image.resize((round(image.width * scale), round(image.height * scale)), Image.BILINEAR)
-    return image
 
 
 def pool_sources(pool: str) -> tuple[str, ...]:
