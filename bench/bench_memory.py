@@ -5,7 +5,8 @@
 The clip (data/bench/clip_4000x4000_3s_24fps.mp4, made once with PyAV: libx264 ultrafast, a flat
 gradient with moving blocks, so it is small and quick to encode) is analyzed by the command line in a
 subprocess while this process samples the resident memory (RSS) of that process and of all its
-children (the decord child among them) every `--interval-ms` with psutil. Side by side in one run:
+children (a decord child among them, when decord is the decoder) every `--interval-ms` with psutil.
+Side by side in one run:
 
 * bounded     the app's settings: every frame is scaled right after decoding so its longest side is at
               most ``VideoLimits.decode_max_side`` (1024 px)

@@ -43,7 +43,8 @@ class Services:
 def build_services(settings: Settings) -> Services:
     """Choose the default model (on a Space: the hub model where a GPU is, else the embedded one with a note),
     open the store (restoring the newest snapshot first when the file is missing and a target is set),
-    register the configured accounts, find the example clips, start the decord child and the snapshots.
+    register the configured accounts, find the example clips, start the decord child (when decord is the
+    decoder) and the snapshots.
 
     Loads no model: models load on first use.
     """
