@@ -11,8 +11,8 @@ model queue), so a request's latency is its wait in the queue plus its own analy
 Printed per round: p50 / p95 / max latency of the analyses, the app's resident memory (psutil: the app and
 its children, a decord child among them when decord is the decoder) after the round, and ratios against
 round 1, side by side. The app's memory after round 1 holds the model and the first allocations; what it
-gains after that is growth that more load would keep adding, so it must stay under 10 %. The last line is the p95 latency over every
-analysis of the run.
+gains after that is growth that more load would keep adding, so it must stay under 10 %. The last line is
+the p95 latency over every analysis of the run.
 """
 
 from __future__ import annotations
