@@ -1,7 +1,7 @@
 """Whole-collection ingest against a loop of single analyses, same model, same kind of store, in one run.
 
     python -m bench.bench_ingest [--clips 200] [--frames 16] [--batch-size 32] [--workers N] [--rounds 1]
-                                 [--loop-threads N]
+                                 [--loop-threads N] [--model-threads N]
 
 The clips are short synthetic short-form videos (training.synthetic, encoded with PyAV), drawn from fixed
 seeds and cached under data/bench/ingest/, so every run times the same files. Each round ingests them twice
@@ -74,7 +74,7 @@ def run_loop(lm, paths: list[Path], root: Path, num_frames: int, limits, threads
 
 
 def run_ingest(lm, folder: Path, count: int, root: Path, num_frames: int, batch_size: int, workers: int | None,
-               limits) -> float:
+               limits, model_threads: int | None = None) -> float:
     """annotations.ingest.ingest over the folder into a fresh store; returns seconds."""
     import annotations as store
     from annotations.ingest import IngestConfig, ingest, read_source
@@ -83,7 +83,7 @@ def run_ingest(lm, folder: Path, count: int, root: Path, num_frames: int, batch_
     collection = read_source(folder, "bench")
     collection.videos = collection.videos[:count]
     config = IngestConfig(num_frames=num_frames, batch_size=batch_size, workers=workers, limits=limits,
-                          report_path=root / "report.jsonl", progress=False)
+                          report_path=root / "report.jsonl", progress=False, model_threads=model_threads)
     started = time.perf_counter()
     summary = ingest(collection, db, lm, config)
     seconds = time.perf_counter() - started
@@ -105,6 +105,8 @@ def main(argv=None) -> None:
     parser.add_argument("--loop-threads", type=int, default=None,
                         help="torch threads of the record_analysis loop (default: torch's own, as the app runs)")
     parser.add_argument("--model", default=None)
+    parser.add_argument("--model-threads", type=int, default=None,
+                        help="ingest: torch threads of the model (default: the CPUs the decode workers leave)")
     args = parser.parse_args(argv)
 
     from core.config import ModelSpec, load_settings
@@ -126,7 +128,7 @@ def main(argv=None) -> None:
                     loops.append(run_loop(lm, paths, Path(tmp), args.frames, settings.video, args.loop_threads))
                 else:
                     ingests.append(run_ingest(lm, folder, len(paths), Path(tmp), args.frames, args.batch_size,
-                                              args.workers, settings.video))
+                                              args.workers, settings.video, args.model_threads))
             print(f"round {round_ + 1} {kind}: {len(paths) / (loops if kind == 'loop' else ingests)[-1]:.2f} videos/s",
                   flush=True)
     loop_s, ingest_s = statistics.median(loops), statistics.median(ingests)
