@@ -20,6 +20,10 @@ EMBEDDED_BLIP2 = REPO_ROOT / "models" / "tiny-vqwen-qformer"
 EMBEDDED_LLAVA = REPO_ROOT / "models" / "tiny-vqwen-llava"
 
 
+# The video decoders VideoLimits.decoder may name.
+DECODERS = ("pyav", "decord")
+
+
 @dataclass(frozen=True)
 class VideoLimits:
     """What an uploaded video may be before we refuse it with a clear message."""
@@ -40,7 +44,7 @@ class VideoLimits:
     # decord's 0.85 s and 0.9 CPU s against 1.3 (bench.bench_video), because decord has to run in a
     # child process it can kill (it hangs on some files) and hand every frame back through a file.
     # "decord" tries decord first, in that child, and falls back to PyAV.
-    decoder: str = "pyav"
+    decoder: str = "pyav"  # one of DECODERS
     # fps sampling stops being "every 1/fps s" above this many frames and spreads this many uniformly
     # instead: 64 frames of 1080p RGB are ~400 MB, about what a Space can hold next to a model.
     max_sampled_frames: int = 64
@@ -274,8 +278,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     if env.get("SLUDGELENS_DECODE_MAX_SIDE"):
         s = replace(s, video=replace(s.video, decode_max_side=int(env["SLUDGELENS_DECODE_MAX_SIDE"])))
     if env.get("SLUDGELENS_DECODER"):
-        if env["SLUDGELENS_DECODER"] not in ("pyav", "decord"):
-            raise ValueError(f"SLUDGELENS_DECODER must be pyav or decord, not {env['SLUDGELENS_DECODER']!r}")
+        if env["SLUDGELENS_DECODER"] not in DECODERS:
+            raise ValueError(f"SLUDGELENS_DECODER must be {' or '.join(DECODERS)}, not {env['SLUDGELENS_DECODER']!r}")
         s = replace(s, video=replace(s.video, decoder=env["SLUDGELENS_DECODER"]))
     if env.get("SLUDGELENS_EXPORTS"):
         s = replace(s, export_dir=Path(env["SLUDGELENS_EXPORTS"]))

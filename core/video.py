@@ -65,7 +65,7 @@ from typing import NamedTuple
 import av
 import numpy as np
 
-from core.config import VideoLimits
+from core.config import DECODERS, VideoLimits
 
 logger = logging.getLogger(__name__)
 
@@ -1027,8 +1027,8 @@ def sample_frames(
     """
     if fps is None and num_frames is None:
         raise ValueError("give num_frames or fps")
-    if limits.decoder not in ("decord", "pyav"):
-        raise ValueError(f"limits.decoder must be 'decord' or 'pyav', got {limits.decoder!r}")
+    if limits.decoder not in DECODERS:
+        raise ValueError(f"limits.decoder must be one of {DECODERS}, got {limits.decoder!r}")
     meta, keyframes = _inspect(path, limits, with_keyframes=limits.keyframe_snap_s > 0)
     times = plan_timestamps(meta.duration_s, num_frames=num_frames, fps=fps, max_frames=limits.max_sampled_frames)
     if keyframes is not None:

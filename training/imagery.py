@@ -46,12 +46,13 @@ SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "camera", "horse",
 SKLEARN_PHOTOS = ("china", "flower")
 
 
-def _open_sklearn_photo(name: str) -> Image.Image:
-    """Open one of scikit-learn's bundled sample photos without importing scikit-learn."""
+def find_sklearn_images() -> Path | None:
+    """The folder of scikit-learn's bundled sample photos, found without importing scikit-learn (None when
+    it is not installed)."""
     spec = importlib.util.find_spec("sklearn")
     if spec is None or spec.origin is None:
-        raise ModuleNotFoundError("scikit-learn is needed for its bundled sample photos")
-    return Image.open(Path(spec.origin).parent / "datasets" / "images" / f"{name}.jpg")
+        return None
+    return Path(spec.origin).parent / "datasets" / "images"
 
 
 @functools.lru_cache(maxsize=None)
@@ -63,7 +64,10 @@ def load_photo(name: str) -> Image.Image:
     'RGB'
     """
     if name in SKLEARN_PHOTOS:
-        image = _open_sklearn_photo(name).convert("RGB")
+        folder = find_sklearn_images()
+        if folder is None:
+            raise ModuleNotFoundError("scikit-learn is needed for its bundled sample photos")
+        image = Image.open(folder / f"{name}.jpg").convert("RGB")
     elif name in SKIMAGE_PHOTOS:
         from skimage import data
 
@@ -164,11 +168,8 @@ def list_files(source_name: str) -> dict[str, str]:
     if source.name == "skimage":
         return {f"skimage/{n}": n for n in SKIMAGE_PHOTOS}
     if source.name == "sklearn":
-        spec = importlib.util.find_spec("sklearn")
-        if spec is None or spec.origin is None:
-            return {}
-        folder = Path(spec.origin).parent / "datasets" / "images"
-        return {f"sklearn/{p.stem}": str(p) for p in sorted(folder.glob("*.jpg"))}
+        folder = find_sklearn_images()
+        return {f"sklearn/{p.stem}": str(p) for p in sorted(folder.glob("*.jpg"))} if folder else {}
     root = Path(source.root)
     if source.archive:
         archive = root / source.archive
