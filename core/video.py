@@ -3,7 +3,7 @@
     video = sample_frames("clip.mp4", num_frames=16)
     video.frames.shape          # (16, H, W, 3) uint8 RGB at the working size, turned the way the file says
     video.timestamps[:2]        # [1.867, 5.6] seconds, one per frame
-    video.meta.decoder          # "pyav"; with limits.decoder="decord", "decord" unless it failed, hung or the file is rotated
+    video.meta.decoder          # "pyav"; "decord" when limits.decoder="decord" and decord did the work
     check_video_file("clip.mp4")  # the checks alone, before a model loads: a VideoMeta or a VideoError
 
 Every refusal is a :class:`VideoError` (a ``ValueError``) with a short ``.code`` and a message a person
@@ -32,9 +32,9 @@ Decoding, and why it is done this way (medians from ``python -m bench.bench_vide
   by side, one container and one decoder thread each. It runs in the app's process, with no frames to
   hand across: 0.60 s and 0.92 CPU s against decord's 0.85 s and 1.29 CPU s in the bench above.
 * decord (``VideoReader.get_batch``, ``limits.decoder="decord"``) is the alternative. It is
-  unmaintained and known to hang or crash in C code on some files. A thread cannot be stopped once it is stuck inside C, and a crash there
-  takes the whole app down, so decord runs in a long-lived child process (:class:`DecordWorker`) that is
-  killed, and replaced, after ``limits.decord_timeout_s``. The child splits the frames between
+  unmaintained and known to hang or crash in C code on some files. A thread cannot be stopped once it is
+  stuck inside C, and a crash there takes the whole app down, so decord runs in a long-lived child
+  process (:class:`DecordWorker`) that is killed, and replaced, after ``limits.decord_timeout_s``. The child splits the frames between
   ``limits.decode_threads`` single-threaded readers that decode side by side (sampled keyframes decode
   one by one, which a decoder's own frame threads cannot share out), scales each frame in decord's own
   filter graph, and writes it straight to a file the app reads once.
