@@ -34,8 +34,8 @@ Decoding, and why it is done this way (medians from ``python -m bench.bench_vide
 * decord (``VideoReader.get_batch``, ``limits.decoder="decord"``) is the alternative. It is
   unmaintained and known to hang or crash in C code on some files. A thread cannot be stopped once it is
   stuck inside C, and a crash there takes the whole app down, so decord runs in a long-lived child
-  process (:class:`DecordWorker`) that is killed, and replaced, after ``limits.decord_timeout_s``. The child splits the frames between
-  ``limits.decode_threads`` single-threaded readers that decode side by side (sampled keyframes decode
+  process (:class:`DecordWorker`) that is killed, and replaced, after ``limits.decord_timeout_s``. The
+  child splits the frames between ``limits.decode_threads`` single-threaded readers that decode side by side (sampled keyframes decode
   one by one, which a decoder's own frame threads cannot share out), scales each frame in decord's own
   filter graph, and writes it straight to a file the app reads once.
   Whatever decord cannot decode is decoded with PyAV.
