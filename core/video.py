@@ -31,14 +31,14 @@ Decoding, and why it is done this way (medians from ``python -m bench.bench_vide
   short clip is decoded once, front to back. Runs of targets between groups of pictures are decoded side
   by side, one container and one decoder thread each. It runs in the app's process, with no frames to
   hand across: 0.60 s and 0.92 CPU s against decord's 0.85 s and 1.29 CPU s in the bench above.
-* decord (``VideoReader.get_batch``, ``limits.decoder="decord"``) is the alternative. It is
-  unmaintained and known to hang or crash in C code on some files. A thread cannot be stopped once it is
-  stuck inside C, and a crash there takes the whole app down, so decord runs in a long-lived child
-  process (:class:`DecordWorker`) that is killed, and replaced, after ``limits.decord_timeout_s``. The
-  child splits the frames between ``limits.decode_threads`` single-threaded readers that decode side by side (sampled keyframes decode
-  one by one, which a decoder's own frame threads cannot share out), scales each frame in decord's own
-  filter graph, and writes it straight to a file the app reads once.
-  Whatever decord cannot decode is decoded with PyAV.
+* decord (``VideoReader.get_batch``, ``limits.decoder="decord"``) is the alternative. It is unmaintained
+  and known to hang or crash in C code on some files. A thread cannot be stopped once it is stuck inside
+  C, and a crash there takes the whole app down, so decord runs in a long-lived child process
+  (:class:`DecordWorker`) that is killed, and replaced, after ``limits.decord_timeout_s``. The child
+  splits the frames between ``limits.decode_threads`` single-threaded readers that decode side by side
+  (sampled keyframes decode one by one, which a decoder's own frame threads cannot share out), scales each
+  frame in decord's own filter graph, and writes it straight to a file the app reads once. Whatever decord
+  cannot decode is decoded with PyAV.
 * Rotation: the display matrix is read from PyAV's ``VideoFrame.rotation`` (counter-clockwise degrees)
   and applied with ``np.rot90``. decord 0.6.0 applies the matrix itself, wrongly: a file turned by 90°
   comes back as a 4-channel buffer of the wrong size, so rotated files go straight to PyAV.
