@@ -1,0 +1,152 @@
+"""Collection ingest on a GPU with the vqwen-qformer architecture at full size: frames/s per batch size.
+
+    python -m bench.bench_gpu_ingest [--clips 200] [--batch-sizes 32 64 128 256 512] [--depth full]
+    python -m bench.bench_gpu_ingest --depth reduced --clips 4 --batch-sizes 4 8 --device cpu   # a dry run
+
+The model is Blip2ForConditionalGeneration at the real checkpoint's widths and depths (EVA-CLIP-G/14: 39
+layers of 1408; Q-Former: 12 layers of 768 with 32 queries; Qwen3-4B: 36 layers of 2560, vocabulary 151936),
+random weights, saved as a checkpoint and loaded back by ``core.engine.load_model``: the path a hub checkpoint
+takes, in bf16 on CUDA. Random weights score as fast as trained ones, and nothing is downloaded.
+
+For each batch size, smallest first, it times ``score_frames`` alone on frames already decoded (what the
+model can take), until the GPU runs out of memory or a bigger batch gains under 5 %: the batch size that
+fills the GPU. It then ingests the clips (``annotations.ingest.ingest``: decode worker processes, one per
+CPU but one, feeding that batch size) into a fresh store and prints frames/s end to end. The clips are
+bench_ingest's (synthetic 360x640 short-form clips, cached under data/bench/ingest/). The last line is
+``ingest_frames_per_s: X``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from bench.bench_ingest import ensure_clips, run_ingest
+
+# How much a doubled batch must gain to count as "not yet full".
+MIN_GAIN = 0.05
+
+
+def build_checkpoint(folder: Path, depth: str, device: str) -> None:
+    """Write a random vqwen-qformer-shaped checkpoint (bf16 when built on CUDA) to `folder`.
+
+    ``depth`` "full" is the real checkpoint's depth (about 5 B parameters: ~10 GB in bf16); "reduced" is the
+    test suite's shape (true widths, one or two layers per part), for a dry run on a CPU.
+    """
+    import torch
+
+    from core import vocabulary
+    from core.families import find_family
+    from training.tiny_models import VQWEN_QFORMER_SHAPE, build_tokenizer
+
+    shape = VQWEN_QFORMER_SHAPE
+    if depth == "full":
+        shape = replace(shape, vision_layers=39, qformer_layers=12, text_layers=36)
+    tok = build_tokenizer([vocabulary.CLASSIFY, vocabulary.LAYOUT, "yes no vertical horizontal pip other"] * 20, 400)
+    torch.manual_seed(0)
+    before = torch.get_default_dtype()
+    if device.startswith("cuda"):
+        torch.set_default_dtype(torch.bfloat16)  # 5 B parameters built in fp32 would need 20 GB first
+    try:
+        with torch.device(device):
+            model, processor = find_family("blip2").build_tiny(tok, shape)
+    finally:
+        torch.set_default_dtype(before)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the copy load_model reads back must find the memory free
+
+
+def time_scoring(lm, frames, batch_size: int, rounds: int = 3) -> float | None:
+    """Frames/s of ``score_frames`` at one batch size (best of `rounds`), or None when it runs out of memory."""
+    import torch
+
+    from core.engine import score_frames
+
+    def sync():
+        if lm.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    batch = frames[:batch_size] * -(-batch_size // len(frames[:batch_size]))
+    batch = batch[:batch_size]
+    best = None
+    try:
+        score_frames(lm, batch, batch_size=batch_size)  # warm-up: kernels, allocator
+        for _ in range(rounds):
+            sync()
+            started = time.perf_counter()
+            score_frames(lm, batch, batch_size=batch_size)
+            sync()
+            rate = batch_size / (time.perf_counter() - started)
+            best = rate if best is None else max(best, rate)
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        return None
+    return best
+
+
+def find_filling_batch(lm, frames, sizes: list[int]) -> tuple[int, dict[int, float | None]]:
+    """The batch size that fills the device: the last before running out of memory or gaining < MIN_GAIN."""
+    rates: dict[int, float | None] = {}
+    chosen = None
+    for size in sorted(sizes):
+        rate = time_scoring(lm, frames, size)
+        rates[size] = rate
+        if rate is None:
+            break
+        print(f"score_frames batch {size}: {rate:.1f} frames/s", flush=True)
+        if chosen is not None and rate < rates[chosen] * (1 + MIN_GAIN):
+            break
+        chosen = size
+    if chosen is None:
+        raise SystemExit(f"no batch size of {sorted(sizes)} fits on {lm.device}")
+    return chosen, rates
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clips", type=int, default=200)
+    parser.add_argument("--frames", type=int, default=16, help="frames sampled per video")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512])
+    parser.add_argument("--depth", choices=("full", "reduced"), default="full")
+    parser.add_argument("--device", default="auto", help="auto: cuda when present, else cpu")
+    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: CPUs - 1)")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from core.config import EngineConfig, ModelSpec, load_settings
+    from core.engine import load_model
+    from core.video import sample_frames
+
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    settings = load_settings()
+    folder = ensure_clips(args.clips)
+    paths = sorted(folder.glob("clip_*.mp4"))[:args.clips]
+    with tempfile.TemporaryDirectory(prefix="bench-gpu-ingest-") as tmp:
+        checkpoint = Path(tmp) / "vqwen-qformer-shape"
+        started = time.perf_counter()
+        build_checkpoint(checkpoint, args.depth, device)
+        lm = load_model(ModelSpec(str(checkpoint)), EngineConfig(device=device))
+        params = sum(p.numel() for p in lm.model.parameters())
+        print(f"model: vqwen-qformer shape, {args.depth} depth, {params / 1e9:.2f} B parameters, {lm.dtype} on "
+              f"{lm.device} (built, saved and loaded in {time.perf_counter() - started:.0f} s)", flush=True)
+        frames = [f for p in paths[:8] for f in sample_frames(p, num_frames=args.frames, limits=settings.video).frames]
+        batch, rates = find_filling_batch(lm, frames, args.batch_sizes)
+        peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.startswith("cuda") else ""
+        print(f"batch that fills {lm.device}: {batch} ({rates[batch]:.1f} frames/s scoring alone{peak})", flush=True)
+        seconds = run_ingest(lm, folder, len(paths), Path(tmp), args.frames, batch, args.workers, settings.video)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    print(f"ingest: {len(paths)} clips x {args.frames} frames in {seconds:.1f} s, {cpus} CPUs, batch {batch}: "
+          f"{len(paths) / seconds:.2f} videos/s")
+    print(f"ingest_frames_per_s: {len(paths) * args.frames / seconds:.1f}")
+
+
+if __name__ == "__main__":
+    main()
