@@ -19,7 +19,6 @@ bench_ingest's (synthetic 360x640 short-form clips, cached under data/bench/inge
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from dataclasses import replace
@@ -37,30 +36,12 @@ def build_checkpoint(folder: Path, depth: str, device: str) -> None:
     ``depth`` "full" is the real checkpoint's depth (about 5 B parameters: ~10 GB in bf16); "reduced" is the
     test suite's shape (true widths, one or two layers per part), for a dry run on a CPU.
     """
-    import torch
-
-    from core import vocabulary
-    from core.families import find_family
-    from training.tiny_models import VQWEN_QFORMER_SHAPE, build_tokenizer
+    from training.tiny_models import VQWEN_QFORMER_SHAPE, save_real_shape_checkpoint
 
     shape = VQWEN_QFORMER_SHAPE
     if depth == "full":
         shape = replace(shape, vision_layers=39, qformer_layers=12, text_layers=36)
-    tok = build_tokenizer([vocabulary.CLASSIFY, vocabulary.LAYOUT, "yes no vertical horizontal pip other"] * 20, 400)
-    torch.manual_seed(0)
-    before = torch.get_default_dtype()
-    if device.startswith("cuda"):
-        torch.set_default_dtype(torch.bfloat16)  # 5 B parameters built in fp32 would need 20 GB first
-    try:
-        with torch.device(device):
-            model, processor = find_family("blip2").build_tiny(tok, shape)
-    finally:
-        torch.set_default_dtype(before)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    del model
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()  # the copy load_model reads back must find the memory free
+    save_real_shape_checkpoint(folder, "blip2", shape, device)
 
 
 def time_scoring(lm, frames, batch_size: int, rounds: int = 3) -> float | None:
@@ -73,8 +54,7 @@ def time_scoring(lm, frames, batch_size: int, rounds: int = 3) -> float | None:
         if lm.device.type == "cuda":
             torch.cuda.synchronize()
 
-    batch = frames[:batch_size] * -(-batch_size // len(frames[:batch_size]))
-    batch = batch[:batch_size]
+    batch = [frames[i % len(frames)] for i in range(batch_size)]
     best = None
     try:
         score_frames(lm, batch, batch_size=batch_size)  # warm-up: kernels, allocator
@@ -121,6 +101,7 @@ def main(argv=None) -> None:
 
     import torch
 
+    from annotations.ingest import count_available_cpus
     from core.config import EngineConfig, ModelSpec, load_settings
     from core.engine import load_model
     from core.video import sample_frames
@@ -142,8 +123,7 @@ def main(argv=None) -> None:
         peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.startswith("cuda") else ""
         print(f"batch that fills {lm.device}: {batch} ({rates[batch]:.1f} frames/s scoring alone{peak})", flush=True)
         seconds = run_ingest(lm, folder, len(paths), Path(tmp), args.frames, batch, args.workers, settings.video)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"ingest: {len(paths)} clips x {args.frames} frames in {seconds:.1f} s, {cpus} CPUs, batch {batch}: "
+    print(f"ingest: {len(paths)} clips x {args.frames} frames in {seconds:.1f} s, {count_available_cpus()} CPUs, batch {batch}: "
           f"{len(paths) / seconds:.2f} videos/s")
     print(f"ingest_frames_per_s: {len(paths) * args.frames / seconds:.1f}")
 

@@ -145,7 +145,9 @@ def main(argv=None) -> None:
     print(f"ingest (batch {args.batch_size}): {len(paths) / ingest_s:.2f} videos/s ({ingest_s:.1f} s)")
     # The same work packed perfectly on every core: the most any overlap of decode, encode and model can
     # give over the loop on this machine, unless the work itself shrinks.
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from annotations.ingest import count_available_cpus
+
+    cpus = count_available_cpus()
     loop_cpu = statistics.median(loop_cpus)
     print(f"loop CPU: {1000 * loop_cpu / len(paths):.0f} ms per video; the loop's work packed on {cpus} cores "
           f"would take {loop_cpu / cpus:.1f} s: packing bound {loop_s / (loop_cpu / cpus):.2f}x")

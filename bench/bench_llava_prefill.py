@@ -29,9 +29,8 @@ from core import vocabulary
 from core.config import EMBEDDED_LLAVA, ModelSpec
 from core.engine import encode_frames, load_model, run_answer_pass
 from core.explain import explain_frames
-from core.families import find_family
 from training import synthetic
-from training.tiny_models import VQWEN_LLAVA_SHAPE, build_tokenizer
+from training.tiny_models import VQWEN_LLAVA_SHAPE, save_real_shape_checkpoint
 
 
 def time_call(fn) -> float:
@@ -68,12 +67,7 @@ def measure(lm, frames, keep_share: float, rounds: int) -> dict:
 
 def build_real_shape(folder: str):
     """The vqwen3-4b shape at one LM layer with random weights, saved and loaded like any checkpoint."""
-    tok = build_tokenizer([vocabulary.CLASSIFY, vocabulary.LAYOUT, "yes no vertical horizontal pip other"] * 20, 400)
-    torch.manual_seed(0)
-    model, processor = find_family("llava").build_tiny(tok, VQWEN_LLAVA_SHAPE)
-    model.save_pretrained(folder)
-    processor.save_pretrained(folder)
-    del model
+    save_real_shape_checkpoint(folder, "llava", VQWEN_LLAVA_SHAPE)
     return load_model(ModelSpec(folder))
 
 

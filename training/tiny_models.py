@@ -22,7 +22,8 @@ from transformers import AddedToken, PreTrainedTokenizerFast
 
 from core.families import IMAGE_TOKEN, TinyConfig
 
-__all__ = ["TinyConfig", "VQWEN_QFORMER_SHAPE", "VQWEN_LLAVA_SHAPE", "build_tokenizer"]
+__all__ = ["TinyConfig", "VQWEN_QFORMER_SHAPE", "VQWEN_LLAVA_SHAPE", "build_tokenizer",
+           "save_real_shape_checkpoint"]
 
 PAD = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -74,3 +75,34 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 1024) -> PreTrained
     )
     tok.add_tokens([AddedToken(IMAGE_TOKEN, normalized=False, special=True)], special_tokens=True)
     return tok
+
+
+def save_real_shape_checkpoint(folder, family: str, shape: TinyConfig, device: str = "cpu") -> None:
+    """Write a checkpoint of the family (``core.families`` name) at `shape`, random weights (seed 0), with
+    its processor, as a hub checkpoint is laid out: what tests and benches load through ``load_model``.
+
+    On CUDA the weights are built in bf16 on the device: the full-size vqwen-qformer (about 5 B parameters)
+    built in fp32 would need 20 GB before the cast.
+
+    >>> save_real_shape_checkpoint(tmp_path, "llava", VQWEN_LLAVA_SHAPE)  # doctest: +SKIP
+    """
+    import torch
+
+    from core import vocabulary
+    from core.families import find_family
+
+    tok = build_tokenizer([vocabulary.CLASSIFY, vocabulary.LAYOUT, "yes no vertical horizontal pip other"] * 20, 400)
+    torch.manual_seed(0)
+    before = torch.get_default_dtype()
+    if str(device).startswith("cuda"):
+        torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            model, processor = find_family(family).build_tiny(tok, shape)
+    finally:
+        torch.set_default_dtype(before)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    del model
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # whatever loads the checkpoint next finds the memory free
