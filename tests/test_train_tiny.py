@@ -41,3 +41,34 @@ def test_flags_parse_into_the_config():
                         "--sizes", "[[384, 216]]", "--size-weights", "[1]", "--balanced", "false"])
     assert cfg.kinds == ("blip2",) and cfg.vision_layers == 6 and cfg.init_from == "embedded"
     assert cfg.sizes == ((384, 216),) and cfg.size_weights == (1,) and cfg.balanced is False
+
+
+def test_unbalanced_batches_draw_every_size_by_its_weight():
+    cfg = TrainTinyConfig(pool="train", balanced=False, sizes=((96, 54), (54, 96)), size_weights=(0.5, 0.5))
+    specs, frames = draw_batch(np.random.default_rng(1), 24, cfg)
+    shapes = [f.shape[:2] for f in frames]
+    assert set(shapes) == {(96, 54), (54, 96)}
+    only_landscape = TrainTinyConfig(pool="train", balanced=False, sizes=((96, 54), (54, 96)), size_weights=(0, 1))
+    assert {f.shape[:2] for f in draw_batch(np.random.default_rng(1), 8, only_landscape)[1]} == {(54, 96)}
+
+
+def test_the_card_says_what_the_last_step_drew(tmp_path):
+    import json
+    import shutil
+    from dataclasses import asdict
+
+    from training.model_card import render_model_card
+
+    folder = tmp_path / "ckpt"
+    shutil.copytree(EMBEDDED_BLIP2, folder)
+    record = json.loads((folder / "training.json").read_text())
+    record["config"] = asdict(TrainTinyConfig(pool="train", balanced=False, sizes=((384, 216),), size_weights=(1,)))
+    (folder / "training.json").write_text(json.dumps(record, default=str))
+    card = render_model_card(folder, "blip-2")
+    assert "scikit-image's bundled photos" in card and "drawn independently" in card and "portrait only" in card
+    assert "Content cannot predict the label" not in card
+    record["config"] = asdict(TrainTinyConfig(pool="real-train", balanced=True))
+    (folder / "training.json").write_text(json.dumps(record, default=str))
+    card = render_model_card(folder, "blip-2")
+    assert "whole installed packages" in card and "Content cannot predict the label" in card
+    assert "portrait and landscape" in card and "one sludge frame in three" in card

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from core import vocabulary
 from core.families import TinyConfig, find_family
-from training import imagery
+from training import imagery, synthetic
 
 
 def _pct(value) -> str:
@@ -27,6 +27,55 @@ def _sources_table(rows: list[dict]) -> str:
         lines.append(f"| {row['pool']} | {row['source']} | {row['origin']}: `{row['package']}` | {row['kind']} | "
                      f"{row['images']} | {row['licence']} |")
     return "\n".join(lines)
+
+
+def _orientations(cfg: dict) -> str:
+    """ "portrait and landscape" or "portrait only", from the frame sizes (height, width) the step drew."""
+    sizes = cfg.get("sizes") or [(448, 252)]  # the size every frame had before sizes were a setting
+    kinds = {"portrait" if h >= w else "landscape" for h, w in sizes}
+    return "portrait and landscape" if len(kinds) == 2 else f"{kinds.pop()} only"
+
+
+def _frames_section(cfg: dict, sources: list[dict]) -> str:
+    """What the last training step's frames were made of: its pool, whether batches were content-balanced,
+    and the orientations it drew."""
+    pool, balanced = cfg.get("pool", "train"), cfg.get("balanced", False)
+    if pool in synthetic.REAL_POOLS:
+        head = ("**Frames.** Composed from real pictures of whole installed packages, split by package into a "
+                "training\npool and a held-out pool that are never mixed (`python -m training.imagery` lists what "
+                f"is installed):\n\n{_sources_table(sources)}\n\n")
+    else:
+        head = (f"**Frames.** Composed from scikit-image's bundled photos ({len(synthetic.TRAIN_PHOTOS)} of them; "
+                f"{len(synthetic.HOLDOUT_PHOTOS)} more are kept\nfor held-out checks) and procedural scenes drawn "
+                "by `training/synthetic.py` (textures, landscapes, buildings, chats,\ngames). The real-footage "
+                "check below uses only the held-out packages of `python -m training.imagery`:\n\n"
+                f"{_sources_table([row for row in sources if row['pool'] == 'holdout'])}\n\n")
+    body = ("Sludge frames put two to four streams in one frame (stacked top/bottom, side by side, "
+            "picture-in-picture,\ncollages; sometimes two crops of one picture); single-stream frames show one, "
+            "sometimes with strong straight\nedges that are not a split ("
+            + ("a horizon, a skyline, an app's interface bars, a black band, mirrored halves, a\nthick border). "
+               if pool in synthetic.REAL_POOLS else
+               "a horizon, a black band, mirrored halves, a zoomed inset of\nthe same picture, a thick border). "))
+    if balanced:
+        body += ("Content cannot predict the label: every stream of a composite is also shown alone in the same\n"
+                 "batch (another crop and jitter), so each picture appears as often alone as inside composites, "
+                 "and every\nframe gets the same augmentations")
+    else:
+        body += ("Frames are drawn independently, about half of them sludge, and every frame gets the same\n"
+                 "augmentations")
+    body += (" (crop scale and pan, colour, blur, captions, borders, letterbox, an app's\ninterface"
+             + (", lower resolution, JPEG artefacts" if pool in synthetic.REAL_POOLS else "")
+             + f"), in {_orientations(cfg)}.")
+    return head + body
+
+
+def _rows_sentence(cfg: dict) -> str:
+    """How many task-mix questions each frame answered in the last step, and why."""
+    rows = (f"Each sludge frame answered {cfg.get('sludge_rows', 1)} questions and each single frame "
+            f"{cfg.get('single_rows', 1)}")
+    if cfg.get("balanced", False):
+        return rows + " (balanced batches hold about one sludge frame in three)."
+    return rows + "."
 
 
 def _real_section(real: dict | None, folder: Path) -> str:
@@ -92,24 +141,11 @@ steps:
 The last step, in full: `{flags}`; {figures['train_seconds']:.0f} s on 2 CPU cores, final loss
 {figures['final_loss']}.
 
-**Frames.** Composed from real pictures of whole installed packages, split by package into a training
-pool and a held-out pool that are never mixed (`python -m training.imagery` lists what is installed):
-
-{_sources_table(sources)}
-
-Sludge frames put two to four streams in one frame (stacked top/bottom, side by side, picture-in-picture,
-collages; sometimes two crops of one picture); single-stream frames show one, sometimes with strong straight
-edges that are not a split (a horizon, a skyline, an app's interface bars, a black band, mirrored halves, a
-thick border). Content cannot predict the label: every stream of a composite is also shown alone in the same
-batch (another crop and jitter), so each picture appears as often alone as inside composites, and every
-frame gets the same augmentations (crop scale and pan, colour, blur, captions, borders, letterbox, an app's
-interface, lower resolution, JPEG artefacts), in portrait and landscape. Game streams are drawn as block
-scenes from a game's own textures.
+{_frames_section(cfg, sources)}
 
 **Stages.** Vision side alone first (a 5-way layout head on the pooled image tokens plus a per-patch
-stream-border head, both dropped afterwards), then the whole model on the task mix {cfg['task_mix']}, with
-{cfg['sludge_rows']} question rows per sludge frame and {cfg['single_rows']} per single frame (balanced
-batches hold about one sludge frame in three). The tokenizer is our own byte-level BPE ({cfg['vocab_size']}
+stream-border head, both dropped afterwards), then the whole model on the task mix {cfg['task_mix']}.
+{_rows_sentence(cfg)} The tokenizer is our own byte-level BPE ({cfg['vocab_size']}
 tokens) with a Qwen-style chat template holding the vqwen prompt ("{vocabulary.CLASSIFY}").
 
 ## Measured accuracy

@@ -337,11 +337,13 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
 
 def draw_batch(rng: np.random.Generator, n: int, cfg: TrainTinyConfig):
     """n frame specs and their pixels: balanced (see TrainTinyConfig.balanced) and degraded alike, or
-    independent frames of the pool (about half sludge)."""
+    independent frames of the pool (about half sludge); either way each frame's size is drawn from cfg.sizes."""
     if cfg.balanced:
         pairs = synthetic.draw_balanced_specs(rng, n, cfg.pool, cfg.sizes, cfg.size_weights)
     else:
-        pairs = [(synthetic.draw_frame_spec(rng, size=cfg.sizes[0], pool=cfg.pool), cfg.sizes[0]) for _ in range(n)]
+        weights = np.array(cfg.size_weights, dtype=np.float64)
+        picks = rng.choice(len(cfg.sizes), size=n, p=weights / weights.sum())
+        pairs = [(synthetic.draw_frame_spec(rng, size=cfg.sizes[k], pool=cfg.pool), cfg.sizes[k]) for k in picks]
     specs = [spec for spec, _ in pairs]
     frames = [synthetic.render_frame(spec, size) for spec, size in pairs]
     if cfg.pool in synthetic.REAL_POOLS:
