@@ -43,7 +43,7 @@ def test_the_figures_add_up_from_the_clips(figures):
 
 
 def test_the_embedded_default_keeps_its_measured_level(figures, lm):
-    # Measured on the shipped checkpoint: video level 0.8, sludge frames found 0.89, layout 0.70.
+    # Measured on the shipped checkpoint: video level 0.8, sludge frames found 0.88, layout 0.67.
     assert figures["video_accuracy"] >= 0.7, figures["rows"]
     assert figures["sludge_frames_found"] >= 0.8
     assert figures["layout_accuracy"] >= 0.6
@@ -51,7 +51,8 @@ def test_the_embedded_default_keeps_its_measured_level(figures, lm):
 
 
 @pytest.mark.xfail(strict=True, reason="the embedded default does not meet the real-footage goals yet: it calls "
-                                       "about half of unfamiliar single-scene frames sludge")
+                                       "about 30 % of unfamiliar single-scene frames sludge and misreads about "
+                                       "half of the layouts")
 def test_the_embedded_default_meets_the_real_footage_goals(figures, lm):
     assert figures["video_accuracy"] >= 0.9
     assert figures["single_frames_not_sludge"] >= 0.85

@@ -66,9 +66,10 @@ def test_the_card_says_what_the_last_step_drew(tmp_path):
     (folder / "training.json").write_text(json.dumps(record, default=str))
     card = render_model_card(folder, "blip-2")
     assert "scikit-image's bundled photos" in card and "drawn independently" in card and "portrait only" in card
-    assert "Content cannot predict the label" not in card
+    assert "Content cannot predict the label" not in card and "scikit-image's 5 held-out photos |" in card
     record["config"] = asdict(TrainTinyConfig(pool="real-train", balanced=True))
     (folder / "training.json").write_text(json.dumps(record, default=str))
     card = render_model_card(folder, "blip-2")
     assert "whole installed packages" in card and "Content cannot predict the label" in card
     assert "portrait and landscape" in card and "one sludge frame in three" in card
+    assert "| held-out packages only |" in card

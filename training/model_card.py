@@ -71,11 +71,19 @@ def _frames_section(cfg: dict, sources: list[dict]) -> str:
 
 def _rows_sentence(cfg: dict) -> str:
     """How many task-mix questions each frame answered in the last step, and why."""
-    rows = (f"Each sludge frame answered {cfg.get('sludge_rows', 1)} questions and each single frame "
-            f"{cfg.get('single_rows', 1)}")
+    sludge, single = cfg.get("sludge_rows", 1), cfg.get("single_rows", 1)
+    rows = (f"Each sludge frame answered {sludge} question{'s' * (sludge != 1)} and each single frame "
+            f"{single}")
     if cfg.get("balanced", False):
         return rows + " (balanced batches hold about one sludge frame in three)."
     return rows + "."
+
+
+def _heldout_name(cfg: dict) -> str:
+    """What the second held-out row of the card was drawn from (``train_tiny.evaluate``'s held-out pool)."""
+    if cfg.get("pool", "train") in synthetic.REAL_POOLS:
+        return "held-out packages only"
+    return f"scikit-image's {len(synthetic.HOLDOUT_PHOTOS)} held-out photos"
 
 
 def _real_section(real: dict | None, folder: Path) -> str:
@@ -162,7 +170,7 @@ frames each:
 | held-out set | sludge accuracy | layout accuracy (sludge frames) | distractors |
 |---|---|---|---|
 | fresh seed, training pool ({cfg.get('pool', 'train')}) | {_pct(syn['sludge_accuracy'])} | {_pct(syn['layout_accuracy'])} | {_pct(syn['distractor_accuracy'])} |
-| held-out packages only | {_pct(held['sludge_accuracy'])} | {_pct(held['layout_accuracy'])} | {_pct(held['distractor_accuracy'])} |
+| {_heldout_name(cfg)} | {_pct(held['sludge_accuracy'])} | {_pct(held['layout_accuracy'])} | {_pct(held['distractor_accuracy'])} |
 
 Sludge accuracy by the frame's true layout (fresh seed, training pool): {by_layout}.
 
