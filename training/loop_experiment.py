@@ -67,8 +67,8 @@ HEADLINE_NOISE = "uniform"
 
 @dataclass
 class LoopConfig:
-    """The experiment's knobs. The defaults (3 repeats x 2 noise kinds, 15 fine-tunes of ~6 min each on one
-    core) take about 95 min, or about 60 min as two processes, one per noise kind; each size says why it is
+    """The experiment's knobs. The defaults (3 repeats x 2 noise kinds, 15 fine-tunes of ~3 min each on one
+    core) take about 50 min, or about 30 min as two processes, one per noise kind; each size says why it is
     what it is."""
 
     base: str = str(EMBEDDED_BLIP2)
