@@ -45,7 +45,7 @@ def test_flags_parse_into_the_config():
 
 def test_unbalanced_batches_draw_every_size_by_its_weight():
     cfg = TrainTinyConfig(pool="train", balanced=False, sizes=((96, 54), (54, 96)), size_weights=(0.5, 0.5))
-    specs, frames = draw_batch(np.random.default_rng(1), 24, cfg)
+    _, frames = draw_batch(np.random.default_rng(1), 24, cfg)
     shapes = [f.shape[:2] for f in frames]
     assert set(shapes) == {(96, 54), (54, 96)}
     only_landscape = TrainTinyConfig(pool="train", balanced=False, sizes=((96, 54), (54, 96)), size_weights=(0, 1))

@@ -406,11 +406,11 @@ def lineage_of(cfg: TrainTinyConfig, family) -> list[str]:
         history = list(previous.get("history") or [])
         if not history and previous:
             c = previous["config"]
-            history = [f"`python -m training.train_tiny --kinds {family.name} --vision-steps {c['vision_steps']} "
-                       f"--steps {c['steps']} --batch-size {c['batch_size']} --pool train` (from scratch: "
-                       f"scikit-image's photos and procedural textures, portrait 448x252 frames only, "
-                       f"{c.get('vision_layers', 4)} vision layers; "
-                       f"{previous['figures']['train_seconds']:.0f} s)"]
+            history = [(f"`python -m training.train_tiny --kinds {family.name} --vision-steps {c['vision_steps']} "
+                        f"--steps {c['steps']} --batch-size {c['batch_size']} --pool train` (from scratch: "
+                        f"scikit-image's photos and procedural textures, portrait 448x252 frames only, "
+                        f"{c.get('vision_layers', 4)} vision layers; "
+                        f"{previous['figures']['train_seconds']:.0f} s)")]
     grown = f", vision tower grown to {cfg.vision_layers} layers (new layers start as identities)" \
         if cfg.vision_layers and cfg.init_from else (f", {cfg.vision_layers} vision layers" if cfg.vision_layers else "")
     start = "continued from the checkpoint above" if cfg.init_from else "from scratch"
