@@ -379,14 +379,17 @@ def test_a_killed_analysis_leaves_no_video_without_its_frames(tmp_path):
             recorder.stdin.flush()
             kind, pid = read().split()
             assert kind == "child" and read() == "ready"
-            # Kill it after a few of its analyses or most of them (each takes a few tenths of a second).
-            deadline = time.monotonic() + rng.uniform(0.05, 1.5)
-            finished = False
-            while not finished and (left := deadline - time.monotonic()) > 0:
-                finished = read(timeout=left) == "done"
-            if not finished:
+            # Kill it after k of its analyses are reported stored, k < per_round - 1, and a random moment into
+            # the next one: counted in analyses, not seconds, so a fast machine cannot finish the round first.
+            k, before = rng.randrange(per_round - 1), len(stored)
+            while len(stored) - before < k:
+                read()
+            time.sleep(rng.uniform(0.0, 0.05))
+            try:
                 os.kill(int(pid), signal.SIGKILL)
                 cut_short += 1
+            except ProcessLookupError:  # it finished its last two analyses within the pause
+                pass
             while read() != "reaped":
                 pass
     finally:
