@@ -40,7 +40,8 @@ def _frames_section(cfg: dict, sources: list[dict]) -> str:
     """What the last training step's frames were made of: its pool, whether batches were content-balanced,
     and the orientations it drew."""
     pool, balanced = cfg.get("pool", "train"), cfg.get("balanced", False)
-    if pool in synthetic.REAL_POOLS:
+    real = pool in synthetic.REAL_POOLS
+    if real:
         head = ("**Frames.** Composed from real pictures of whole installed packages, split by package into a "
                 "training\npool and a held-out pool that are never mixed (`python -m training.imagery` lists what "
                 f"is installed):\n\n{_sources_table(sources)}\n\n")
@@ -54,7 +55,7 @@ def _frames_section(cfg: dict, sources: list[dict]) -> str:
             "picture-in-picture,\ncollages; sometimes two crops of one picture); single-stream frames show one, "
             "sometimes with strong straight\nedges that are not a split ("
             + ("a horizon, a skyline, an app's interface bars, a black band, mirrored halves, a\nthick border). "
-               if pool in synthetic.REAL_POOLS else
+               if real else
                "a horizon, a black band, mirrored halves, a zoomed inset of\nthe same picture, a thick border). "))
     if balanced:
         body += ("Content cannot predict the label: every stream of a composite is also shown alone in the same\n"
@@ -64,8 +65,9 @@ def _frames_section(cfg: dict, sources: list[dict]) -> str:
         body += ("Frames are drawn independently, about half of them sludge, and every frame gets the same\n"
                  "augmentations")
     body += (" (crop scale and pan, colour, blur, captions, borders, letterbox, an app's\ninterface"
-             + (", lower resolution, JPEG artefacts" if pool in synthetic.REAL_POOLS else "")
-             + f"), in {_orientations(cfg)}.")
+             + (", lower resolution, JPEG artefacts" if real else "")
+             + f"), in {_orientations(cfg)}."
+             + (" Game streams are drawn as block scenes from a game's own textures." if real else ""))
     return head + body
 
 
