@@ -107,7 +107,7 @@ def add_ingest_parser(sub, settings) -> None:
     p.add_argument("--collection", help="collection name (default: the folder's, manifest's or dataset's name)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: decode worker processes feeding one model here; ray: a Ray Data pipeline")
-    p.add_argument("--workers", type=int, help="local engine: decode processes (default: CPUs - 1, at least 1)")
+    p.add_argument("--workers", type=int, help="local engine: decode processes (default: one per CPU)")
     p.add_argument("--batch-size", type=int, default=IngestConfig.batch_size,
                    help=f"frames per model forward, filled across videos (default: {IngestConfig.batch_size})")
     p.add_argument("--report", type=Path, help="JSONL report of failures and the summary "

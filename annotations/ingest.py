@@ -75,14 +75,17 @@ class IngestConfig:
     # Frames per model forward, filled across videos. Larger batches amortise the per-forward overhead that
     # dominates a small model on CPU; 32 is two default videos, small enough for a 16 GB machine.
     batch_size: int = 32
-    # Decode processes. None: one fewer than the CPUs (at least one), since this process runs the model.
+    # Decode processes. None: one per CPU. Decoding and encoding the frame images cost more than scoring
+    # them with the embedded model, so this process (which only scores and commits) waits for frames most
+    # of the time; with one fewer worker than CPUs, a core would sit idle while it waits.
     workers: int | None = None
     # Videos handed to each worker ahead of the model (on top of one batch's worth): enough that results
     # collected between two batches never leave a worker idle, few enough that memory holds a handful of
     # decoded videos per worker.
     in_flight_per_worker: int = 3
     # torch threads of the model while it ingests on CPU. None: the CPUs the decode workers leave (at least
-    # one); more threads than free cores make torch's threads wait on each other.
+    # one); more threads than free cores make torch's threads wait on each other. A large model scored on
+    # CPU wants the opposite split: fewer workers, more threads.
     model_threads: int | None = None
     limits: VideoLimits = field(default_factory=VideoLimits)
     # The JSONL failure report; None: next to the store, named after the collection and the start time.
@@ -704,7 +707,7 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
     summary.report_path = str(report.path)
     bar = open_progress_bar(summary.total, collection.name, config.progress)
     done = frozenset(find_done_videos(db, identity.id))
-    workers = config.workers or max(1, count_available_cpus() - 1)
+    workers = config.workers or count_available_cpus()
     video_ids: dict[str, str] = {}
     stored_now: set[str] = set()
     staging = tempfile.mkdtemp(prefix="sludgelens-ingest-") if collection.dataset is not None else None

@@ -96,7 +96,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 64, 128, 256, 512])
     parser.add_argument("--depth", choices=("full", "reduced"), default="full")
     parser.add_argument("--device", default="auto", help="auto: cuda when present, else cpu")
-    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: CPUs - 1)")
+    parser.add_argument("--workers", type=int, default=None, help="decode processes (default: one per CPU)")
     args = parser.parse_args(argv)
 
     import torch

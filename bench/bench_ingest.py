@@ -103,7 +103,7 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=int, default=360)
     parser.add_argument("--frames", type=int, default=16, help="frames sampled per video")
     parser.add_argument("--batch-size", type=int, default=32, help="ingest: frames per forward across videos")
-    parser.add_argument("--workers", type=int, default=None, help="ingest: decode processes (default: CPUs - 1)")
+    parser.add_argument("--workers", type=int, default=None, help="ingest: decode processes (default: one per CPU)")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--loop-threads", type=int, default=None,
                         help="torch threads of the record_analysis loop (default: torch's own, as the app runs)")
