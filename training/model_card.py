@@ -83,7 +83,7 @@ def _rows_sentence(cfg: dict) -> str:
 
 def _heldout_name(cfg: dict) -> str:
     """What the second held-out row of the card was drawn from (``train_tiny.evaluate``'s held-out pool)."""
-    if cfg.get("pool", "train") in synthetic.REAL_POOLS:
+    if synthetic.find_heldout_pool(cfg.get("pool", "train")) == "real-holdout":
         return "held-out packages only"
     return f"scikit-image's {len(synthetic.HOLDOUT_PHOTOS)} held-out photos"
 

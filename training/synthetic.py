@@ -226,6 +226,15 @@ class FrameSpec:
 # Sources
 
 
+def find_heldout_pool(pool: str) -> str:
+    """The pool held out from a training pool: the other packages for a real pool, else the other photos.
+
+    >>> find_heldout_pool("real-train"), find_heldout_pool("train")
+    ('real-holdout', 'holdout')
+    """
+    return "real-holdout" if pool in REAL_POOLS else "holdout"
+
+
 def pool_sources(pool: str) -> tuple[str, ...]:
     """All source names a pool may draw: its photos plus the shared procedural sources.
 

@@ -329,7 +329,7 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
         "final_loss": round(float(np.mean(losses[-cfg.log_every:])), 4),
         "heldout_synthetic": evaluate(lm, seed=10_000 + cfg.seed, n=cfg.eval_frames, pool=cfg.pool),
         "heldout_real_photos": evaluate(lm, seed=20_000 + cfg.seed, n=cfg.eval_frames,
-                                        pool="real-holdout" if cfg.pool in synthetic.REAL_POOLS else "holdout"),
+                                        pool=synthetic.find_heldout_pool(cfg.pool)),
     }
     print(f"[{kind}] {json.dumps(figures)}", flush=True)
     return lm, figures
