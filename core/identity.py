@@ -27,6 +27,10 @@ from core.config import REPO_ROOT, ModelSpec
 # Weight files up to this size are hashed whole; bigger ones (a 4B model is ~8 GB) by name, size and their
 # first MiB (the safetensors header), which is what changes when a checkpoint is rewritten.
 FULL_HASH_BYTES = 256 * 2**20
+# Records written beside a checkpoint's weights about how it was made and what it measured (the training
+# run, the real-footage check). Rewriting them does not change a prediction, so they are not part of the
+# version: a store's predictions stay current, and a resumed ingest skips what it has done.
+RECORD_FILES = frozenset({"training.json", "real_footage.json"})
 
 
 @dataclass(frozen=True)
@@ -72,14 +76,17 @@ def name_folder(folder: str | Path) -> str:
 
 
 def hash_weights(folder: str | Path) -> str:
-    """12 hex digits identifying the weights in a checkpoint folder (its config and weight files).
+    """12 hex digits identifying the model in a checkpoint folder: everything that decides its predictions
+    (configs, tokenizer, chat template, weights), not the records beside them (RECORD_FILES).
 
     >>> len(hash_weights(REPO_ROOT / "models" / "tiny-vqwen-qformer"))
     12
     """
     digest = hashlib.sha256()
     folder = Path(folder)
-    for path in sorted(folder.glob("*.json")) + sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")):
+    files = [path for pattern in ("*.json", "*.jinja", "*.safetensors", "*.bin")
+             for path in sorted(folder.glob(pattern))]
+    for path in (p for p in files if p.name not in RECORD_FILES):
         digest.update(path.name.encode())
         size = path.stat().st_size
         digest.update(str(size).encode())

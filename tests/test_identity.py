@@ -30,6 +30,18 @@ def test_a_folder_elsewhere_is_named_by_its_own_name_and_a_retrained_one_is_a_ne
     assert identify_model(ModelSpec(str(copy))).revision != identity.revision
 
 
+def test_records_beside_the_weights_are_not_the_version_but_the_chat_template_is(tmp_path):
+    copy = tmp_path / "ckpt"
+    shutil.copytree(EMBEDDED_BLIP2, copy)
+    before = hash_weights(copy)
+    (copy / "real_footage.json").write_text(json.dumps({"figures": {"video_accuracy": 0.5}}))
+    (copy / "training.json").write_text("{}")
+    (copy / "README.md").write_text("a regenerated card\n")
+    assert hash_weights(copy) == before  # re-measuring a checkpoint keeps its predictions current
+    (copy / "chat_template.jinja").write_text((copy / "chat_template.jinja").read_text() + " ")
+    assert hash_weights(copy) != before  # the prompt the model reads is part of what it predicts
+
+
 def test_a_hub_model_is_its_id_and_the_revision_asked_for():
     assert identify_model(ModelSpec("alpharomercoma/vqwen3-4b")).id == "alpharomercoma/vqwen3-4b"
     pinned = identify_model(ModelSpec("alpharomercoma/vqwen3-4b", "v1"))
