@@ -6,9 +6,10 @@ Per size (1080x1920 portrait and 1280x720 landscape), `--per-layout` clips of a 
 sludge layout (vertical, horizontal, pip, other), drawn from the "real-holdout" pool only
 (training.imagery: packages the embedded models never saw) and cached under data/bench/real/. Each clip
 goes through the app's own path (decode, sample 16 frames, score). Also checks the app's five bundled
-examples at video level. Prints the per-clip table, the figures and, last, ``real_video_accuracy: X``
-(video level). Goals: video level >= 0.90, single-scene frames called not sludge >= 85 %, sludge frames
-found >= 90 %, layout >= 80 %, all 5 examples right.
+examples at video level. Prints the per-clip table (with the sources each clip's streams come from), the
+figures (single-scene frames also by source: which kinds of picture the model misreads) and, last,
+``real_video_accuracy: X`` (video level). Goals: video level >= 0.90, single-scene frames called not
+sludge >= 85 %, sludge frames found >= 90 %, layout >= 80 %, all 5 examples right.
 """
 
 from __future__ import annotations
@@ -42,13 +43,15 @@ def main(argv: list[str] | None = None) -> dict:
     for row in figures["rows"]:
         mark = "ok " if row["right"] else "BAD"
         print(f"{mark} {row['clip']:42} truth {row['truth']:10} sludge frames {row['sludge_frames']:2d}/{row['frames']}"
-              f"  layouts {row['layout_votes']}")
+              f"  layouts {row['layout_votes']}  sources {'+'.join(row['sources'])}")
     for row in examples["rows"]:
         print(f"{'ok ' if row['right'] else 'BAD'} example {row['example']:26} truth {row['truth']!s:5} "
               f"majority {row['majority']:.2f}")
     print(f"model: {lm.version}")
     print(f"clips: {figures['clips']} ({args.per_layout} per kind and size, sizes 1080x1920 and 1280x720)")
     print(f"video accuracy by truth: {figures['video_accuracy_by_layout']}")
+    by_source = ", ".join(f"{k} {v:.0%}" for k, v in figures["single_not_sludge_by_source"].items())
+    print(f"single-scene frames called not sludge, by source: {by_source}")
     print(f"single-scene frames called not sludge: {figures['single_frames_not_sludge']:.1%} (goal >= 85 %)")
     print(f"sludge frames found: {figures['sludge_frames_found']:.1%} (goal >= 90 %)")
     print(f"layout accuracy (sludge frames): {figures['layout_accuracy']:.1%} (goal >= 80 %)")

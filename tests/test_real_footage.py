@@ -40,6 +40,14 @@ def test_the_figures_add_up_from_the_clips(figures):
     singles = [row for row in rows if row["truth"] == "none"]
     called_single = sum(row["frames"] - row["sludge_frames"] for row in singles) / sum(r["frames"] for r in singles)
     assert figures["single_frames_not_sludge"] == pytest.approx(called_single, abs=1e-4)
+    # Every clip names the held-out packages (or procedural kinds) its streams come from, and the by-source
+    # figure is the mean over the single scenes that drew each source.
+    assert all(row["sources"] for row in rows)
+    by_source = figures["single_not_sludge_by_source"]
+    assert set(by_source) == {source for row in singles for source in row["sources"]}
+    for source, share in by_source.items():
+        mine = [1 - row["sludge_frames"] / row["frames"] for row in singles if source in row["sources"]]
+        assert share == pytest.approx(np.mean(mine), abs=1e-4)
 
 
 def test_the_embedded_default_keeps_its_measured_level(figures, lm):

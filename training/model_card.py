@@ -95,6 +95,10 @@ def _real_section(real: dict | None, folder: Path) -> str:
     f, ex = real["figures"], real["examples"]
     by = ", ".join(f"{k} {v:.0%}" for k, v in f["video_accuracy_by_layout"].items())
     wrong = [row["example"] for row in ex["rows"] if not row["right"]]
+    singles = sum(row["truth"] == "none" for row in f["rows"])
+    sources = ", ".join(f"{k} {v:.0%}" for k, v in f.get("single_not_sludge_by_source", {}).items())
+    by_source = (f"\n\nSingle-scene frames called not sludge, by where the clip's pictures come from "
+                 f"({singles} clips, so a rough guide): {sources}.") if sources else ""
     return f"""Clips composed only from the held-out packages (other photographers, illustrators and another game's
 textures), moving, at 1080x1920 and 1280x720, H.264-encoded with PyAV, decoded and sampled (16 frames)
 by the app's own path; {f['clips']} clips, single scenes and each sludge layout alike
@@ -108,7 +112,8 @@ by the app's own path; {f['clips']} clips, single scenes and each sludge layout 
 | layout accuracy (sludge frames) | {_pct(f['layout_accuracy'])} | >= 80 % |
 | the app's 5 bundled examples right at video level | {ex['right']}/{ex['examples']} | 5/5 |
 
-Video-level accuracy by truth: {by}.{(' Wrong examples: ' + ', '.join(wrong) + '.') if wrong else ''}"""
+Video-level accuracy by truth: {by}.{(' Wrong examples: ' + ', '.join(wrong) + '.') if wrong else ''}\
+{by_source}"""
 
 
 def render_model_card(folder: Path, kind: str) -> str:

@@ -38,6 +38,9 @@ class RealClip:
     # "none" for a single scene, else one of LAYOUTS.
     layout: str
     size: tuple[int, int]
+    # Where its streams come from, by package or procedural kind ("gnome", "game:openarena", "buildings"):
+    # what a model misreads, told apart by the kind of picture.
+    sources: tuple[str, ...] = ()
 
     @property
     def sludge(self) -> bool:
@@ -64,15 +67,26 @@ def make_real_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tuple
             for k in range(per_layout):
                 layout = NO_LAYOUT if kind == "single" else kind
                 path = folder / f"{size[0]}x{size[1]}-{num_frames}f-{kind}-{seed + k}.mp4"
+                # Drawing the spec is cheap (no pixels): it names the clip's sources even when it is cached.
+                spec = synthetic.draw_clip_spec(seed + k + 1000 * CLIP_LAYOUTS.index(kind), num_frames, fps,
+                                                size, pool=pool, layouts=(kind,))
                 if not (path.is_file() and path.stat().st_size > 0):
-                    spec = synthetic.draw_clip_spec(seed + k + 1000 * CLIP_LAYOUTS.index(kind), num_frames, fps,
-                                                    size, pool=pool, layouts=(kind,))
                     frames, _ = synthetic.render_clip(spec)
                     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
                     synthetic.write_clip(tmp, frames, fps)
                     os.replace(tmp, path)
-                clips.append(RealClip(path, layout, size))
+                clips.append(RealClip(path, layout, size, name_sources(spec)))
     return clips
+
+
+def name_sources(spec: synthetic.ClipSpec) -> tuple[str, ...]:
+    """The distinct sources of a clip's streams, by package or procedural kind, in the order they appear.
+
+    >>> name_sources(synthetic.draw_clip_spec(2, num_frames=4, layouts=("vertical",)))
+    ('chelsea', 'runner')
+    """
+    names = [stream.source.split("/", 1)[0] for seg in spec.segments for stream in seg.frame.streams]
+    return tuple(dict.fromkeys(names))
 
 
 def check_real_footage(lm, clips: list[RealClip], num_frames: int = 16) -> dict:
@@ -96,6 +110,7 @@ def check_real_footage(lm, clips: list[RealClip], num_frames: int = 16) -> dict:
         else:
             single_ok += [not label for label in labels]
         rows.append({"clip": clip.path.name, "truth": clip.layout, "size": list(clip.size),
+                     "sources": list(clip.sources),
                      "verdict": bool(analysis.verdict.label), "right": bool(analysis.verdict.label) == clip.sludge,
                      "sludge_frames": int(sum(labels)), "frames": len(labels),
                      "layout_votes": {name: layouts.count(name) for name in sorted(set(layouts))}})
@@ -104,6 +119,11 @@ def check_real_footage(lm, clips: list[RealClip], num_frames: int = 16) -> dict:
         hits = [row["right"] for row in rows if row["truth"] == kind]
         if hits:
             by_layout[kind] = round(float(np.mean(hits)), 4)
+    single_by_source: dict[str, list[float]] = {}
+    for row in rows:
+        if row["truth"] == NO_LAYOUT:
+            for source in row["sources"]:
+                single_by_source.setdefault(source, []).append(1 - row["sludge_frames"] / row["frames"])
     return {
         "clips": len(rows),
         "video_accuracy": round(float(np.mean([row["right"] for row in rows])), 4),
@@ -111,6 +131,8 @@ def check_real_footage(lm, clips: list[RealClip], num_frames: int = 16) -> dict:
         "sludge_frames_found": round(float(np.mean(sludge_ok)), 4) if sludge_ok else None,
         "layout_accuracy": round(float(np.mean(layout_ok)), 4) if layout_ok else None,
         "video_accuracy_by_layout": by_layout,
+        # Per source of the single-scene clips: the share of their frames called not sludge.
+        "single_not_sludge_by_source": {k: round(float(np.mean(v)), 4) for k, v in sorted(single_by_source.items())},
         "rows": rows,
     }
 
