@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from core.config import EMBEDDED_BLIP2, ModelSpec
     from core.engine import load_model
-    from training.real_footage import check_examples, check_real_footage, make_real_clips
+    from training.real_footage import check_examples, check_real_footage, format_shares, make_real_clips
 
     torch.set_num_threads(2)
     clips = make_real_clips(BENCH_DIR / "real", per_layout=args.per_layout, num_frames=args.clip_frames)
@@ -50,8 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"model: {lm.version}")
     print(f"clips: {figures['clips']} ({args.per_layout} per kind and size, sizes 1080x1920 and 1280x720)")
     print(f"video accuracy by truth: {figures['video_accuracy_by_layout']}")
-    by_source = ", ".join(f"{k} {v:.0%}" for k, v in figures["single_not_sludge_by_source"].items())
-    print(f"single-scene frames called not sludge, by source: {by_source}")
+    print(f"single-scene frames called not sludge, by source: {format_shares(figures['single_not_sludge_by_source'])}")
     print(f"single-scene frames called not sludge: {figures['single_frames_not_sludge']:.1%} (goal >= 85 %)")
     print(f"sludge frames found: {figures['sludge_frames_found']:.1%} (goal >= 90 %)")
     print(f"layout accuracy (sludge frames): {figures['layout_accuracy']:.1%} (goal >= 80 %)")

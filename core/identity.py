@@ -30,7 +30,9 @@ FULL_HASH_BYTES = 256 * 2**20
 # Records written beside a checkpoint's weights about how it was made and what it measured (the training
 # run, the real-footage check). Rewriting them does not change a prediction, so they are not part of the
 # version: a store's predictions stay current, and a resumed ingest skips what it has done.
-RECORD_FILES = frozenset({"training.json", "real_footage.json"})
+TRAINING_RECORD = "training.json"
+REAL_FOOTAGE_RECORD = "real_footage.json"
+RECORD_FILES = frozenset({TRAINING_RECORD, REAL_FOOTAGE_RECORD})
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from core import vocabulary
 from core.families import TinyConfig, find_family
+from core.identity import REAL_FOOTAGE_RECORD, TRAINING_RECORD
 from training import imagery, synthetic
+from training.real_footage import format_shares
 
 
 def _pct(value) -> str:
@@ -91,12 +93,12 @@ def _heldout_name(cfg: dict) -> str:
 def _real_section(real: dict | None, folder: Path) -> str:
     if not real:
         return ("Not measured yet for this checkpoint: run `python -m bench.bench_real_video --model "
-                f"{folder.as_posix()} --json {folder.as_posix()}/real_footage.json` and regenerate this card.")
+                f"{folder.as_posix()} --json {folder.as_posix()}/{REAL_FOOTAGE_RECORD}` and regenerate this card.")
     f, ex = real["figures"], real["examples"]
-    by = ", ".join(f"{k} {v:.0%}" for k, v in f["video_accuracy_by_layout"].items())
+    by = format_shares(f["video_accuracy_by_layout"])
     wrong = [row["example"] for row in ex["rows"] if not row["right"]]
     singles = sum(row["truth"] == "none" for row in f["rows"])
-    sources = ", ".join(f"{k} {v:.0%}" for k, v in f.get("single_not_sludge_by_source", {}).items())
+    sources = format_shares(f.get("single_not_sludge_by_source", {}))
     by_source = (f"\n\nSingle-scene frames called not sludge, by where the clip's pictures come from "
                  f"({singles} clips, so a rough guide): {sources}.") if sources else ""
     return f"""Clips composed only from the held-out packages (other photographers, illustrators and another game's
@@ -118,10 +120,10 @@ Video-level accuracy by truth: {by}.{(' Wrong examples: ' + ', '.join(wrong) + '
 
 def render_model_card(folder: Path, kind: str) -> str:
     """The card's text for the checkpoint in `folder` (a family named `kind`), from its measured files."""
-    record = json.loads((folder / "training.json").read_text())
+    record = json.loads((folder / TRAINING_RECORD).read_text())
     cfg, figures, params = record["config"], record["figures"], record["parameters"]
     tiny = TinyConfig(**{f.name: record["tiny"][f.name] for f in fields(TinyConfig) if f.name in record["tiny"]})
-    real_path = folder / "real_footage.json"
+    real_path = folder / REAL_FOOTAGE_RECORD
     real = json.loads(real_path.read_text()) if real_path.is_file() else None
     family = find_family(kind)
     card = family.describe_tiny(tiny)

@@ -89,6 +89,15 @@ def name_sources(spec: synthetic.ClipSpec) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def format_shares(shares: dict[str, float]) -> str:
+    """A figure's shares by name, as the bench and the cards print them.
+
+    >>> format_shares({"gnome": 0.6875, "ukui": 1.0})
+    'gnome 69%, ukui 100%'
+    """
+    return ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
+
+
 def check_real_footage(lm, clips: list[RealClip], num_frames: int = 16) -> dict:
     """Analyze every clip through the app's path and return the figures (see the module docstring), with one
     row per clip under "clips".

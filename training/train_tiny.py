@@ -26,6 +26,7 @@ from core import vocabulary
 from core.config import EngineConfig, ModelSpec
 from core.engine import LoadedModel, score_frames
 from core.families import FAMILIES, TinyConfig, VisualTokens, find_family
+from core.identity import REAL_FOOTAGE_RECORD, TRAINING_RECORD
 from training import imagery, synthetic
 from training.model_card import write_model_card
 from training.tasks import (
@@ -402,7 +403,8 @@ def lineage_of(cfg: TrainTinyConfig, family) -> list[str]:
     history: list[str] = []
     if cfg.init_from:
         folder = family.embedded if cfg.init_from == "embedded" else Path(cfg.init_from)
-        previous = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
+        record = folder / TRAINING_RECORD
+        previous = json.loads(record.read_text()) if record.is_file() else {}
         history = list(previous.get("history") or [])
         if not history and previous:
             c = previous["config"]
@@ -423,7 +425,7 @@ def save_checkpoint(lm: LoadedModel, folder: Path, kind: str, cfg: TrainTinyConf
     folder.mkdir(parents=True, exist_ok=True)
     lm.model.save_pretrained(folder)
     lm.processor.save_pretrained(folder)
-    stale = folder / "real_footage.json"  # measured on the weights this folder held before
+    stale = folder / REAL_FOOTAGE_RECORD  # measured on the weights this folder held before
     if stale.is_file():
         stale.unlink()
     family = find_family(kind)
@@ -431,7 +433,7 @@ def save_checkpoint(lm: LoadedModel, folder: Path, kind: str, cfg: TrainTinyConf
     layers = {"llava_vision_layers" if family.name == "llava" else "vision_layers": len(stack)}
     tiny = replace(tiny, **layers)
     params = sum(p.numel() for p in lm.model.parameters())
-    (folder / "training.json").write_text(json.dumps(
+    (folder / TRAINING_RECORD).write_text(json.dumps(
         {"config": asdict(cfg), "tiny": asdict(tiny), "figures": figures, "parameters": params,
          "command": command_of(cfg), "history": lineage_of(cfg, family), "sources": imagery.describe_pools()},
         indent=2, default=str) + "\n")
