@@ -38,6 +38,19 @@ def test_find_source_names_the_package_and_refuses_strangers():
         imagery.find_source("nowhere/x")
 
 
+def test_a_limited_source_keeps_an_even_spread_of_its_pictures():
+    names = [f"n{i:03d}" for i in range(100)]
+    kept = imagery.spread_evenly(names, 7)
+    assert len(kept) == len(set(kept)) == 7 and kept[0] == "n000" and kept[-1] == "n099"
+    gaps = np.diff([names.index(k) for k in kept])
+    assert gaps.max() - gaps.min() <= 1
+    assert imagery.spread_evenly(names[:5], 7) == names[:5] and imagery.spread_evenly(names, 0) == names
+    assert imagery.spread_evenly(names, 1) == ["n000"]
+    for source in imagery.SOURCES:
+        if source.limit:
+            assert len(imagery.list_files(source.name)) <= source.limit
+
+
 def test_real_holdout_frames_draw_only_held_out_pictures():
     rng = np.random.default_rng(0)
     train = set(imagery.list_images("train"))

@@ -105,6 +105,14 @@ class ImageSource:
     root: str
     pattern: str = r"\.(jpe?g|png|webp)$"
     archive: str = ""
+    # At most this many pictures, an even spread over the names (0 = all): a package of hundreds of one kind
+    # of picture (night-sky photos, track textures) would otherwise outweigh every other source, since a
+    # stream draws a pool's pictures alike.
+    limit: int = 0
+    # Name a picture by its folder as well as its file: packages whose folders reuse file names.
+    by_folder: bool = False
+    # Pictures smaller than this (either side) are left out: icons and tile cells, not scenes.
+    min_side: int = 0
 
 
 SOURCES = (
@@ -118,6 +126,23 @@ SOURCES = (
     ImageSource("game:minetest", "minetest-data", "debian", "game", "train", "LGPL-2.1+ / CC-BY-SA-3.0",
                 "a block-game scene", "/usr/share/games/minetest/games/minetest_game/mods",
                 pattern=r"/textures/default_[a-z_]+\.png$"),
+    # Astronomical photographs (nebulae, galaxies) and photographs of star atlases, globes and manuscripts.
+    ImageSource("stellarium", "stellarium-data", "debian", "photo", "train", "GPL-2+", "a photo",
+                "/usr/share/stellarium/nebulae/default", pattern=r"\.(png|jpe?g)$", limit=60, min_side=256),
+    ImageSource("skyculture", "stellarium-data", "debian", "photo", "train", "GPL-2+", "a photo",
+                "/usr/share/stellarium/skycultures", pattern=r"\.jpe?g$", limit=60, by_folder=True, min_side=256),
+    # A racing game's track textures and sky boxes: rendered surfaces, painted signs, skies over horizons.
+    ImageSource("supertuxkart", "supertuxkart-data", "debian", "illustration", "train",
+                "GPL-3+ / CC-BY-SA / CC0 (per file)", "an illustration", "/usr/share/games/supertuxkart/data",
+                pattern=r"/(tracks/[^/]+|textures/skybox)/[^/]+\.jpe?g$", limit=120, by_folder=True, min_side=256),
+    # A strategy game's painted landscapes and character portraits (portraits on white).
+    ImageSource("wesnoth", "wesnoth-1.16-data", "debian", "illustration", "train", "GPL-2+", "an illustration",
+                "/usr/share/games/wesnoth/1.16/data/core/images",
+                pattern=r"/(story|maps|portraits/[^/]+)/[^/]+\.(jpe?g|png|webp)$", limit=60),
+    # Debian's own desktop themes (boot and login backgrounds).
+    ImageSource("debian-themes", "desktop-base", "debian", "illustration", "train", "GPL-2+ / CC-BY-SA-3.0",
+                "an illustration", "/usr/share/desktop-base",
+                pattern=r"/(grub/grub-16x9\.png|login/sddm-preview\.jpg)$", by_folder=True),
     # Held-out pool: never drawn in training.
     ImageSource("gnome", "gnome-backgrounds", "debian", "illustration", "holdout", "CC-BY-SA-3.0",
                 "an illustration", "/usr/share/backgrounds/gnome"),
@@ -153,6 +178,8 @@ def _stem_of(path: Path, source: ImageSource) -> str:
     """One name per picture: a wallpaper shipped at many sizes is one picture."""
     if source.name == "plasma":  # /usr/share/wallpapers/<Name>/contents/images/<WxH>.jpg
         return path.parts[4]
+    if source.by_folder:
+        return f"{path.parent.parent.name}-{path.parent.name}-{path.stem}".lstrip("-")
     return re.sub(r"_\d+x\d+$", "", path.stem)
 
 
@@ -186,7 +213,7 @@ def list_files(source_name: str) -> dict[str, str]:
         path = Path(line)
         if not line.startswith(source.root) or not re.search(source.pattern, line, re.IGNORECASE):
             continue
-        if not path.is_file():
+        if not path.is_file() or (source.min_side and _min_side(path) < source.min_side):
             continue
         size = _size_hint(path)
         stem = _stem_of(path, source)
@@ -194,7 +221,28 @@ def list_files(source_name: str) -> dict[str, str]:
         rank = size if size >= MAX_SIDE else 100_000 - size  # the smallest big enough, else the biggest
         if key not in best or rank < best[key][0]:
             best[key] = (rank, str(path))
-    return {key: file for key, (_, file) in sorted(best.items())}
+    return {key: best[key][1] for key in spread_evenly(sorted(best), source.limit)}
+
+
+def spread_evenly(names: list[str], limit: int) -> list[str]:
+    """At most `limit` of `names` (0 = all), evenly spaced from the first to the last, in order.
+
+    >>> spread_evenly(["a", "b", "c", "d", "e"], 3)
+    ['a', 'c', 'e']
+    """
+    if not limit or len(names) <= limit:
+        return list(names)
+    if limit == 1:
+        return [names[0]]
+    return [names[round(i * (len(names) - 1) / (limit - 1))] for i in range(limit)]
+
+
+def _min_side(path: Path) -> int:
+    try:
+        with Image.open(path) as image:
+            return min(image.size)
+    except OSError:
+        return 0
 
 
 def _size_hint(path: Path) -> int:
