@@ -1,6 +1,7 @@
 """Real-footage check of a model: clips composed from held-out packages' pictures, at real sizes, H.264.
 
     python -m bench.bench_real_video [--model models/tiny-vqwen-qformer] [--per-layout 4] [--frames 16]
+                                     [--pool real-holdout|real-train]
 
 Per size (1080x1920 portrait and 1280x720 landscape), `--per-layout` clips of a single scene and of each
 sludge layout (vertical, horizontal, pip, other), drawn from the "real-holdout" pool only
@@ -10,6 +11,11 @@ examples at video level. Prints the per-clip table (with the sources each clip's
 figures (single-scene frames also by source: which kinds of picture the model misreads) and, last,
 ``real_video_accuracy: X`` (video level). Goals: video level >= 0.90, single-scene frames called not
 sludge >= 85 %, sludge frames found >= 90 %, layout >= 80 %, all 5 examples right.
+
+``--pool real-train`` builds the same kinds of clips from the training pool's packages instead (cached under
+data/bench/real-train/): a validation set for choosing among checkpoints trained on scikit-image's photos
+(``train_tiny --pool train``), which saw none of those packages' pictures (only a few streams are
+scikit-image photos or the procedural scenes both pools share), so that the held-out clips only report.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--per-layout", type=int, default=4, help="clips per kind and size (default 4)")
     parser.add_argument("--frames", type=int, default=16, help="frames sampled per clip, as the app does")
     parser.add_argument("--clip-frames", type=int, default=24, help="frames per clip (12 fps)")
+    parser.add_argument("--pool", default="real-holdout", choices=("real-holdout", "real-train"),
+                        help="packages the clips are composed from (default: the held-out pool, the goals' check)")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
 
@@ -36,7 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
     from training.real_footage import check_examples, check_real_footage, format_shares, make_real_clips
 
     torch.set_num_threads(2)
-    clips = make_real_clips(BENCH_DIR / "real", per_layout=args.per_layout, num_frames=args.clip_frames)
+    folder = BENCH_DIR / ("real" if args.pool == "real-holdout" else args.pool)
+    clips = make_real_clips(folder, per_layout=args.per_layout, num_frames=args.clip_frames, pool=args.pool)
     lm = load_model(ModelSpec(args.model or str(EMBEDDED_BLIP2)))
     figures = check_real_footage(lm, clips, num_frames=args.frames)
     examples = check_examples(lm, num_frames=args.frames)
@@ -48,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{'ok ' if row['right'] else 'BAD'} example {row['example']:26} truth {row['truth']!s:5} "
               f"majority {row['majority']:.2f}")
     print(f"model: {lm.version}")
-    print(f"clips: {figures['clips']} ({args.per_layout} per kind and size, sizes 1080x1920 and 1280x720)")
+    print(f"clips: {figures['clips']} from the {args.pool} pool ({args.per_layout} per kind and size, "
+          f"sizes 1080x1920 and 1280x720)")
     print(f"video accuracy by truth: {figures['video_accuracy_by_layout']}")
     print(f"single-scene frames called not sludge, by source: {format_shares(figures['single_not_sludge_by_source'])}")
     print(f"single-scene frames called not sludge: {figures['single_frames_not_sludge']:.1%} (goal >= 85 %)")
