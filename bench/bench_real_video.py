@@ -5,17 +5,17 @@
 
 Per size (1080x1920 portrait and 1280x720 landscape), `--per-layout` clips of a single scene and of each
 sludge layout (vertical, horizontal, pip, other), drawn from the "real-holdout" pool only
-(training.imagery: packages the embedded models never saw) and cached under data/bench/real/. Each clip
+(training.imagery: packages the embedded models never saw) and cached under data/bench/<pool>/. Each clip
 goes through the app's own path (decode, sample 16 frames, score). Also checks the app's five bundled
 examples at video level. Prints the per-clip table (with the sources each clip's streams come from), the
 figures (single-scene frames also by source: which kinds of picture the model misreads) and, last,
 ``real_video_accuracy: X`` (video level). Goals: video level >= 0.90, single-scene frames called not
 sludge >= 85 %, sludge frames found >= 90 %, layout >= 80 %, all 5 examples right.
 
-``--pool real-train`` builds the same kinds of clips from the training pool's packages instead (cached under
-data/bench/real-train/): a validation set for choosing among checkpoints trained on scikit-image's photos
-(``train_tiny --pool train``), which saw none of those packages' pictures (only a few streams are
-scikit-image photos or the procedural scenes both pools share), so that the held-out clips only report.
+``--pool real-train`` builds the same kinds of clips from the training pool's packages instead: a validation
+set for choosing among checkpoints trained on scikit-image's photos (``train_tiny --pool train``), which saw
+none of those packages' pictures (only a few streams are scikit-image photos or the procedural scenes both
+pools share), so that the held-out clips only report.
 """
 
 from __future__ import annotations
@@ -27,12 +27,14 @@ from bench.clips import BENCH_DIR
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from training.synthetic import REAL_POOLS
+
     parser = argparse.ArgumentParser(prog="python -m bench.bench_real_video", description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="", help="model folder or id (default: the embedded default)")
     parser.add_argument("--per-layout", type=int, default=4, help="clips per kind and size (default 4)")
     parser.add_argument("--frames", type=int, default=16, help="frames sampled per clip, as the app does")
     parser.add_argument("--clip-frames", type=int, default=24, help="frames per clip (12 fps)")
-    parser.add_argument("--pool", default="real-holdout", choices=("real-holdout", "real-train"),
+    parser.add_argument("--pool", default="real-holdout", choices=REAL_POOLS,
                         help="packages the clips are composed from (default: the held-out pool, the goals' check)")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
@@ -44,8 +46,8 @@ def main(argv: list[str] | None = None) -> dict:
     from training.real_footage import check_examples, check_real_footage, format_shares, make_real_clips
 
     torch.set_num_threads(2)
-    folder = BENCH_DIR / ("real" if args.pool == "real-holdout" else args.pool)
-    clips = make_real_clips(folder, per_layout=args.per_layout, num_frames=args.clip_frames, pool=args.pool)
+    clips = make_real_clips(BENCH_DIR / args.pool, per_layout=args.per_layout, num_frames=args.clip_frames,
+                            pool=args.pool)
     lm = load_model(ModelSpec(args.model or str(EMBEDDED_BLIP2)))
     figures = check_real_footage(lm, clips, num_frames=args.frames)
     examples = check_examples(lm, num_frames=args.frames)
