@@ -6,7 +6,7 @@ import pytest
 from core.config import EMBEDDED_BLIP2, EMBEDDED_LLAVA, ModelSpec
 from core.engine import load_model, score_frames
 from training import synthetic
-from training.train_tiny import TrainTinyConfig, draw_batch, find_vision_layers, grow_vision_tower, parse_config
+from training.train_tiny import TrainTinyConfig, boundary_map, draw_batch, find_vision_layers, grow_vision_tower, parse_config
 
 
 @pytest.mark.parametrize("folder", [EMBEDDED_BLIP2, EMBEDDED_LLAVA], ids=["blip2", "llava"])
@@ -73,3 +73,16 @@ def test_the_card_says_what_the_last_step_drew(tmp_path):
     assert "whole installed packages" in card and "Content cannot predict the label" in card
     assert "portrait and landscape" in card and "one sludge frame in three" in card
     assert "| held-out packages only |" in card
+
+
+def test_oriented_border_maps_tell_a_stack_from_a_side_by_side_split():
+    rng = np.random.default_rng(4)
+    for layout, seam in (("vertical", 0), ("horizontal", 1)):
+        for size in ((384, 216), (216, 384)):
+            spec = synthetic.draw_frame_spec(rng, layout, size, "train")
+            maps = boundary_map(spec, 16, oriented=True)
+            assert maps.shape == (2, 256)
+            assert maps[seam].sum() >= 16 and maps[1 - seam].sum() == 0, (layout, size)
+            assert (maps[0] | maps[1]).sum() <= boundary_map(spec, 16).sum()  # one map: bars' edges too
+    single = synthetic.draw_frame_spec(rng, "single", (384, 216), "train")
+    assert boundary_map(single, 16, oriented=True).sum() == 0

@@ -71,6 +71,11 @@ class TrainTinyConfig:
     # per-patch stream-border loss.
     vision_steps: int = 1500
     dense_weight: float = 1.0
+    # Tell the two directions of a stream border apart in the per-patch loss (a seam between rows of a
+    # stack, a seam between columns of a side-by-side split) instead of one "border here" class. Without
+    # it the tower learns where borders are but not which way they run, and the layout head must guess
+    # stacked from side by side on its own: the failure on landscape side-by-side footage.
+    dense_orientation: bool = False
     threads: int = 2
     log_every: int = 50
     # Where frames come from: "real-train" composes the pictures of whole installed packages
@@ -144,26 +149,42 @@ def evaluate(lm: LoadedModel, seed: int, n: int, pool: str) -> dict:
 # ---------------------------------------------------------------- train one family
 
 
-def boundary_map(spec, grid: int) -> torch.Tensor:
+def boundary_map(spec, grid: int, oriented: bool = False) -> torch.Tensor:
     """Per patch of a grid x grid frame: 1 where a patch touches a border between two different streams.
 
     Read from the frame's layout (its tiles), not from pixels: a black band or a sharp horizon inside one
-    stream is no border, which is exactly what the vision side must learn to tell apart.
+    stream is no border, which is exactly what the vision side must learn to tell apart. ``oriented`` gives
+    two maps, (2, grid * grid): patches on a seam between rows (the stream above or below is another
+    stream), then patches on a seam between columns (the stream left or right is another stream). There a
+    letterbox bar's edge is no seam: a side-by-side split in a letterboxed band has column seams only.
+
+    >>> from training.synthetic import FrameSpec, Tile
+    >>> stacked = FrameSpec(truth=None, streams=(None, None), tiles=(Tile(0, (0, 0, 1, .5)), Tile(1, (0, .5, 1, 1))))
+    >>> boundary_map(stacked, 4).reshape(4, 4).tolist()
+    [[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0]]
+    >>> rows, columns = boundary_map(stacked, 4, oriented=True).reshape(2, 4, 4)
+    >>> int(rows.sum()), int(columns.sum())
+    (8, 0)
     """
     ids = np.zeros((grid, grid), np.int64)
     centres = (np.arange(grid) + 0.5) / grid
     for tile in spec.tiles:
         x0, y0, x1, y1 = tile.box
         ids[np.ix_((centres >= y0) & (centres < y1), (centres >= x0) & (centres < x1))] = tile.stream + 1
-    edge = np.zeros_like(ids, dtype=bool)
+    across_rows, across_columns = np.zeros_like(ids, dtype=bool), np.zeros_like(ids, dtype=bool)
     dy, dx = ids[1:] != ids[:-1], ids[:, 1:] != ids[:, :-1]
-    edge[1:] |= dy
-    edge[:-1] |= dy
-    edge[:, 1:] |= dx
-    edge[:, :-1] |= dx
+    if oriented:  # both sides must be streams: the background (id 0) is bars and gutters
+        dy &= (ids[1:] > 0) & (ids[:-1] > 0)
+        dx &= (ids[:, 1:] > 0) & (ids[:, :-1] > 0)
+    across_rows[1:] |= dy
+    across_rows[:-1] |= dy
+    across_columns[:, 1:] |= dx
+    across_columns[:, :-1] |= dx
+    maps = np.stack([across_rows, across_columns]) if oriented else (across_rows | across_columns)[None]
     if len(spec.streams) < 2:
-        edge[:] = False
-    return torch.from_numpy(edge.reshape(-1).astype(np.int64))
+        maps[:] = False
+    flat = maps.reshape(len(maps), grid * grid).astype(np.int64)
+    return torch.from_numpy(flat if oriented else flat[0])
 
 
 def find_vision_layers(model) -> tuple[str, torch.nn.ModuleList]:
@@ -262,7 +283,8 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
 
     # Stage 1: the vision side alone. A from-scratch ViT learns "two streams" slowly from one answer token;
     # a layout head on the pooled image tokens and a per-patch stream-border head teach it in minutes.
-    dense_head = torch.nn.Linear(family.patch_width(model), 2)
+    seam_maps = 2 if cfg.dense_orientation else 1
+    dense_head = torch.nn.Linear(family.patch_width(model), 2 * seam_maps)
     vision_params = [(n, p) for n, p in model.named_parameters() if not n.startswith((family.language_model, "lm_head"))]
     heads = [("aux.weight", aux_head.weight), ("aux.bias", aux_head.bias),
              ("dense.weight", dense_head.weight), ("dense.bias", dense_head.bias)]
@@ -275,10 +297,11 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
         visual = family.encode(model, pixels)
         patches = family.patch_states(visual)
         grid = int(round(patches.shape[1] ** 0.5))
-        borders = torch.stack([boundary_map(sp, grid) for sp in specs])
+        borders = torch.stack([boundary_map(sp, grid, cfg.dense_orientation) for sp in specs])
+        logits = dense_head(patches).reshape(len(specs), -1, seam_maps, 2).transpose(1, 2)  # (B, maps, P, 2)
         dense = torch.nn.functional.cross_entropy(
-            dense_head(patches).reshape(-1, 2), borders.reshape(-1), weight=torch.tensor([1.0, 4.0])
-        )
+            logits.reshape(-1, 2), borders.reshape(-1), weight=torch.tensor([1.0, 4.0])
+        ) * seam_maps  # each map's loss at the weight one map had
         loss = aux_loss(visual, specs, hits) + cfg.dense_weight * dense
         opt.zero_grad(set_to_none=True)
         loss.backward()
