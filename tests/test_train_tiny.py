@@ -73,6 +73,10 @@ def test_the_card_says_what_the_last_step_drew(tmp_path):
     assert "whole installed packages" in card and "Content cannot predict the label" in card
     assert "portrait and landscape" in card and "one sludge frame in three" in card
     assert "| held-out packages only |" in card
+    assert "seams between rows" not in card
+    record["config"] = asdict(TrainTinyConfig(pool="real-train", dense_orientation=True))
+    (folder / "training.json").write_text(json.dumps(record, default=str))
+    assert "seams between rows (a stack) from seams between columns" in render_model_card(folder, "blip-2")
 
 
 def test_oriented_border_maps_tell_a_stack_from_a_side_by_side_split():

@@ -73,6 +73,14 @@ def _frames_section(cfg: dict, sources: list[dict]) -> str:
     return head + body
 
 
+def _border_words(cfg: dict) -> str:
+    """How the last step's stream-border head was taught: one border class, or seams by direction."""
+    if cfg.get("dense_orientation"):
+        return (" that tells seams between rows (a stack) from seams between columns (a side-by-side split), "
+                "letterbox edges being no seam")
+    return ""
+
+
 def _rows_sentence(cfg: dict) -> str:
     """How many task-mix questions each frame answered in the last step, and why."""
     sludge, single = cfg.get("sludge_rows", 1), cfg.get("single_rows", 1)
@@ -161,7 +169,8 @@ The last step, in full: `{flags}`; {figures['train_seconds']:.0f} s on 2 CPU cor
 {_frames_section(cfg, sources)}
 
 **Stages.** Vision side alone first (a 5-way layout head on the pooled image tokens plus a per-patch
-stream-border head, both dropped afterwards), then the whole model on the task mix {cfg['task_mix']}.
+stream-border head{_border_words(cfg)}, both dropped afterwards), then the whole model on the task mix
+{cfg['task_mix']}.
 {_rows_sentence(cfg)} The tokenizer is our own byte-level BPE ({cfg['vocab_size']}
 tokens) with a Qwen-style chat template holding the vqwen prompt ("{vocabulary.CLASSIFY}").
 
