@@ -1,5 +1,7 @@
 """Training the embedded models: growing a checkpoint's vision tower, drawing balanced batches."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,15 @@ def test_flags_parse_into_the_config():
                         "--sizes", "[[384, 216]]", "--size-weights", "[1]", "--balanced", "false"])
     assert cfg.kinds == ("blip2",) and cfg.vision_layers == 6 and cfg.init_from == "embedded"
     assert cfg.sizes == ((384, 216),) and cfg.size_weights == (1,) and cfg.balanced is False
+
+
+def test_layout_weights_steer_the_composites_of_both_kinds_of_batch():
+    cfg = parse_config(["--layout-weights", '{"horizontal": 1.0}', "--sizes", "[[96, 54]]", "--size-weights", "[1]"])
+    assert cfg.layout_weights == {"horizontal": 1.0}
+    for balanced in (True, False):
+        specs, _ = draw_batch(np.random.default_rng(2), 12, replace(cfg, balanced=balanced, pool="train"))
+        assert {sp.truth.layout for sp in specs if sp.truth.sludge} == {"horizontal"}
+        assert any(not sp.truth.sludge for sp in specs)
 
 
 def test_unbalanced_batches_draw_every_size_by_its_weight():

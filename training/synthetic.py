@@ -1101,7 +1101,7 @@ def draw_frame_spec(rng: np.random.Generator, layout: str | None = None, size: t
     """
     pool_sources(pool)
     if layout is None:
-        layout = _pick_layout(rng, 0.5)
+        layout = pick_layout(rng, 0.5)
     if layout == "vertical":
         spec = _spec_vertical(rng, size, pool, main)
     elif layout == "horizontal":
@@ -1120,11 +1120,18 @@ def draw_frame_spec(rng: np.random.Generator, layout: str | None = None, size: t
     return spec
 
 
-def _pick_layout(rng: np.random.Generator, sludge_share: float) -> str:
+def pick_layout(rng: np.random.Generator, sludge_share: float, layout_weights: dict[str, float] | None = None) -> str:
+    """"none" with probability 1 - sludge_share, else a sludge layout drawn by ``layout_weights`` (default:
+    vertical stacks the most often, as in short-form video).
+
+    >>> pick_layout(np.random.default_rng(0), 1.0, {"horizontal": 1.0})
+    'horizontal'
+    """
     if rng.random() >= sludge_share:
         return "none"
-    names = list(_LAYOUT_WEIGHTS)
-    weights = np.array([_LAYOUT_WEIGHTS[n] for n in names])
+    shares = layout_weights or _LAYOUT_WEIGHTS
+    names = list(shares)
+    weights = np.array([shares[n] for n in names], dtype=np.float64)
     return names[int(rng.choice(len(names), p=weights / weights.sum()))]
 
 
@@ -1250,17 +1257,19 @@ def make_frames(seed: int, n: int, size: tuple[int, int] = (448, 252), pool: str
     truths: list[FrameTruth] = []
     for i in range(n):
         rng = np.random.default_rng([seed, i])
-        frames[i], truth = make_frame(rng, _pick_layout(rng, sludge_share), size, pool)
+        frames[i], truth = make_frame(rng, pick_layout(rng, sludge_share), size, pool)
         truths.append(truth)
     return frames, truths
 
 
 def draw_balanced_specs(rng: np.random.Generator, n: int, pool: str = "real-train",
                         sizes: tuple[tuple[int, int], ...] = ((448, 252),),
-                        size_weights: tuple[float, ...] | None = None) -> list[tuple[FrameSpec, tuple[int, int]]]:
+                        size_weights: tuple[float, ...] | None = None,
+                        layout_weights: dict[str, float] | None = None) -> list[tuple[FrameSpec, tuple[int, int]]]:
     """n frame specs (with their sizes) in which content cannot predict the label: every stream of every
     composite is followed by a single-stream frame of the same source (another crop, other jitter), so
-    each picture appears as often alone as inside composites. About 1 frame in 3 is sludge.
+    each picture appears as often alone as inside composites. About 1 frame in 3 is sludge. The composites'
+    layouts are drawn by ``layout_weights`` (a share per layout; default: vertical stacks the most often).
 
     >>> specs = draw_balanced_specs(np.random.default_rng(0), 6, pool="train")
     >>> [sp.truth.sludge for sp, _ in specs][:1]
@@ -1274,7 +1283,7 @@ def draw_balanced_specs(rng: np.random.Generator, n: int, pool: str = "real-trai
 
     while len(out) < n:
         size = pick_size()
-        composite = draw_frame_spec(rng, _pick_layout(rng, 1.0), size, pool)
+        composite = draw_frame_spec(rng, pick_layout(rng, 1.0, layout_weights), size, pool)
         out.append((composite, size))
         for stream in composite.streams:
             if len(out) >= n:
@@ -1337,9 +1346,9 @@ class ClipSpec:
 def _next_layout(rng: np.random.Generator, previous: str | None) -> str:
     """A layout different from the previous segment's, so every cut is a visible layout change."""
     if previous is None:
-        return _pick_layout(rng, 0.5)
+        return pick_layout(rng, 0.5)
     if previous == "none":
-        return _pick_layout(rng, 1.0)
+        return pick_layout(rng, 1.0)
     if rng.random() < 0.5:
         return "none"
     others = [name for name in LAYOUTS if name != previous]

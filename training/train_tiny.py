@@ -84,6 +84,9 @@ class TrainTinyConfig:
     # Balanced batches: every stream of a composite is also shown alone, so content cannot predict the
     # label (the failure of a model that calls every unfamiliar picture sludge).
     balanced: bool = True
+    # Share of each sludge layout among composites; empty means training.synthetic's (vertical stacks the
+    # most often, as in short-form video). Even shares teach the rarer side-by-side split as often.
+    layout_weights: dict[str, float] = field(default_factory=dict)
     # Frame sizes (height, width) and their shares: portrait short-form and landscape footage alike.
     sizes: tuple[tuple[int, int], ...] = ((384, 216), (216, 384))
     size_weights: tuple[float, ...] = (0.65, 0.35)
@@ -363,11 +366,12 @@ def draw_batch(rng: np.random.Generator, n: int, cfg: TrainTinyConfig):
     """n frame specs and their pixels: balanced (see TrainTinyConfig.balanced) and degraded alike, or
     independent frames of the pool (about half sludge); either way each frame's size is drawn from cfg.sizes."""
     if cfg.balanced:
-        pairs = synthetic.draw_balanced_specs(rng, n, cfg.pool, cfg.sizes, cfg.size_weights)
+        pairs = synthetic.draw_balanced_specs(rng, n, cfg.pool, cfg.sizes, cfg.size_weights, cfg.layout_weights)
     else:
         weights = np.array(cfg.size_weights, dtype=np.float64)
         picks = rng.choice(len(cfg.sizes), size=n, p=weights / weights.sum())
-        pairs = [(synthetic.draw_frame_spec(rng, size=cfg.sizes[k], pool=cfg.pool), cfg.sizes[k]) for k in picks]
+        pairs = [(synthetic.draw_frame_spec(rng, synthetic.pick_layout(rng, 0.5, cfg.layout_weights), cfg.sizes[k],
+                                            cfg.pool), cfg.sizes[k]) for k in picks]
     specs = [spec for spec, _ in pairs]
     frames = [synthetic.render_frame(spec, size) for spec, size in pairs]
     if cfg.pool in synthetic.REAL_POOLS:
@@ -473,6 +477,9 @@ def parse_config(argv: list[str] | None = None) -> TrainTinyConfig:
     for f in fields(TrainTinyConfig):
         if f.name == "task_mix":
             parser.add_argument("--task-mix", type=json.loads, help="JSON object, e.g. '{\"classify\": 0.5, ...}'")
+        elif f.name == "layout_weights":
+            parser.add_argument("--layout-weights", type=json.loads,
+                                help="JSON object, e.g. '{\"vertical\": 0.25, ...}'")
         elif f.name == "kinds":
             parser.add_argument("--kinds", nargs="+", choices=sorted(family.name for family in FAMILIES.values()))
         elif isinstance(f.default, tuple):
