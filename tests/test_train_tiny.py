@@ -85,9 +85,13 @@ def test_the_card_says_what_the_last_step_drew(tmp_path):
     assert "portrait and landscape" in card and "one sludge frame in three" in card
     assert "| held-out packages only |" in card
     assert "seams between rows" not in card
-    record["config"] = asdict(TrainTinyConfig(pool="real-train", dense_orientation=True))
+    assert "drawn with these shares" not in card
+    record["config"] = asdict(TrainTinyConfig(pool="real-train", dense_orientation=True,
+                                              layout_weights={"vertical": 0.5, "horizontal": 0.5}))
     (folder / "training.json").write_text(json.dumps(record, default=str))
-    assert "seams between rows (a stack) from seams between columns" in render_model_card(folder, "blip-2")
+    card = render_model_card(folder, "blip-2")
+    assert "seams between rows (a stack) from seams between columns" in card
+    assert "drawn with these shares: vertical 0.5, horizontal 0.5." in card
 
 
 def test_oriented_border_maps_tell_a_stack_from_a_side_by_side_split():

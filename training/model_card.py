@@ -70,6 +70,9 @@ def _frames_section(cfg: dict, sources: list[dict]) -> str:
              + (", lower resolution, JPEG artefacts" if real else "")
              + f"), in {_orientations(cfg)}."
              + (" Game streams are drawn as block scenes from a game's own textures." if real else ""))
+    if cfg.get("layout_weights"):
+        shares = ", ".join(f"{name} {share:g}" for name, share in cfg["layout_weights"].items())
+        body += f" Composites' layouts were drawn with these shares: {shares}."
     return head + body
 
 
