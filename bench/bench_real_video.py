@@ -66,6 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"single-scene frames called not sludge: {figures['single_frames_not_sludge']:.1%} (goal >= 85 %)")
     print(f"sludge frames found: {figures['sludge_frames_found']:.1%} (goal >= 90 %)")
     print(f"layout accuracy (sludge frames): {figures['layout_accuracy']:.1%} (goal >= 80 %)")
+    print("layout accuracy by layout, portrait / landscape: " + ", ".join(
+        f"{kind} {shapes.get('portrait', float('nan')):.0%} / {shapes.get('landscape', float('nan')):.0%}"
+        for kind, shapes in figures["layout_accuracy_by_shape"].items()))
     print(f"bundled examples right at video level: {examples['right']}/{examples['examples']} (goal 5/5)")
     if args.json:
         with open(args.json, "w") as f:

@@ -40,6 +40,17 @@ def test_the_figures_add_up_from_the_clips(figures):
     singles = [row for row in rows if row["truth"] == "none"]
     called_single = sum(row["frames"] - row["sludge_frames"] for row in singles) / sum(r["frames"] for r in singles)
     assert figures["single_frames_not_sludge"] == pytest.approx(called_single, abs=1e-4)
+    sludge = [row for row in rows if row["truth"] != "none"]
+    right = sum(row["layout_votes"].get(row["truth"], 0) for row in sludge) / sum(row["frames"] for row in sludge)
+    assert figures["layout_accuracy"] == pytest.approx(right, abs=1e-4)
+    by_shape = figures["layout_accuracy_by_shape"]
+    assert set(by_shape) == {row["truth"] for row in sludge}
+    for kind, shapes in by_shape.items():
+        assert set(shapes) == {"portrait", "landscape"}  # one clip of each shape per layout
+        for shape, share in shapes.items():
+            mine = [row for row in sludge
+                    if row["truth"] == kind and (row["size"][0] > row["size"][1]) == (shape == "portrait")]
+            assert share == pytest.approx(mine[0]["layout_votes"].get(kind, 0) / mine[0]["frames"], abs=1e-4)
     # Every clip names the held-out packages (or procedural kinds) its streams come from, and the by-source
     # figure is the mean over the single scenes that drew each source.
     assert all(row["sources"] for row in rows)

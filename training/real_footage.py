@@ -128,6 +128,15 @@ def check_real_footage(lm, clips: list[RealClip], num_frames: int = 16) -> dict:
         hits = [row["right"] for row in rows if row["truth"] == kind]
         if hits:
             by_layout[kind] = round(float(np.mean(hits)), 4)
+    # Per sludge layout and frame shape: the share of frames whose layout is right (where layout fails, it
+    # usually fails for one shape: side-by-side splits in landscape footage read as stacks).
+    layout_by_shape: dict[str, dict[str, list[int]]] = {}
+    for row in rows:
+        if row["truth"] != NO_LAYOUT:
+            shape = "portrait" if row["size"][0] > row["size"][1] else "landscape"
+            tally = layout_by_shape.setdefault(row["truth"], {}).setdefault(shape, [0, 0])
+            tally[0] += row["layout_votes"].get(row["truth"], 0)
+            tally[1] += row["frames"]
     single_by_source: dict[str, list[float]] = {}
     for row in rows:
         if row["truth"] == NO_LAYOUT:
@@ -140,6 +149,8 @@ def check_real_footage(lm, clips: list[RealClip], num_frames: int = 16) -> dict:
         "sludge_frames_found": round(float(np.mean(sludge_ok)), 4) if sludge_ok else None,
         "layout_accuracy": round(float(np.mean(layout_ok)), 4) if layout_ok else None,
         "video_accuracy_by_layout": by_layout,
+        "layout_accuracy_by_shape": {kind: {shape: round(hit / total, 4) for shape, (hit, total) in shapes.items()}
+                                     for kind, shapes in layout_by_shape.items()},
         # Per source of the single-scene clips: the share of their frames called not sludge.
         "single_not_sludge_by_source": {k: round(float(np.mean(v)), 4) for k, v in sorted(single_by_source.items())},
         "rows": rows,
