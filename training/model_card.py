@@ -112,6 +112,10 @@ def _real_section(real: dict | None, folder: Path) -> str:
     sources = format_shares(f.get("single_not_sludge_by_source", {}))
     by_source = (f"\n\nSingle-scene frames called not sludge, by where the clip's pictures come from "
                  f"({singles} clips, so a rough guide): {sources}.") if sources else ""
+    shapes = f.get("layout_accuracy_by_shape") or {}
+    by_shape = ("\n\nLayout accuracy by layout, portrait / landscape frames:\n" + ", ".join(
+        f"{kind} {_pct(s.get('portrait'))} / {_pct(s.get('landscape'))}" for kind, s in shapes.items()) + ".") \
+        if shapes else ""
     return f"""Clips composed only from the held-out packages (other photographers, illustrators and another game's
 textures), moving, at 1080x1920 and 1280x720, H.264-encoded with PyAV, decoded and sampled (16 frames)
 by the app's own path; {f['clips']} clips, single scenes and each sludge layout alike
@@ -126,7 +130,7 @@ by the app's own path; {f['clips']} clips, single scenes and each sludge layout 
 | the app's 5 bundled examples right at video level | {ex['right']}/{ex['examples']} | 5/5 |
 
 Video-level accuracy by truth: {by}.{(' Wrong examples: ' + ', '.join(wrong) + '.') if wrong else ''}\
-{by_source}"""
+{by_source}{by_shape}"""
 
 
 def render_model_card(folder: Path, kind: str) -> str:
