@@ -62,16 +62,17 @@ def test_the_figures_add_up_from_the_clips(figures):
 
 
 def test_the_embedded_default_keeps_its_measured_level(figures, lm):
-    # Measured on the shipped checkpoint: video level 0.8, sludge frames found 0.88, layout 0.67.
-    assert figures["video_accuracy"] >= 0.7, figures["rows"]
+    # Measured on the shipped checkpoint: video level 0.9, sludge frames found 0.875, layout 0.83, all 5
+    # bundled examples right.
+    assert figures["video_accuracy"] >= 0.8, figures["rows"]
     assert figures["sludge_frames_found"] >= 0.8
-    assert figures["layout_accuracy"] >= 0.6
-    assert check_examples(lm, num_frames=16)["right"] >= 4
+    assert figures["layout_accuracy"] >= 0.75
+    assert check_examples(lm, num_frames=16)["right"] == 5
 
 
 @pytest.mark.xfail(strict=True, reason="the embedded default does not meet the real-footage goals yet: it calls "
-                                       "about 30 % of unfamiliar single-scene frames sludge and misreads about "
-                                       "half of the layouts")
+                                       "about a quarter of unfamiliar single-scene frames sludge and misreads "
+                                       "about 40 % of the layouts (side-by-side splits in landscape most)")
 def test_the_embedded_default_meets_the_real_footage_goals(figures, lm):
     assert figures["video_accuracy"] >= 0.9
     assert figures["single_frames_not_sludge"] >= 0.85

@@ -76,6 +76,14 @@ def _frames_section(cfg: dict, sources: list[dict]) -> str:
     return head + body
 
 
+def _average_words(averaged: dict | None) -> str:
+    """The sentence a card gets when its weights are an average of checkpoints (training.average_checkpoints)."""
+    if not averaged:
+        return ""
+    return (f" The weights are then the uniform average of {averaged['checkpoints']} checkpoints (the last step "
+            "above),\nwhich costs no training; the figures below are measured on the averaged weights.")
+
+
 def _border_words(cfg: dict) -> str:
     """How the last step's stream-border head was taught: one border class, or seams by direction."""
     if cfg.get("dense_orientation"):
@@ -150,6 +158,7 @@ def render_model_card(folder: Path, kind: str) -> str:
     sources = record.get("sources") or imagery.describe_pools()
     flags = record.get("command") or f"python -m training.train_tiny --kinds {kind}"
     history = record.get("history", [])
+    averaged = record.get("averaged")
     lineage = "\n".join(f"{i + 1}. {step}" for i, step in enumerate(history)) or "1. " + flags
     return f"""---
 library_name: transformers
@@ -170,8 +179,8 @@ steps:
 
 {lineage}
 
-The last step, in full: `{flags}`; {figures['train_seconds']:.0f} s on 2 CPU cores, final loss
-{figures['final_loss']}.
+The last {'training ' if averaged else ''}step, in full: `{flags}`; {figures['train_seconds']:.0f} s on 2 CPU cores,
+final loss {figures['final_loss']}.{_average_words(averaged)}
 
 {_frames_section(cfg, sources)}
 
