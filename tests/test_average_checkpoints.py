@@ -55,6 +55,10 @@ def test_checkpoints_of_different_architectures_are_refused(tmp_path, capsys):
     llava = copy_checkpoint(EMBEDDED_LLAVA, tmp_path / "llava")
     with pytest.raises(ValueError, match="one known architecture"):
         average_checkpoints([blip2, llava], tmp_path / "out")
+    other = copy_checkpoint(EMBEDDED_BLIP2, tmp_path / "other-tokenizer")
+    (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text().replace('"yes"', '"yes!"', 1))
+    with pytest.raises(ValueError, match="different tokenizers"):
+        average_checkpoints([blip2, other], tmp_path / "out")
     with pytest.raises(ValueError, match="at least two"):
         average_checkpoints([blip2], tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -78,6 +78,11 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
     kinds = {config.get("model_type") for config in configs}
     if len(kinds) != 1 or next(iter(kinds)) not in FAMILY_OF_MODEL_TYPE:
         raise ValueError(f"the checkpoints must be of one known architecture, not {sorted(map(str, kinds))}")
+    tokenizers = {(folder / "tokenizer.json").read_bytes() if (folder / "tokenizer.json").is_file() else b""
+                  for folder in folders}
+    if len(tokenizers) != 1:
+        raise ValueError("the checkpoints have different tokenizers: only checkpoints continued from one origin "
+                         "can be averaged")
     records = [json.loads((folder / TRAINING_RECORD).read_text()) for folder in folders]
     started = time.time()
     state = average_state_dicts([load_file(folder / "model.safetensors") for folder in folders])

@@ -73,8 +73,8 @@ class TrainTinyConfig:
     dense_weight: float = 1.0
     # Tell the two directions of a stream border apart in the per-patch loss (a seam between rows of a
     # stack, a seam between columns of a side-by-side split) instead of one "border here" class. Without
-    # it the tower learns where borders are but not which way they run, and the layout head must guess
-    # stacked from side by side on its own: the failure on landscape side-by-side footage.
+    # it the tower is taught where borders are but not which way they run, and the layout head must tell
+    # stacked from side by side on its own, the layouts the embedded models confuse most.
     dense_orientation: bool = False
     threads: int = 2
     log_every: int = 50
