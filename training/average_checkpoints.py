@@ -21,9 +21,6 @@ from pathlib import Path
 
 import torch
 
-FAMILY_OF_MODEL_TYPE = {"blip-2": "blip2", "llava": "llava"}
-
-
 def average_state_dicts(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """The element-wise mean of state dicts with the same names and shapes, in the first one's dtypes.
 
@@ -68,16 +65,21 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
     from core.config import EngineConfig, ModelSpec
     from core.engine import load_model
     from core.identity import REAL_FOOTAGE_RECORD, TRAINING_RECORD
-    from training import synthetic
+    from core.families import UnknownFamilyError, find_family
     from training.model_card import write_model_card
-    from training.train_tiny import evaluate
+    from training.train_tiny import evaluate_heldout
 
     if len(folders) < 2:
         raise ValueError("averaging needs at least two checkpoints")
     configs = [json.loads((folder / "config.json").read_text()) for folder in folders]
-    kinds = {config.get("model_type") for config in configs}
-    if len(kinds) != 1 or next(iter(kinds)) not in FAMILY_OF_MODEL_TYPE:
-        raise ValueError(f"the checkpoints must be of one known architecture, not {sorted(map(str, kinds))}")
+    kinds = {str(config.get("model_type")) for config in configs}
+    try:
+        family = find_family(kinds.pop()) if len(kinds) == 1 else None
+    except UnknownFamilyError:
+        family = None
+    if family is None:
+        raise ValueError(f"the checkpoints must be of one known architecture, not "
+                         f"{sorted({str(c.get('model_type')) for c in configs})}")
     tokenizers = {(folder / "tokenizer.json").read_bytes() if (folder / "tokenizer.json").is_file() else b""
                   for folder in folders}
     if len(tokenizers) != 1:
@@ -97,14 +99,10 @@ def average_checkpoints(folders: list[Path], out: Path) -> Path:
     record["averaged"] = {"checkpoints": len(folders), "seconds": round(time.time() - started, 1)}
     lm = load_model(ModelSpec(str(out)), EngineConfig())
     cfg = record["config"]
-    figures = dict(record["figures"])
-    figures["heldout_synthetic"] = evaluate(lm, seed=10_000 + cfg["seed"], n=cfg["eval_frames"], pool=cfg["pool"])
-    figures["heldout_real_photos"] = evaluate(lm, seed=20_000 + cfg["seed"], n=cfg["eval_frames"],
-                                              pool=synthetic.find_heldout_pool(cfg["pool"]))
-    record["figures"] = figures
+    record["figures"] = {**record["figures"], **evaluate_heldout(lm, cfg["seed"], cfg["eval_frames"], cfg["pool"])}
     record["parameters"] = sum(p.numel() for p in lm.model.parameters())
     (out / TRAINING_RECORD).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    write_model_card(out, FAMILY_OF_MODEL_TYPE[next(iter(kinds))])
+    write_model_card(out, family.name)
     return out
 
 

@@ -34,7 +34,7 @@ def _sources_table(rows: list[dict]) -> str:
 def _orientations(cfg: dict) -> str:
     """ "portrait and landscape" or "portrait only", from the frame sizes (height, width) the step drew."""
     sizes = cfg.get("sizes") or [(448, 252)]  # the size every frame had before sizes were a setting
-    kinds = {"portrait" if h >= w else "landscape" for h, w in sizes}
+    kinds = {synthetic.name_orientation(size) for size in sizes}
     return "portrait and landscape" if len(kinds) == 2 else f"{kinds.pop()} only"
 
 

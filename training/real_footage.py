@@ -128,12 +128,12 @@ def check_real_footage(lm, clips: list[RealClip], num_frames: int = 16) -> dict:
         hits = [row["right"] for row in rows if row["truth"] == kind]
         if hits:
             by_layout[kind] = round(float(np.mean(hits)), 4)
-    # Per sludge layout and frame shape: the share of frames whose layout is right (where layout fails, it
-    # usually fails for one shape: side-by-side splits in landscape footage read as stacks).
+    # Per sludge layout and frame shape: the share of frames whose layout is right (a layout can fail for
+    # one shape only, as side-by-side splits in landscape footage do).
     layout_by_shape: dict[str, dict[str, list[int]]] = {}
     for row in rows:
         if row["truth"] != NO_LAYOUT:
-            shape = "portrait" if row["size"][0] > row["size"][1] else "landscape"
+            shape = synthetic.name_orientation(row["size"])
             tally = layout_by_shape.setdefault(row["truth"], {}).setdefault(shape, [0, 0])
             tally[0] += row["layout_votes"].get(row["truth"], 0)
             tally[1] += row["frames"]

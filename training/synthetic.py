@@ -1120,6 +1120,15 @@ def draw_frame_spec(rng: np.random.Generator, layout: str | None = None, size: t
     return spec
 
 
+def name_orientation(size: tuple[int, int]) -> str:
+    """ "portrait" or "landscape" for a frame size (height, width); a square frame counts as portrait.
+
+    >>> name_orientation((1920, 1080)), name_orientation((720, 1280))
+    ('portrait', 'landscape')
+    """
+    return "portrait" if size[0] >= size[1] else "landscape"
+
+
 def pick_layout(rng: np.random.Generator, sludge_share: float, layout_weights: dict[str, float] | None = None) -> str:
     """"none" with probability 1 - sludge_share, else a sludge layout drawn by ``layout_weights`` (default:
     vertical stacks the most often, as in short-form video).

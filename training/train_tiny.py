@@ -149,6 +149,12 @@ def evaluate(lm: LoadedModel, seed: int, n: int, pool: str) -> dict:
     }
 
 
+def evaluate_heldout(lm: LoadedModel, seed: int, n: int, pool: str) -> dict:
+    """The card's two held-out rows: fresh seeds of the training pool, and the pool held out from it."""
+    return {"heldout_synthetic": evaluate(lm, seed=10_000 + seed, n=n, pool=pool),
+            "heldout_real_photos": evaluate(lm, seed=20_000 + seed, n=n, pool=synthetic.find_heldout_pool(pool))}
+
+
 # ---------------------------------------------------------------- train one family
 
 
@@ -354,9 +360,7 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
     figures = {
         "train_seconds": round(train_s, 1),
         "final_loss": round(float(np.mean(losses[-cfg.log_every:])), 4),
-        "heldout_synthetic": evaluate(lm, seed=10_000 + cfg.seed, n=cfg.eval_frames, pool=cfg.pool),
-        "heldout_real_photos": evaluate(lm, seed=20_000 + cfg.seed, n=cfg.eval_frames,
-                                        pool=synthetic.find_heldout_pool(cfg.pool)),
+        **evaluate_heldout(lm, cfg.seed, cfg.eval_frames, cfg.pool),
     }
     print(f"[{kind}] {json.dumps(figures)}", flush=True)
     return lm, figures
