@@ -1,21 +1,21 @@
 """Real-footage check of a model: clips composed from held-out packages' pictures, at real sizes, H.264.
 
     python -m bench.bench_real_video [--model models/tiny-vqwen-qformer] [--per-layout 4] [--frames 16]
-                                     [--pool real-holdout|real-train]
+                                     [--pool real-holdout|real-train] [--composers renderer,plain]
 
-Per size (1080x1920 portrait and 1280x720 landscape), `--per-layout` clips of a single scene and of each
-sludge layout (vertical, horizontal, pip, other), drawn from the "real-holdout" pool only
-(training.imagery: packages the embedded models never saw) and cached under data/bench/<pool>/. Each clip
-goes through the app's own path (decode, sample 16 frames, score). Also checks the app's five bundled
-examples at video level. Prints the per-clip table (with the sources each clip's streams come from), the
-figures (single-scene frames also by source: which kinds of picture the model misreads) and, last,
-``real_video_accuracy: X`` (video level). Goals: video level >= 0.90, single-scene frames called not
-sludge >= 85 %, sludge frames found >= 90 %, layout >= 80 %, all 5 examples right.
+Per composer and size (1080x1920 portrait and 1280x720 landscape), `--per-layout` clips of a single scene
+and of each sludge layout (vertical, horizontal, pip, other), drawn from the "real-holdout" pool only
+(training.imagery: packages the embedded models never saw), cached under data/bench/<pool>/ (the training
+renderer with the pool's pictures and game, none of its procedural scenes) and data/bench/<pool>-plain/
+(plain compositing of still pictures: crop, slow zoom and pan, paste). Each clip goes through the app's own
+path (decode, sample 16 frames, score). Also checks the app's five bundled examples at video level. Prints
+the per-clip table (with the sources each clip's streams come from), the figures per composer and over
+all clips (single-scene frames also by source: which kinds of picture the model misreads) and, last,
+``real_video_accuracy: X`` (video level over all clips). Goals: video level >= 0.90, single-scene frames
+called not sludge >= 85 %, sludge frames found >= 90 %, layout >= 80 %, all 5 examples right.
 
 ``--pool real-train`` builds the same kinds of clips from the training pool's packages instead: a validation
-set for choosing among checkpoints trained on scikit-image's photos (``train_tiny --pool train``), which saw
-none of those packages' pictures (only a few streams are scikit-image photos or the procedural scenes both
-pools share), so that the held-out clips only report.
+set for choosing among checkpoints, so that the held-out clips only report.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clip-frames", type=int, default=24, help="frames per clip (12 fps)")
     parser.add_argument("--pool", default="real-holdout", choices=REAL_POOLS,
                         help="packages the clips are composed from (default: the held-out pool, the goals' check)")
+    parser.add_argument("--composers", default="renderer,plain",
+                        help="which clips: renderer, plain or both, comma-separated (default both)")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
 
@@ -43,29 +45,38 @@ def main(argv: list[str] | None = None) -> dict:
 
     from core.config import EMBEDDED_BLIP2, ModelSpec
     from core.engine import load_model
-    from training.real_footage import check_examples, check_real_footage, format_shares, make_real_clips
+    from training.real_footage import (check_examples, check_real_footage, format_shares, make_plain_clips,
+                                       make_real_clips)
 
+    makers = {"renderer": (make_real_clips, BENCH_DIR / args.pool),
+              "plain": (make_plain_clips, BENCH_DIR / f"{args.pool}-plain")}
+    composers = [name.strip() for name in args.composers.split(",") if name.strip()]
+    if not composers or set(composers) - set(makers):
+        parser.error(f"--composers takes some of {', '.join(makers)}, got {args.composers!r}")
     torch.set_num_threads(2)
-    clips = make_real_clips(BENCH_DIR / args.pool, per_layout=args.per_layout, num_frames=args.clip_frames,
-                            pool=args.pool)
+    clips = [clip for name in composers
+             for clip in makers[name][0](makers[name][1], per_layout=args.per_layout, num_frames=args.clip_frames,
+                                         pool=args.pool)]
     lm = load_model(ModelSpec(args.model or str(EMBEDDED_BLIP2)))
     figures = check_real_footage(lm, clips, num_frames=args.frames)
     examples = check_examples(lm, num_frames=args.frames)
     for row in figures["rows"]:
         mark = "ok " if row["right"] else "BAD"
-        print(f"{mark} {row['clip']:42} truth {row['truth']:10} sludge frames {row['sludge_frames']:2d}/{row['frames']}"
-              f"  layouts {row['layout_votes']}  sources {'+'.join(row['sources'])}")
+        print(f"{mark} {row['composer']:8} {row['clip']:42} truth {row['truth']:10} sludge frames "
+              f"{row['sludge_frames']:2d}/{row['frames']}  layouts {row['layout_votes']}  "
+              f"sources {'+'.join(row['sources'])}")
     for row in examples["rows"]:
         print(f"{'ok ' if row['right'] else 'BAD'} example {row['example']:26} truth {row['truth']!s:5} "
               f"majority {row['majority']:.2f}")
     print(f"model: {lm.version}")
-    print(f"clips: {figures['clips']} from the {args.pool} pool ({args.per_layout} per kind and size, "
-          f"sizes 1080x1920 and 1280x720)")
+    print(f"clips: {figures['clips']} from the {args.pool} pool ({args.per_layout} per kind, size and composer, "
+          f"sizes 1080x1920 and 1280x720, composers {', '.join(composers)})")
+    for name, part in [*figures["by_composer"].items(), ("all clips", figures)]:
+        print(f"-- {name}: video level {part['video_accuracy']:.3f} (goal >= 0.90), single-scene frames called not "
+              f"sludge {part['single_frames_not_sludge']:.1%} (goal >= 85 %), sludge frames found "
+              f"{part['sludge_frames_found']:.1%} (goal >= 90 %), layout {part['layout_accuracy']:.1%} (goal >= 80 %)")
     print(f"video accuracy by truth: {figures['video_accuracy_by_layout']}")
     print(f"single-scene frames called not sludge, by source: {format_shares(figures['single_not_sludge_by_source'])}")
-    print(f"single-scene frames called not sludge: {figures['single_frames_not_sludge']:.1%} (goal >= 85 %)")
-    print(f"sludge frames found: {figures['sludge_frames_found']:.1%} (goal >= 90 %)")
-    print(f"layout accuracy (sludge frames): {figures['layout_accuracy']:.1%} (goal >= 80 %)")
     print("layout accuracy by layout, portrait / landscape: " + ", ".join(
         f"{kind} {shapes.get('portrait', float('nan')):.0%} / {shapes.get('landscape', float('nan')):.0%}"
         for kind, shapes in figures["layout_accuracy_by_shape"].items()))

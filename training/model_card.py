@@ -124,9 +124,17 @@ def _real_section(real: dict | None, folder: Path) -> str:
     by_shape = ("\n\nLayout accuracy by layout, portrait / landscape frames:\n" + ", ".join(
         f"{kind} {_pct(s.get('portrait'))} / {_pct(s.get('landscape'))}" for kind, s in shapes.items()) + ".") \
         if shapes else ""
+    parts = f.get("by_composer") or {}
+    by_composer = ("\n\nBy composer (video level / single scenes / sludge frames / layout): " + "; ".join(
+        f"{name} {_pct(p['video_accuracy'])} / {_pct(p['single_frames_not_sludge'])} / "
+        f"{_pct(p['sludge_frames_found'])} / {_pct(p['layout_accuracy'])}" for name, p in parts.items()) + ".") \
+        if parts else ""
+    made = ("half by the training renderer (none of its procedural scenes: captions, dividers, letterbox, "
+            "colour jitter), half by plain compositing (pictures cropped, slowly zoomed and panned, pasted)"
+            if len(parts) > 1 else "by the training renderer")
     return f"""Clips composed only from the held-out packages (other photographers, illustrators and another game's
-textures), moving, at 1080x1920 and 1280x720, H.264-encoded with PyAV, decoded and sampled (16 frames)
-by the app's own path; {f['clips']} clips, single scenes and each sludge layout alike
+textures), {made}, moving, at 1080x1920 and 1280x720, H.264-encoded with PyAV, decoded and sampled
+(16 frames) by the app's own path; {f['clips']} clips, single scenes and each sludge layout alike
 (`{real.get('command', 'python -m bench.bench_real_video')}`):
 
 | figure | measured | goal |
@@ -138,7 +146,7 @@ by the app's own path; {f['clips']} clips, single scenes and each sludge layout 
 | the app's 5 bundled examples right at video level | {ex['right']}/{ex['examples']} | 5/5 |
 
 Video-level accuracy by truth: {by}.{(' Wrong examples: ' + ', '.join(wrong) + '.') if wrong else ''}\
-{by_source}{by_shape}"""
+{by_composer}{by_source}{by_shape}"""
 
 
 def render_model_card(folder: Path, kind: str) -> str:

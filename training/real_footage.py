@@ -3,8 +3,16 @@
 Each clip is one layout for its whole length (a single scene, or a vertical, horizontal, picture-in-picture
 or collage composite), composed from the held-out packages only (``real-holdout``: other photographers,
 other illustrators, another game's textures), moving as footage does, at real short-form and landscape
-sizes, and encoded as H.264 with PyAV. The app's own path then decodes and samples it
-(``core.analyze.analyze_video``) and the model decides it. Figures:
+sizes, and encoded as H.264 with PyAV. Two composers make the clips, half each:
+
+* ``renderer``: the training renderer (``training.synthetic``) with the held-out pictures and game, and
+  none of its procedural scenes (those are training sources): captions, dividers, letterbox, an app's
+  interface, colour jitter and the single scenes with straight edges that are not a split;
+* ``plain``: a few lines of plain compositing (``make_plain_clips``): still pictures cropped to fill their
+  tiles, moving by a slow zoom and pan, pasted with nothing else, as an editor stacks two clips.
+
+The app's own path then decodes and samples each clip (``core.analyze.analyze_video``) and the model
+decides it. Figures, over all clips and per composer:
 
 * video level: the verdict (majority of sampled frames, ties to sludge) against the clip's truth;
 * single-scene frames called not sludge; sludge frames called sludge;
@@ -20,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from core.vocabulary import LAYOUTS, NO_LAYOUT
 from training import synthetic
@@ -41,6 +50,8 @@ class RealClip:
     # Where its streams come from, by package or procedural kind ("gnome", "game:openarena", "buildings"):
     # what a model misreads, told apart by the kind of picture.
     sources: tuple[str, ...] = ()
+    # What made it: "renderer" (make_real_clips) or "plain" (make_plain_clips).
+    composer: str = "renderer"
 
     @property
     def sludge(self) -> bool:
@@ -50,10 +61,13 @@ class RealClip:
 def make_real_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tuple[tuple[int, int], ...] = REAL_SIZES,
                     num_frames: int = 24, fps: float = 12.0, seed: int = 50_000,
                     pool: str = "real-holdout") -> list[RealClip]:
-    """Render and encode `per_layout` clips of each kind per size (or reuse ones already in `folder`).
+    """Render and encode `per_layout` clips of each kind per size with the training renderer, from the
+    pool's pictures and game only (or reuse ones already in `folder`).
 
-    Clip k of a kind and size draws seed ``seed + k``; a file is written under a temporary name and renamed,
-    so a cached clip is always whole.
+    Clip k of a kind draws its spec from seed ``seed + k + 1000 x kind``, redrawn (``+ 10_000`` a time) while
+    any stream is one of the renderer's procedural scenes, which every pool shares with training. The file is
+    named by the seed it was drawn from and written under a temporary name and renamed, so a cached clip is
+    always whole.
 
     >>> clips = make_real_clips("/tmp/real", per_layout=1, sizes=((64, 36),), num_frames=4)  # doctest: +SKIP
     >>> [c.layout for c in clips]  # doctest: +SKIP
@@ -66,16 +80,141 @@ def make_real_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tuple
         for kind in CLIP_LAYOUTS:
             for k in range(per_layout):
                 layout = NO_LAYOUT if kind == "single" else kind
-                path = folder / f"{size[0]}x{size[1]}-{num_frames}f-{kind}-{seed + k}.mp4"
-                # Drawing the spec is cheap (no pixels): it names the clip's sources even when it is cached.
-                spec = synthetic.draw_clip_spec(seed + k + 1000 * CLIP_LAYOUTS.index(kind), num_frames, fps,
-                                                size, pool=pool, layouts=(kind,))
+                spec_seed, spec = draw_heldout_spec(seed + k + 1000 * CLIP_LAYOUTS.index(kind), num_frames, fps,
+                                                    size, pool, kind)
+                path = folder / f"{size[0]}x{size[1]}-{num_frames}f-{kind}-s{spec_seed}.mp4"
                 if not (path.is_file() and path.stat().st_size > 0):
                     frames, _ = synthetic.render_clip(spec)
                     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
                     synthetic.write_clip(tmp, frames, fps)
                     os.replace(tmp, path)
                 clips.append(RealClip(path, layout, size, name_sources(spec)))
+    return clips
+
+
+def draw_heldout_spec(seed: int, num_frames: int, fps: float, size: tuple[int, int], pool: str,
+                      kind: str) -> tuple[int, synthetic.ClipSpec]:
+    """The first clip spec from `seed` on (in steps of 10_000) none of whose streams is a procedural scene,
+    and the seed that drew it. Drawing a spec is cheap (no pixels).
+
+    >>> seed, spec = draw_heldout_spec(50_000, 4, 12.0, (64, 36), "real-holdout", "vertical")
+    >>> [stream.source in synthetic.PROCEDURAL_NOUNS for stream in spec.segments[0].frame.streams]
+    [False, False]
+    """
+    for attempt in range(200):
+        spec_seed = seed + 10_000 * attempt
+        spec = synthetic.draw_clip_spec(spec_seed, num_frames, fps, size, pool=pool, layouts=(kind,))
+        streams = [stream.source for segment in spec.segments for stream in segment.frame.streams]
+        if not set(streams) & set(synthetic.PROCEDURAL_NOUNS):
+            return spec_seed, spec
+    raise RuntimeError(f"no {kind} clip of held-out sources only in 200 draws from seed {seed}")
+
+
+@dataclass(frozen=True)
+class PlainStream:
+    """One picture moving as a phone or an editor moves a still: a slow zoom and a pan across the clip."""
+
+    picture: str
+    zoom: tuple[float, float]  # at the first and the last frame (1.0: the picture just fills its tile)
+    centre: tuple[tuple[float, float], tuple[float, float]]  # relative crop centre, first and last frame
+
+    def render(self, width: int, height: int, progress: float) -> np.ndarray:
+        """The stream at `progress` (0..1 through the clip), cropped to fill a width x height tile."""
+        from training.imagery import load_image
+
+        image = load_image(self.picture)
+        zoom = self.zoom[0] + (self.zoom[1] - self.zoom[0]) * progress
+        (x0, y0), (x1, y1) = self.centre
+        cx, cy = x0 + (x1 - x0) * progress, y0 + (y1 - y0) * progress
+        crop_w = min(image.width, image.height * width / height) / zoom
+        crop_h = crop_w * height / width
+        left = float(np.clip(cx * image.width - crop_w / 2, 0, image.width - crop_w))
+        top = float(np.clip(cy * image.height - crop_h / 2, 0, image.height - crop_h))
+        tile = image.resize((width, height), Image.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
+        return np.asarray(tile)
+
+
+def draw_plain_stream(rng: np.random.Generator, picture: str) -> PlainStream:
+    z0 = float(rng.uniform(1.0, 1.15))
+    centre = tuple((float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.35, 0.65))) for _ in range(2))
+    return PlainStream(picture, (z0, z0 + float(rng.uniform(0.05, 0.2))), centre)
+
+
+def plain_tiles(rng: np.random.Generator, layout: str, size: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """Pixel boxes (x0, y0, x1, y1) of a layout's streams, the main stream first.
+
+    >>> plain_tiles(np.random.default_rng(0), "horizontal", (100, 200))[1][2]
+    200
+    """
+    H, W = size
+    if layout == NO_LAYOUT:
+        return [(0, 0, W, H)]
+    if layout == "vertical":
+        y = round(H * rng.uniform(0.4, 0.6))
+        return [(0, 0, W, y), (0, y, W, H)]
+    if layout == "horizontal":
+        x = round(W * rng.uniform(0.4, 0.6))
+        return [(0, 0, x, H), (x, 0, W, H)]
+    if layout == "pip":
+        w = round(W * rng.uniform(0.3, 0.45))
+        h = min(round(w * (9 / 16 if rng.random() < 0.5 else 16 / 9)), round(H * 0.45))
+        margin = round(min(H, W) * 0.04)
+        x0 = margin if rng.random() < 0.5 else W - margin - w
+        y0 = margin if rng.random() < 0.5 else H - margin - h
+        return [(0, 0, W, H), (x0, y0, x0 + w, y0 + h)]
+    x, y = round(W * rng.uniform(0.4, 0.6)), round(H * rng.uniform(0.4, 0.6))
+    if rng.random() < 0.5:  # a two-by-two grid
+        return [(0, 0, x, y), (x, 0, W, y), (0, y, x, H), (x, y, W, H)]
+    return [(0, 0, W, y), (0, y, x, H), (x, y, W, H)]  # one wide tile above two side by side
+
+
+def render_plain_clip(streams: list[PlainStream], tiles: list[tuple[int, int, int, int]], size: tuple[int, int],
+                      num_frames: int) -> np.ndarray:
+    """Frames (num_frames, H, W, 3): each stream pasted into its tile, later tiles over earlier ones."""
+    frames = np.zeros((num_frames, *size, 3), dtype=np.uint8)
+    for t in range(num_frames):
+        progress = t / max(num_frames - 1, 1)
+        for stream, (x0, y0, x1, y1) in zip(streams, tiles):
+            frames[t, y0:y1, x0:x1] = stream.render(x1 - x0, y1 - y0, progress)
+    return frames
+
+
+def make_plain_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tuple[tuple[int, int], ...] = REAL_SIZES,
+                     num_frames: int = 24, fps: float = 12.0, seed: int = 60_000,
+                     pool: str = "real-holdout") -> list[RealClip]:
+    """Clips composed by plain code instead of the training renderer: still pictures of the pool's packages
+    only (no procedural scenes, no game textures), each cropped to fill its tile and moving by a slow zoom
+    and pan, pasted side by side, stacked, inset or tiled with no divider, caption, border, interface or
+    colour grading, then H.264-encoded. Nothing in them comes from what the training frames are drawn with,
+    so a model cannot lean on the renderer's habits. Cached in `folder` like make_real_clips.
+
+    >>> clips = make_plain_clips("/tmp/plain", per_layout=1, sizes=((64, 36),), num_frames=4)  # doctest: +SKIP
+    >>> [c.layout for c in clips]  # doctest: +SKIP
+    ['none', 'vertical', 'horizontal', 'pip', 'other']
+    """
+    from training.imagery import list_images
+
+    pictures = list_images(pool.split("-", 1)[1])
+    if len(pictures) < 4:
+        raise ValueError(f"pool {pool!r} has {len(pictures)} pictures installed; plain clips need at least 4")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clips: list[RealClip] = []
+    for size in sizes:
+        for kind in CLIP_LAYOUTS:
+            for k in range(per_layout):
+                layout = NO_LAYOUT if kind == "single" else kind
+                rng = np.random.default_rng([seed, k, CLIP_LAYOUTS.index(kind), *size])
+                tiles = plain_tiles(rng, layout, size)
+                chosen = rng.choice(len(pictures), size=len(tiles), replace=False)
+                streams = [draw_plain_stream(rng, pictures[int(i)]) for i in chosen]
+                path = folder / f"{size[0]}x{size[1]}-{num_frames}f-{kind}-{seed + k}.mp4"
+                if not (path.is_file() and path.stat().st_size > 0):
+                    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
+                    synthetic.write_clip(tmp, render_plain_clip(streams, tiles, size, num_frames), fps)
+                    os.replace(tmp, path)
+                names = (s.picture.split("/", 1)[0] for s in streams)
+                clips.append(RealClip(path, layout, size, tuple(dict.fromkeys(names)), composer="plain"))
     return clips
 
 
@@ -99,8 +238,8 @@ def format_shares(shares: dict[str, float]) -> str:
 
 
 def check_real_footage(lm, clips: list[RealClip], num_frames: int = 16) -> dict:
-    """Analyze every clip through the app's path and return the figures (see the module docstring), with one
-    row per clip under "clips".
+    """Analyze every clip through the app's path and return the figures (see the module docstring) over all
+    clips, then per composer under "by_composer", with one row per clip under "rows".
 
     >>> check_real_footage(lm, clips)["video_accuracy"]  # doctest: +SKIP
     0.95
@@ -108,21 +247,35 @@ def check_real_footage(lm, clips: list[RealClip], num_frames: int = 16) -> dict:
     from core.analyze import analyze_video
 
     rows = []
-    single_ok, sludge_ok, layout_ok = [], [], []
     for clip in clips:
         analysis = analyze_video(lm, clip.path, num_frames=num_frames)
         labels = [s.label for s in analysis.scores]
         layouts = [max(s.layout_scores, key=s.layout_scores.get) for s in analysis.scores]
-        if clip.sludge:
-            sludge_ok += labels
-            layout_ok += [name == clip.layout for name in layouts]
-        else:
-            single_ok += [not label for label in labels]
-        rows.append({"clip": clip.path.name, "truth": clip.layout, "size": list(clip.size),
-                     "sources": list(clip.sources),
+        rows.append({"clip": clip.path.name, "composer": clip.composer, "truth": clip.layout,
+                     "size": list(clip.size), "sources": list(clip.sources),
                      "verdict": bool(analysis.verdict.label), "right": bool(analysis.verdict.label) == clip.sludge,
                      "sludge_frames": int(sum(labels)), "frames": len(labels),
                      "layout_votes": {name: layouts.count(name) for name in sorted(set(layouts))}})
+    composers = dict.fromkeys(row["composer"] for row in rows)
+    return {**summarise_rows(rows),
+            "by_composer": {name: summarise_rows([r for r in rows if r["composer"] == name]) for name in composers},
+            "rows": rows}
+
+
+def summarise_rows(rows: list[dict]) -> dict:
+    """The check's figures from its per-clip rows (each row counts its sampled frames and their votes).
+
+    >>> row = {"truth": "vertical", "size": [64, 36], "sources": ["gnome"], "right": True, "sludge_frames": 3,
+    ...        "frames": 4, "layout_votes": {"vertical": 2, "other": 2}}
+    >>> f = summarise_rows([row]); f["sludge_frames_found"], f["layout_accuracy"]
+    (0.75, 0.5)
+    """
+    sludge = [row for row in rows if row["truth"] != NO_LAYOUT]
+    singles = [row for row in rows if row["truth"] == NO_LAYOUT]
+
+    def share(hits: int, total: int) -> float | None:
+        return round(hits / total, 4) if total else None
+
     by_layout = {}
     for kind in (NO_LAYOUT,) + LAYOUTS:
         hits = [row["right"] for row in rows if row["truth"] == kind]
@@ -131,29 +284,28 @@ def check_real_footage(lm, clips: list[RealClip], num_frames: int = 16) -> dict:
     # Per sludge layout and frame shape: the share of frames whose layout is right (a layout can fail for
     # one shape only, as side-by-side splits in landscape footage do).
     layout_by_shape: dict[str, dict[str, list[int]]] = {}
-    for row in rows:
-        if row["truth"] != NO_LAYOUT:
-            shape = synthetic.name_orientation(row["size"])
-            tally = layout_by_shape.setdefault(row["truth"], {}).setdefault(shape, [0, 0])
-            tally[0] += row["layout_votes"].get(row["truth"], 0)
-            tally[1] += row["frames"]
+    for row in sludge:
+        shape = synthetic.name_orientation(row["size"])
+        tally = layout_by_shape.setdefault(row["truth"], {}).setdefault(shape, [0, 0])
+        tally[0] += row["layout_votes"].get(row["truth"], 0)
+        tally[1] += row["frames"]
     single_by_source: dict[str, list[float]] = {}
-    for row in rows:
-        if row["truth"] == NO_LAYOUT:
-            for source in row["sources"]:
-                single_by_source.setdefault(source, []).append(1 - row["sludge_frames"] / row["frames"])
+    for row in singles:
+        for source in row["sources"]:
+            single_by_source.setdefault(source, []).append(1 - row["sludge_frames"] / row["frames"])
     return {
         "clips": len(rows),
-        "video_accuracy": round(float(np.mean([row["right"] for row in rows])), 4),
-        "single_frames_not_sludge": round(float(np.mean(single_ok)), 4) if single_ok else None,
-        "sludge_frames_found": round(float(np.mean(sludge_ok)), 4) if sludge_ok else None,
-        "layout_accuracy": round(float(np.mean(layout_ok)), 4) if layout_ok else None,
+        "video_accuracy": round(float(np.mean([row["right"] for row in rows])), 4) if rows else None,
+        "single_frames_not_sludge": share(sum(r["frames"] - r["sludge_frames"] for r in singles),
+                                          sum(r["frames"] for r in singles)),
+        "sludge_frames_found": share(sum(r["sludge_frames"] for r in sludge), sum(r["frames"] for r in sludge)),
+        "layout_accuracy": share(sum(r["layout_votes"].get(r["truth"], 0) for r in sludge),
+                                 sum(r["frames"] for r in sludge)),
         "video_accuracy_by_layout": by_layout,
         "layout_accuracy_by_shape": {kind: {shape: round(hit / total, 4) for shape, (hit, total) in shapes.items()}
                                      for kind, shapes in layout_by_shape.items()},
         # Per source of the single-scene clips: the share of their frames called not sludge.
         "single_not_sludge_by_source": {k: round(float(np.mean(v)), 4) for k, v in sorted(single_by_source.items())},
-        "rows": rows,
     }
 
 
