@@ -47,8 +47,8 @@ class RealClip:
     # "none" for a single scene, else one of LAYOUTS.
     layout: str
     size: tuple[int, int]
-    # Where its streams come from, by package or procedural kind ("gnome", "game:openarena", "buildings"):
-    # what a model misreads, told apart by the kind of picture.
+    # Where its streams come from, by package ("gnome", "ukui", "game:openarena"): what a model misreads,
+    # told apart by the kind of picture.
     sources: tuple[str, ...] = ()
     # What made it: "renderer" (make_real_clips) or "plain" (make_plain_clips).
     composer: str = "renderer"
@@ -135,6 +135,7 @@ class PlainStream:
 
 
 def draw_plain_stream(rng: np.random.Generator, picture: str) -> PlainStream:
+    """A picture's slow move: a zoom of 5-20 % over the clip from 1.0-1.15, between two central crop points."""
     z0 = float(rng.uniform(1.0, 1.15))
     centre = tuple((float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.35, 0.65))) for _ in range(2))
     return PlainStream(picture, (z0, z0 + float(rng.uniform(0.05, 0.2))), centre)
