@@ -36,18 +36,13 @@ def ensure_clips(count: int, num_frames: int = 36, size: tuple[int, int] = (640,
     >>> ensure_clips(2)  # doctest: +SKIP
     PosixPath('.../data/bench/ingest/640x360-36f')
     """
-    from training.synthetic import make_clip, write_clip
+    from training.synthetic import make_clip, write_clip_once
 
     folder = folder or CLIP_DIR / f"{size[0]}x{size[1]}-{num_frames}f"
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        path = folder / f"clip_{i:04d}.mp4"
-        if path.is_file() and path.stat().st_size > 0:
-            continue
-        frames, _ = make_clip(1000 + i, num_frames=num_frames, fps=fps, size=size)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
-        write_clip(tmp, frames, fps)
-        os.replace(tmp, path)
+        write_clip_once(folder / f"clip_{i:04d}.mp4",
+                        lambda i=i: make_clip(1000 + i, num_frames=num_frames, fps=fps, size=size)[0], fps)
     return folder
 
 

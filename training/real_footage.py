@@ -23,6 +23,7 @@ decides it. Figures, over all clips and per composer:
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +67,7 @@ def make_real_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tuple
 
     Clip k of a kind draws its spec from seed ``seed + k + 1000 x kind``, redrawn (``+ 10_000`` a time) while
     any stream is one of the renderer's procedural scenes, which every pool shares with training. The file is
-    named by the seed it was drawn from and written under a temporary name and renamed, so a cached clip is
-    always whole.
+    named by the seed it was drawn from and written once (``synthetic.write_clip_once``).
 
     >>> clips = make_real_clips("/tmp/real", per_layout=1, sizes=((64, 36),), num_frames=4)  # doctest: +SKIP
     >>> [c.layout for c in clips]  # doctest: +SKIP
@@ -82,12 +82,8 @@ def make_real_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tuple
                 layout = NO_LAYOUT if kind == "single" else kind
                 spec_seed, spec = draw_heldout_spec(seed + k + 1000 * CLIP_LAYOUTS.index(kind), num_frames, fps,
                                                     size, pool, kind)
-                path = folder / f"{size[0]}x{size[1]}-{num_frames}f-{kind}-s{spec_seed}.mp4"
-                if not (path.is_file() and path.stat().st_size > 0):
-                    frames, _ = synthetic.render_clip(spec)
-                    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
-                    synthetic.write_clip(tmp, frames, fps)
-                    os.replace(tmp, path)
+                path = synthetic.write_clip_once(folder / f"{size[0]}x{size[1]}-{num_frames}f-{kind}-s{spec_seed}.mp4",
+                                                 lambda spec=spec: synthetic.render_clip(spec)[0], fps)
                 clips.append(RealClip(path, layout, size, name_sources(spec)))
     return clips
 
@@ -209,11 +205,9 @@ def make_plain_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tupl
                 tiles = plain_tiles(rng, layout, size)
                 chosen = rng.choice(len(pictures), size=len(tiles), replace=False)
                 streams = [draw_plain_stream(rng, pictures[int(i)]) for i in chosen]
-                path = folder / f"{size[0]}x{size[1]}-{num_frames}f-{kind}-{seed + k}.mp4"
-                if not (path.is_file() and path.stat().st_size > 0):
-                    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.mp4")
-                    synthetic.write_clip(tmp, render_plain_clip(streams, tiles, size, num_frames), fps)
-                    os.replace(tmp, path)
+                render = functools.partial(render_plain_clip, streams, tiles, size, num_frames)
+                path = synthetic.write_clip_once(folder / f"{size[0]}x{size[1]}-{num_frames}f-{kind}-{seed + k}.mp4",
+                                                 render, fps)
                 names = (s.picture.split("/", 1)[0] for s in streams)
                 clips.append(RealClip(path, layout, size, tuple(dict.fromkeys(names)), composer="plain"))
     return clips

@@ -25,6 +25,7 @@ import colorsys
 import functools
 import io
 import math
+import os
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -1454,6 +1455,26 @@ def write_clip(path: str | Path, frames: np.ndarray, fps: float = 12.0) -> Path:
             picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame[:height, :width]), format="rgb24")
             container.mux(stream.encode(picture))
         container.mux(stream.encode(None))
+    return path
+
+
+def write_clip_once(path: str | Path, render, fps: float = 12.0) -> Path:
+    """Encode ``render()`` (frames (T, H, W, 3)) to `path` unless a non-empty file is already there. The clip is
+    written under a temporary name and renamed, so a reader (or a second process caching the same clip) never
+    sees a half-written file, and a cached clip costs no rendering.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     first = write_clip_once(Path(folder) / "c.mp4", lambda: make_clip(0, num_frames=4, size=(64, 36))[0])
+    ...     again = write_clip_once(first, lambda: 1 / 0)  # cached: render is not called
+    ...     again == first and first.stat().st_size > 0
+    True
+    """
+    path = Path(path)
+    if not (path.is_file() and path.stat().st_size > 0):
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+        write_clip(tmp, render(), fps)
+        os.replace(tmp, path)
     return path
 
 
