@@ -316,9 +316,9 @@ def test_on_a_space_without_a_gpu_the_status_line_says_so_and_the_embedded_model
 # ------------------------------------------------------------------------------ a killed analysis
 
 
-# Imports torch and the store once, then forks one child per line of clip paths on stdin: the child loads
-# the model and records an analysis of each clip, printing "stored <path>" after each commit. The test
-# kills the child; the parent reaps it and says so.
+# Loads the model and records an analysis of each clip named on its command line, printing "ready" once the
+# model is loaded and "stored <path>" after each commit. One fresh process per round, started by the test and
+# killed by it: no fork of a process that has imported torch, and every wait on it has a deadline.
 RECORDER = r"""
 import os, sys
 sys.path.insert(0, os.getcwd())
@@ -327,74 +327,66 @@ from annotations.analyses import record_analysis
 from core.config import VideoLimits, load_settings
 from core.engine import load_model
 
-db_path, media = sys.argv[1:3]
-print("zygote", flush=True)
-for line in sys.stdin:
-    clips = line.rstrip("\n").split("\t")
-    pid = os.fork()
-    if pid == 0:
-        db = store.open_store(db_path, media)
-        lm = load_model(load_settings().model)
-        print("ready", flush=True)
-        for clip in clips:
-            record_analysis(lm, db, clip, num_frames=4, limits=VideoLimits(decoder="pyav"))
-            print("stored", clip, flush=True)
-        print("done", flush=True)
-        os._exit(0)
-    print("child", pid, flush=True)
-    os.waitpid(pid, 0)
-    print("reaped", flush=True)
+db_path, media, *clips = sys.argv[1:]
+db = store.open_store(db_path, media)
+lm = load_model(load_settings().model)
+print("ready", flush=True)
+for clip in clips:
+    record_analysis(lm, db, clip, num_frames=4, limits=VideoLimits(decoder="pyav"))
+    print("stored", clip, flush=True)
+print("done", flush=True)
 """
 
 
-def test_a_killed_analysis_leaves_no_video_without_its_frames(tmp_path):
-    rounds, per_round = 10, 6
-    clips = [[encode(tmp_path / f"clip-{r}-{i}.mp4", frames=12, painter=lambda k, w, h, s=r * per_round + i: np.full(
-        (h, w, 3), (s * 7 + k * 11) % 256, np.uint8)) for i in range(per_round)] for r in range(rounds)]
-    db_path, media = tmp_path / "store.db", tmp_path / "media"
-    store.open_store(db_path, media).close()
-    recorder = subprocess.Popen([sys.executable, "-c", RECORDER, str(db_path), str(media)], cwd=REPO,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+def start_recorder(db_path: Path, media: Path, clips: list[Path]) -> tuple[subprocess.Popen, queue.Queue]:
+    """A recorder process over `clips`, and a queue of its stdout lines ("" once its stdout closes)."""
+    recorder = subprocess.Popen([sys.executable, "-c", RECORDER, str(db_path), str(media), *map(str, clips)],
+                                cwd=REPO, stdout=subprocess.PIPE, text=True,
                                 env={**os.environ, "HF_HUB_OFFLINE": "1"})
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line.strip()) for line in recorder.stdout] + [lines.put("")],
                      daemon=True).start()
+    return recorder, lines
+
+
+def read_line(lines: queue.Queue, waiting_for: str, timeout_s: float = 120.0) -> str:
+    """The recorder's next line; a failure that names what was awaited when none comes within `timeout_s`."""
+    try:
+        return lines.get(timeout=timeout_s)
+    except queue.Empty:
+        pytest.fail(f"the recorder printed nothing for {timeout_s:.0f} s while the test waited for {waiting_for}")
+
+
+def test_a_killed_analysis_leaves_no_video_without_its_frames(tmp_path):
+    rounds, per_round = 6, 6
+    clips = [[encode(tmp_path / f"clip-{r}-{i}.mp4", frames=12, painter=lambda k, w, h, s=r * per_round + i: np.full(
+        (h, w, 3), (s * 7 + k * 11) % 256, np.uint8)) for i in range(per_round)] for r in range(rounds)]
+    db_path, media = tmp_path / "store.db", tmp_path / "media"
+    store.open_store(db_path, media).close()
     rng = random.Random(11)
     stored, cut_short = set(), 0
-
-    def read(timeout: float | None = 120.0) -> str | None:
+    for paths in clips:
+        recorder, lines = start_recorder(db_path, media, paths)
         try:
-            line = lines.get(timeout=timeout)
-        except queue.Empty:
-            return None
-        assert line != "", "the recorder exited early"
-        if line.startswith("stored "):
-            stored.add(Path(line.removeprefix("stored ")).name)
-        return line
-
-    try:
-        assert read() == "zygote"
-        for paths in clips:
-            recorder.stdin.write("\t".join(map(str, paths)) + "\n")
-            recorder.stdin.flush()
-            kind, pid = read().split()
-            assert kind == "child" and read() == "ready"
+            assert read_line(lines, "the model to load") == "ready"
             # Kill it after k of its analyses are reported stored, k < per_round - 1, and a random moment into
             # the next one: counted in analyses, not seconds, so a fast machine cannot finish the round first.
             k, before = rng.randrange(per_round - 1), len(stored)
             while len(stored) - before < k:
-                read()
+                line = read_line(lines, f"analysis {len(stored) - before + 1} of {k}")
+                assert line.startswith("stored "), f"the recorder ended early: {line!r}"
+                stored.add(Path(line.removeprefix("stored ")).name)
             time.sleep(rng.uniform(0.0, 0.05))
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-                cut_short += 1
-            except ProcessLookupError:  # it finished its last two analyses within the pause
-                pass
-            while read() != "reaped":
-                pass
-    finally:
-        recorder.stdin.close()
-        recorder.wait(timeout=60)
+            recorder.kill()
+            cut_short += recorder.wait(timeout=60) == -signal.SIGKILL
+            # What it reported stored before it died counts too.
+            while (line := read_line(lines, "the killed recorder's stdout to close", 60.0)) != "":
+                if line.startswith("stored "):
+                    stored.add(Path(line.removeprefix("stored ")).name)
+        finally:
+            if recorder.poll() is None:
+                recorder.kill()
+                recorder.wait(timeout=60)
     assert cut_short >= 1, "no analysis was killed half-way: the test tested nothing"
     db = store.open_store(db_path, media)  # as after a restart: the killed writers' journal is recovered
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
