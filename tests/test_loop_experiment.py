@@ -37,8 +37,9 @@ def tiny_run(tmp_path_factory):
     argv = ["--work-dir", str(root / "work"), "--checkpoints-dir", str(root / "checkpoints"),
             "--pool-clips", str(POOL_CLIPS), "--frames-per-clip", str(FRAMES_PER_CLIP), "--heldout-clips", "2",
             "--repeats", "1", "--max-steps", "2", "--batch-size", "8", "--eval-every", "1",
-            # Every pool frame is looked at, so every flipped label must be fixed.
-            "--budget", str(POOL_CLIPS * FRAMES_PER_CLIP), "--noise", "0.25"]
+            # Two rounds of half the pool each: every pool frame is looked at, so every flipped label must be
+            # fixed, and the second round must look only at frames the first one left.
+            "--budget", str(POOL_CLIPS * FRAMES_PER_CLIP // 2), "--rounds", "2", "--noise", "0.25"]
     out = io.StringIO()
     threads = torch.get_num_threads()
     try:
@@ -54,8 +55,8 @@ def test_report_has_every_figure_per_repeat_and_summarised(tiny_run):
     assert report["headline_noise"] == "uniform" and list(report["config"]["noise_kinds"]) == ["uniform", "semantic"]
     assert list(report["config"]["strategies"]) == ["label-issue"]
     summary = report["summary"]
-    assert set(summary) == {"base", "oracle", "oracle_gain_pp", "uniform.x", "uniform.y", "uniform.gain_pp",
-                            "semantic.x", "semantic.y", "semantic.gain_pp"}
+    assert set(summary) == {"base", "oracle", "oracle_gain_pp"} | {
+        f"{kind}.{row}" for kind in ("uniform", "semantic") for row in ("x", "y", "gain_pp", "y1", "gain1_pp")}
     for row in summary.values():
         assert len(row["values"]) == 1 and row["std"] is None  # one repeat: no sample std
     (repeat,) = report["repeats"]
@@ -65,6 +66,11 @@ def test_report_has_every_figure_per_repeat_and_summarised(tiny_run):
         x, y = loop["accuracy_pct"]["x"], loop["accuracy_pct"]["y"]
         assert summary[f"{kind}.x"]["values"] == [x] and summary[f"{kind}.y"]["values"] == [y]
         assert loop["gain_pp"] == pytest.approx(y - x, abs=0.011)
+        first, last = loop["rounds"]
+        assert last["accuracy_pct"] == y and summary[f"{kind}.y1"]["values"] == [first["accuracy_pct"]]
+        assert summary[f"{kind}.gain1_pp"]["values"] == [pytest.approx(first["accuracy_pct"] - x, abs=0.011)]
+        # The first round is ranked by X, the second by the first round's model, which is not the final Y.
+        assert first["ranked_by"] == loop["models"]["x"] and last["ranked_by"] == first["model"] != last["model"]
         assert loop["figures"]["x"]["frames"]["n"] == report["base"]["frames"]["n"]
     assert summary["oracle_gain_pp"]["mean"] == pytest.approx(
         repeat["oracle"]["accuracy_pct"] - summary["base"]["mean"], abs=0.011)
@@ -79,6 +85,7 @@ def test_corrections_go_through_the_store_into_the_export_y_trains_on(tiny_run, 
     loop = tiny_run["report"]["repeats"][0]["loops"][kind]
     assert loop["flipped"] == round(0.25 * POOL_CLIPS * FRAMES_PER_CLIP)
     assert loop["corrections"]["looked"] == POOL_CLIPS * FRAMES_PER_CLIP
+    assert [r["corrections"]["looked"] for r in loop["rounds"]] == [POOL_CLIPS * FRAMES_PER_CLIP // 2] * 2
     assert loop["corrections"]["fixed"] == loop["flipped"] and loop["wrong_after_corrections"] == 0
     db = store.open_store(loop["store"], Path(loop["store"]).parent / "media")
     try:
@@ -130,3 +137,5 @@ def test_a_bad_config_is_refused_before_any_work():
         check_config(LoopConfig(strategies=("loudest",)))
     with pytest.raises(ValueError, match="styles"):
         check_config(LoopConfig(style_mix={"plain": 0.5, "sepia": 0.5}))
+    with pytest.raises(ValueError, match="rounds must be at least 1"):
+        check_config(LoopConfig(rounds=0))

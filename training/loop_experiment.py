@@ -18,20 +18,24 @@ Reads top to bottom: seed -> model -> data -> (per repeat) oracle -> per noise k
    They are imported as the labeler "raw-gt" through ``annotations.import_ground_truth`` into a fresh
    store per repeat and noise kind.
 3. Model X. The base fine-tuned (``training.finetune``: the card's LoRA on the LM + the projector, plus
-   LoRA on the vision tower's last 2 blocks) on the training export of the raw labels. X scores every stored frame; its predictions feed the queue.
+   LoRA on the vision tower's last 2 blocks) on the training export of the raw labels. X scores every
+   stored frame; its predictions feed the queue.
 4. Corrections. A scripted labeler takes frames from the store's queue (``next_frames``, by default the
    ``label-issue`` strategy: cleanlab's label quality of each frame's label under X, lowest first) and sets
    each to the truth through ``correct_label``, the call a person's correction makes, until ``budget``
    frames have been looked at.
-5. Model Y. The same base, fine-tuned with the same seed on the export after the corrections.
+5. Model Y. The same base, fine-tuned with the same seed on the export after the corrections. With
+   ``rounds`` > 1 the loop goes round again: that model scores the pool, the queue re-ranks the frames not
+   looked at yet, ``budget`` more are looked at, and the base is fine-tuned on the new export. Y is the last
+   round's model; the first round's (Y1) is reported beside it.
 6. Evaluation. Frame accuracy (and the card's table) of the base, X, Y and an oracle (the base fine-tuned
    on the pool's clean truth, once per repeat) on the clean held-out set, never in any store.
 
 Each repeat draws its own noise and training seeds. The report gives every figure per repeat and as mean
 +- sample std over the repeats: base, oracle, X, Y, Y - X and oracle - base. The last line printed is the
-headline, ``gain_pp: <mean Y - X in points under uniform noise>``.
+headline, ``gain_pp: <mean Y - X in points under uniform noise>``, and Y1 - X is reported beside it.
 
-    python -m training.loop_experiment                          # 3 repeats x 2 noise kinds
+    python -m training.loop_experiment                          # 3 repeats x 2 noise kinds x 2 rounds
     python -m training.loop_experiment --repeats 1 --noise-kinds uniform --pool-clips 60 --heldout-clips 30
 """
 
@@ -101,11 +105,17 @@ class LoopConfig:
     noise: float = 0.12
     # Noise kinds run side by side, each in its own store; "uniform" is the headline (see the docstring).
     noise_kinds: tuple[str, ...] = NOISE_KINDS
-    # Frames the scripted labeler looks at (and sets to the truth): a fifth of the pool, under twice the 72
-    # labels the noise flips: room to fix most flips if X ranks them first, far from relabelling everything.
+    # Frames the scripted labeler looks at per round (and sets to the truth): a fifth of the pool, under
+    # twice the 72 labels the noise flips: room to fix most flips if X ranks them first, far from
+    # relabelling everything in one round.
     budget: int = 120
     # Queue strategies worked in turn until the budget is spent (annotations.queue.STRATEGIES).
     strategies: tuple[str, ...] = ("label-issue",)
+    # Rounds of the loop: look at `budget` frames, fine-tune, let the new model rank the queue, look again.
+    # A labeler's day works this way: after a retrain the queue re-ranks what is left by a model that has
+    # learnt from the fixes, and a frame already looked at never comes back. 1 is X -> looks -> Y; with 2,
+    # Y1 (the first round's model) is reported beside the final Y.
+    rounds: int = 2
     # Independent repeats: each draws its own noise and training seeds; the headline is their mean.
     repeats: int = 3
     # Also fine-tune on the pool's clean truth (once per repeat): the ceiling the corrections move toward,
@@ -497,38 +507,54 @@ def prepare_store(cfg: LoopConfig, work: Path, pool: list[Clip], kind: str, nois
 
 def run_loop(cfg: LoopConfig, tuner: Finetuner, prepared: dict, heldout: list[Clip], kind: str, repeat: int,
              train_seed: int, timings: dict) -> dict:
-    """X on the raw labels -> the scripted labeler works the queue -> Y on the corrected export; both scored
-    on the held-out set."""
+    """X on the raw labels -> per round: the scripted labeler works the queue ranked by the newest model, and
+    the base is fine-tuned again on the corrected export -> every model scored on the held-out set. Y is the
+    last round's model."""
     db, db_path, truth = prepared["db"], prepared["db_path"], prepared["truth"]
     tag = f"{kind}-r{repeat}"
     x, lm_x = tuner.finetune(prepared["export"], f"{cfg.name_prefix}-x-{tag}", db, db_path, train_seed, timings)
-    score_stored_frames(lm_x, db, sorted(truth))  # the queue ranks every stored frame by X's scores
-
     store.add_labeler(db, LABELER, "reviewer")
+    ranker, lm_ranker = x, lm_x
+    rounds, done = [], {"looked": 0, "fixed": 0, "layout_fixed": 0}
+    for number in range(1, cfg.rounds + 1):
+        last = number == cfg.rounds
+        score_stored_frames(lm_ranker, db, sorted(truth))  # the queue ranks every stored frame by these scores
+        mark = time.time()
+        looked = work_queue(db, LABELER, truth, cfg.budget, cfg.strategies, ranker.model_id)
+        timings[f"corrections-{tag}-{number}"] = round(time.time() - mark, 1)
+        for key in done:
+            done[key] += looked[key]
+        folder = db_path.parent / ("export-corrected" if last else f"export-corrected-{number}")
+        # Named: the store holds the base's and the rankers' predictions (no pseudo-labels go in; the id is
+        # only recorded).
+        manifest = store.export_training_set(db, folder, model_id=ranker.model_id)
+        wrong = sum(1 for f in store.current_labels(db) if f["sludge"] != truth[f["frame_id"]].sludge)
+        name = f"{cfg.name_prefix}-y-{tag}" if last else f"{cfg.name_prefix}-y{number}-{tag}"
+        y, lm_y = tuner.finetune(folder, name, db, db_path, train_seed, timings)
+        mark = time.time()
+        figures = evaluate_clips(lm_y, heldout)
+        timings[f"heldout-{tag}-{number}"] = round(time.time() - mark, 1)
+        rounds.append({"round": number, "ranked_by": ranker.model_id, "corrections": looked,
+                       "wrong_after_corrections": wrong, "export": manifest["snapshot_id"],
+                       "export_dir": str(folder), "model": y.model_id, "best_step": y.train.best_step,
+                       "figures": figures, "accuracy_pct": round(100 * figures["frames"]["accuracy"], 2)})
+        ranker, lm_ranker = y, lm_y
+    # The last model scored the pool only if another round followed; run() stored X's and Y's predictions on
+    # the export's test split, which is what the app's Review tab sets side by side.
     mark = time.time()
-    done = work_queue(db, LABELER, truth, cfg.budget, cfg.strategies, x.model_id)
-    timings[f"corrections-{tag}"] = round(time.time() - mark, 1)
-    fixed_export = db_path.parent / "export-corrected"
-    # Named: the store holds the base's and X's predictions (no pseudo-labels go in; the id is only recorded).
-    manifest_fixed = store.export_training_set(db, fixed_export, model_id=x.model_id)
-    remaining = sum(1 for f in store.current_labels(db) if f["sludge"] != truth[f["frame_id"]].sludge)
-
-    y, lm_y = tuner.finetune(fixed_export, f"{cfg.name_prefix}-y-{tag}", db, db_path, train_seed, timings)
-    # Y scores no pool frames: the queue is done, and run() stored X's and Y's predictions on the export's test
-    # split, which is what the app's Review tab sets side by side.
-    mark = time.time()
-    figures = {"x": evaluate_clips(lm_x, heldout), "y": evaluate_clips(lm_y, heldout)}
+    figures = {"x": evaluate_clips(lm_x, heldout), "y": rounds[-1]["figures"]}
     timings[f"heldout-{tag}"] = round(time.time() - mark, 1)
     accuracy = {k: round(100 * v["frames"]["accuracy"], 2) for k, v in figures.items()}
     return {
         "noise": kind, "repeat": repeat, "store": str(db_path), "pool_frames": len(truth),
         "flipped": prepared["flipped"], "flipped_new_styles": prepared["flipped_new_styles"],
-        "corrections": done, "wrong_after_corrections": remaining,
-        "exports": {"raw": prepared["manifest"]["snapshot_id"], "corrected": manifest_fixed["snapshot_id"],
-                    "corrected_dir": str(fixed_export)},
-        "models": {"x": x.model_id, "y": y.model_id},
-        "best_steps": {"x": x.train.best_step, "y": y.train.best_step},
+        "corrections": done, "wrong_after_corrections": rounds[-1]["wrong_after_corrections"],
+        "exports": {"raw": prepared["manifest"]["snapshot_id"], "corrected": rounds[-1]["export"],
+                    "corrected_dir": rounds[-1]["export_dir"]},
+        "models": {"x": x.model_id, "y": rounds[-1]["model"]},
+        "best_steps": {"x": x.train.best_step, "y": rounds[-1]["best_step"]},
         "accuracy_pct": accuracy, "gain_pp": round(accuracy["y"] - accuracy["x"], 2), "figures": figures,
+        "rounds": [{k: v for k, v in r.items() if k != "figures"} for r in rounds],
     }
 
 
@@ -573,11 +599,16 @@ def summarise_repeats(base_pct: float, repeats: list[dict], kinds: tuple[str, ..
         rows[f"{kind}.x"] = summarise([lp["accuracy_pct"]["x"] for lp in loops])
         rows[f"{kind}.y"] = summarise([lp["accuracy_pct"]["y"] for lp in loops])
         rows[f"{kind}.gain_pp"] = summarise([lp["accuracy_pct"]["y"] - lp["accuracy_pct"]["x"] for lp in loops])
+        if len(loops[0]["rounds"]) > 1:  # the first round's model beside the last one's
+            first = [lp["rounds"][0]["accuracy_pct"] for lp in loops]
+            rows[f"{kind}.y1"] = summarise(first)
+            rows[f"{kind}.gain1_pp"] = summarise([f - lp["accuracy_pct"]["x"] for f, lp in zip(first, loops)])
     return rows
 
 
 ROW_NAMES = {"base": "base", "oracle": "oracle (clean truth)", "oracle_gain_pp": "oracle - base (pp)",
-             "x": "X (raw labels)", "y": "Y (after the queue's corrections)", "gain_pp": "**Y - X (pp)**"}
+             "x": "X (raw labels)", "y": "Y (after every round of the queue's corrections)",
+             "gain_pp": "**Y - X (pp)**", "y1": "Y1 (after the first round only)", "gain1_pp": "Y1 - X (pp)"}
 
 
 def format_summary(summary: dict, title: str) -> str:
@@ -621,6 +652,8 @@ def check_config(cfg: LoopConfig) -> None:
     bad = set(cfg.strategies) - set(store.STRATEGIES)
     if bad:
         raise ValueError(f"unknown queue strategies {sorted(bad)}; expected some of {', '.join(store.STRATEGIES)}")
+    if cfg.rounds < 1:
+        raise ValueError(f"rounds must be at least 1, got {cfg.rounds}")
     if cfg.repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {cfg.repeats}")
     unknown = set(cfg.style_mix) - set(STYLES)
@@ -663,8 +696,8 @@ def run_experiment(cfg: LoopConfig) -> dict:
             line += f", oracle {result['oracle']['accuracy_pct']:.2f}"
         for kind, lp in result["loops"].items():
             line += (f"; {kind}: flipped {lp['flipped']}, fixed {lp['corrections']['fixed']} of "
-                     f"{lp['corrections']['looked']} looked at, X {lp['accuracy_pct']['x']:.2f} "
-                     f"Y {lp['accuracy_pct']['y']:.2f}")
+                     f"{lp['corrections']['looked']} looked at, X {lp['accuracy_pct']['x']:.2f} Y by round "
+                     + " ".join(f"{r['accuracy_pct']:.2f}" for r in lp["rounds"]))
         print(f"{line} ({time.time() - started:.0f}s)", flush=True)
         repeats.append(result)
 
