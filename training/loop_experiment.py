@@ -71,9 +71,9 @@ HEADLINE_NOISE = "uniform"
 
 @dataclass
 class LoopConfig:
-    """The experiment's knobs. The defaults (3 repeats x 2 noise kinds, 15 fine-tunes of ~3 min each on one
-    core) take about 50 min, or about 30 min as two processes, one per noise kind; each size says why it is
-    what it is."""
+    """The experiment's knobs. The defaults (3 repeats x 2 noise kinds x 2 rounds, 21 fine-tunes of ~3 min
+    each on one core) take about 70 min, or about 40 min as two processes, one per noise kind; each size says
+    why it is what it is."""
 
     base: str = str(EMBEDDED_BLIP2)
     seed: int = 0
