@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from core.config import EMBEDDED_BLIP2, ModelSpec
     from core.engine import load_model
+    from training import synthetic
     from training.real_footage import (check_examples, check_real_footage, format_shares, make_plain_clips,
                                        make_real_clips)
 
@@ -53,6 +54,10 @@ def main(argv: list[str] | None = None) -> dict:
     composers = [name.strip() for name in args.composers.split(",") if name.strip()]
     if not composers or set(composers) - set(makers):
         parser.error(f"--composers takes some of {', '.join(makers)}, got {args.composers!r}")
+    try:
+        synthetic.pool_sources(args.pool)  # a pool with a package missing would make other clips
+    except ValueError as error:
+        parser.error(str(error))
     torch.set_num_threads(2)
     clips = [clip for name in composers
              for clip in makers[name][0](makers[name][1], per_layout=args.per_layout, num_frames=args.clip_frames,

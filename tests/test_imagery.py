@@ -23,6 +23,7 @@ def test_held_out_packages_are_installed_and_give_real_pictures():
     rows = {row["package"]: row for row in imagery.describe_pools()}
     for package in HELD_OUT_PACKAGES:
         assert rows[package]["images"] > 0, f"{package} is not installed: apt-get install {package}"
+    imagery.check_pool_installed("holdout")  # every package of it, not only the four above
     holdout = imagery.list_images("holdout")
     assert len(holdout) >= 30
     assert not set(holdout) & set(imagery.list_images("train"))
@@ -62,3 +63,21 @@ def test_real_holdout_frames_draw_only_held_out_pictures():
         assert frame.shape == (96, 54, 3)
     assert seen and not seen & train
     assert any(synthetic.is_picture(s) for s in seen)
+
+
+def test_a_pool_with_a_package_missing_is_refused_by_name(tmp_path, monkeypatch):
+    # A machine where dpkg has installed nothing: every Debian package of the pool is missing, the PyPI one
+    # (scikit-learn's photos) is not. Nothing may be drawn from what is left.
+    monkeypatch.setattr(imagery, "DPKG_INFO", str(tmp_path))
+    imagery.list_files.cache_clear()
+    try:
+        missing = imagery.find_missing_packages("holdout")
+        assert "debian:gnome-backgrounds" in missing and not any(m.startswith("pypi:") for m in missing)
+        with pytest.raises(imagery.IncompletePoolError, match=r"'real-holdout' picture pool is incomplete: .*"
+                                                              r"gnome-backgrounds.*`apt-get install .*ukui-wall"):
+            synthetic.pool_sources("real-holdout")
+        with pytest.raises(imagery.IncompletePoolError):
+            synthetic.draw_frame_spec(np.random.default_rng(0), "vertical", (96, 54), pool="real-holdout")
+        assert synthetic.pool_sources("holdout")  # the original pools need no package
+    finally:
+        imagery.list_files.cache_clear()

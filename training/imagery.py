@@ -342,6 +342,43 @@ def noun_of(name: str) -> str:
     return find_source(name).noun
 
 
+class IncompletePoolError(ValueError):
+    """A pool with some of its packages missing: what is drawn from the rest is not the pool the model cards
+    and the real-footage figures were measured on."""
+
+
+def find_missing_packages(pool: str) -> tuple[str, ...]:
+    """``origin:package`` of each package of the pool that gives no picture here (it is not installed).
+
+    >>> find_missing_packages("holdout")  # doctest: +SKIP
+    ()
+    """
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    return tuple(sorted({f"{s.origin}:{s.package}" for s in SOURCES if s.pool == pool and not list_files(s.name)}))
+
+
+def check_pool_installed(pool: str, shown_as: str = "") -> None:
+    """Refuse a pool with a package missing, naming the packages and how to install them; a partial pool
+    would quietly change what is trained on or checked. `shown_as` is the pool's name where the user gave
+    it (training.synthetic's "real-train" for this module's "train").
+
+    >>> check_pool_installed("holdout")  # doctest: +SKIP
+    """
+    missing = find_missing_packages(pool)
+    if not missing:
+        return
+    by_origin = {origin: [m.split(":", 1)[1] for m in missing if m.startswith(origin + ":")]
+                 for origin in ("debian", "pypi")}
+    steps = [f"`{tool} {' '.join(names)}`" for tool, names in
+             (("apt-get install", by_origin["debian"]), ("pip install", by_origin["pypi"])) if names]
+    raise IncompletePoolError(
+        f"the {shown_as or pool!r} picture pool is incomplete: {', '.join(m.split(':', 1)[1] for m in missing)} "
+        f"{'is' if len(missing) == 1 else 'are'} not installed, and frames drawn from the rest would not be the "
+        f"pool the model cards were measured on. Install {' and '.join(steps)} (`python -m training.imagery` "
+        f"lists every source).")
+
+
 def describe_pools() -> list[dict]:
     """One row per source: package, origin, kind, pool, licence and how many pictures are installed."""
     return [{"source": s.name, "package": s.package, "origin": s.origin, "kind": s.kind, "pool": s.pool,
@@ -356,6 +393,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for row in rows:
         print(f"{row['pool']:8} {row['source']:16} {row['images']:5d}  {row['kind']:12} "
               f"{row['origin']}:{row['package']}  ({row['licence']})")
+    for pool in POOLS:
+        missing = find_missing_packages(pool)
+        print(f"pool {pool}: " + (f"missing {', '.join(missing)}" if missing else "complete"))
     return rows
 
 

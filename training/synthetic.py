@@ -248,10 +248,8 @@ def pool_sources(pool: str) -> tuple[str, ...]:
         return HOLDOUT_PHOTOS + tuple(PROCEDURAL_NOUNS)
     if pool in REAL_POOLS:
         part = pool.split("-", 1)[1]
-        pictures = imagery.list_images(part)
-        if not pictures:
-            raise ValueError(f"pool {pool!r} has no pictures installed; see python -m training.imagery")
-        return pictures + imagery.list_games(part) + tuple(PROCEDURAL_NOUNS)
+        imagery.check_pool_installed(part, pool)  # a partial pool would quietly be another data set
+        return imagery.list_images(part) + imagery.list_games(part) + tuple(PROCEDURAL_NOUNS)
     raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
 
 

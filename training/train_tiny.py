@@ -505,6 +505,13 @@ def parse_config(argv: list[str] | None = None) -> TrainTinyConfig:
 
 def main(argv: list[str] | None = None) -> None:
     cfg = parse_config(argv)
+    try:
+        # A pool with a package missing is refused before minutes of training, not at the first frame drawn,
+        # and so is its held-out twin the evaluation draws from.
+        for pool in (cfg.pool, synthetic.find_heldout_pool(cfg.pool)):
+            synthetic.pool_sources(pool)
+    except ValueError as error:
+        raise SystemExit(f"python -m training.train_tiny: {error}") from None
     torch.set_num_threads(cfg.threads)
     tiny = TinyConfig(vocab_size=cfg.vocab_size)
     if cfg.vision_layers and not cfg.init_from:
