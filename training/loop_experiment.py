@@ -539,8 +539,8 @@ def run_loop(cfg: LoopConfig, tuner: Finetuner, prepared: dict, heldout: list[Cl
                        "export_dir": str(folder), "model": y.model_id, "best_step": y.train.best_step,
                        "figures": figures, "accuracy_pct": round(100 * figures["frames"]["accuracy"], 2)})
         ranker, lm_ranker = y, lm_y
-    # The last model scored the pool only if another round followed; run() stored X's and Y's predictions on
-    # the export's test split, which is what the app's Review tab sets side by side.
+    # Y scores no pool frames (no round follows it to rank); run() stored each model's predictions on its
+    # export's test split, which is what the app's Review tab sets side by side.
     mark = time.time()
     figures = {"x": evaluate_clips(lm_x, heldout), "y": rounds[-1]["figures"]}
     timings[f"heldout-{tag}"] = round(time.time() - mark, 1)
