@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from training import imagery, synthetic
+from training.real_footage import make_plain_clips
 
 # The held-out packages the real-footage check composes from; .ci/apt-packages.txt installs them.
 HELD_OUT_PACKAGES = ("gnome-backgrounds", "ukui-wallpapers", "lomiri-wallpapers", "libjxl-testdata")
@@ -78,6 +79,9 @@ def test_a_pool_with_a_package_missing_is_refused_by_name(tmp_path, monkeypatch)
             synthetic.pool_sources("real-holdout")
         with pytest.raises(imagery.IncompletePoolError):
             synthetic.draw_frame_spec(np.random.default_rng(0), "vertical", (96, 54), pool="real-holdout")
+        with pytest.raises(imagery.IncompletePoolError):  # the plain composer lists pictures without drawing
+            make_plain_clips(tmp_path / "plain", per_layout=1, sizes=((64, 36),), num_frames=4)
+        assert not (tmp_path / "plain").exists()
         assert synthetic.pool_sources("holdout")  # the original pools need no package
     finally:
         imagery.list_files.cache_clear()

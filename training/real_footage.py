@@ -189,9 +189,11 @@ def make_plain_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tupl
     >>> [c.layout for c in clips]  # doctest: +SKIP
     ['none', 'vertical', 'horizontal', 'pip', 'other']
     """
-    from training.imagery import list_images
+    from training.imagery import check_pool_installed, list_images
 
-    pictures = list_images(pool.split("-", 1)[1])
+    part = pool.split("-", 1)[1]
+    check_pool_installed(part, pool)  # as every draw from a real pool is: a partial pool makes other clips
+    pictures = list_images(part)
     if len(pictures) < 4:
         raise ValueError(f"pool {pool!r} has {len(pictures)} pictures installed; plain clips need at least 4")
     folder = Path(folder)
