@@ -8,7 +8,8 @@ import pytest
 from core.config import EMBEDDED_BLIP2, EMBEDDED_LLAVA, ModelSpec
 from core.engine import load_model, score_frames
 from training import synthetic
-from training.train_tiny import TrainTinyConfig, boundary_map, draw_batch, find_vision_layers, grow_vision_tower, parse_config
+from training.train_tiny import (TrainTinyConfig, boundary_map, draw_batch, find_vision_layers, find_vision_tower,
+                                 grow_vision_tower, parse_config, train_family)
 
 
 @pytest.mark.parametrize("folder", [EMBEDDED_BLIP2, EMBEDDED_LLAVA], ids=["blip2", "llava"])
@@ -92,6 +93,12 @@ def test_the_card_says_what_the_last_step_drew(tmp_path):
     card = render_model_card(folder, "blip-2")
     assert "seams between rows (a stack) from seams between columns" in card
     assert "drawn with these shares: vertical 0.5, horizontal 0.5." in card
+    assert "Vision side alone first" in card and "tower kept exactly" not in card
+    record["config"] = asdict(TrainTinyConfig(pool="real-train", freeze_vision=True))
+    (folder / "training.json").write_text(json.dumps(record, default=str))
+    card = render_model_card(folder, "blip-2")
+    assert "The vision tower kept exactly as the checkpoint before had it" in card
+    assert "Vision side alone first" not in card
 
 
 def test_oriented_border_maps_tell_a_stack_from_a_side_by_side_split():
@@ -105,3 +112,22 @@ def test_oriented_border_maps_tell_a_stack_from_a_side_by_side_split():
             assert (maps[0] | maps[1]).sum() <= boundary_map(spec, 16).sum()  # one map: bars' edges too
     single = synthetic.draw_frame_spec(rng, "single", (384, 216), "train")
     assert boundary_map(single, 16, oriented=True).sum() == 0
+
+
+def test_a_frozen_tower_stays_as_the_checkpoint_has_it_while_the_rest_trains():
+    import torch
+
+    from core.families import find_family
+
+    cfg = TrainTinyConfig(kinds=("blip2",), init_from="embedded", freeze_vision=True, steps=2, batch_size=6,
+                          vision_steps=50, eval_frames=2, pool="train", sizes=((96, 54),), size_weights=(1,),
+                          lr=1e-2, threads=1, loader_workers=0)
+    family = find_family("blip2")
+    before = family.model_class.from_pretrained(family.embedded).state_dict()
+    lm, _ = train_family("blip2", None, cfg)
+    after = lm.model.state_dict()
+    tower = {n for n, _ in find_vision_tower(lm.model).named_parameters()}
+    assert tower and all(torch.equal(before["vision_model." + n], after["vision_model." + n]) for n in tower)
+    assert not torch.equal(before["query_tokens"], after["query_tokens"])
+    moved = [n for n in after if not n.startswith("vision_model.") and not torch.equal(before[n], after[n])]
+    assert any(n.startswith("qformer.") for n in moved) and any(n.startswith("language_model.") for n in moved)

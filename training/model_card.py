@@ -92,6 +92,16 @@ def _border_words(cfg: dict) -> str:
     return ""
 
 
+def _stages_words(cfg: dict) -> str:
+    """What the last step trained, in order: the vision stage and the whole model, or only what reads a kept tower."""
+    if cfg.get("freeze_vision"):
+        return ("The vision tower kept exactly as the checkpoint before had it; only what reads it (Q-Former\n"
+                "or projector, and the LM, with a 5-way layout head on the pooled image tokens, dropped afterwards)\n"
+                "trained, on the task mix")
+    return (f"Vision side alone first (a 5-way layout head on the pooled image tokens plus a per-patch\n"
+            f"stream-border head{_border_words(cfg)}, both dropped afterwards), then the whole model on the task mix")
+
+
 def _rows_sentence(cfg: dict) -> str:
     """How many task-mix questions each frame answered in the last step, and why."""
     sludge, single = cfg.get("sludge_rows", 1), cfg.get("single_rows", 1)
@@ -193,8 +203,7 @@ final loss {figures['final_loss']}.{_average_words(averaged)}
 
 {_frames_section(cfg, sources)}
 
-**Stages.** Vision side alone first (a 5-way layout head on the pooled image tokens plus a per-patch
-stream-border head{_border_words(cfg)}, both dropped afterwards), then the whole model on the task mix
+**Stages.** {_stages_words(cfg)}
 {cfg['task_mix']}.
 {_rows_sentence(cfg)} The tokenizer is our own byte-level BPE ({cfg['vocab_size']}
 tokens) with a Qwen-style chat template holding the vqwen prompt ("{vocabulary.CLASSIFY}").
