@@ -107,10 +107,10 @@ class TrainTinyConfig:
     # Processes rendering frames while the model trains (0 = render in the training process).
     loader_workers: int = 1
     # Keep the vision tower as the checkpoint has it and train only what reads it (Q-Former or projector,
-    # LM): the vision stage is skipped and the task-mix stage leaves the tower's weights alone. A tower
-    # whose features already separate sludge from single scenes better than the LM's answer does (a
-    # linear probe tells) gains from more steps above it, at half the cost per step and without drifting
-    # the features that the explanations' heatmaps are read from.
+    # LM): the vision stage is skipped and the task-mix stage leaves the tower's weights alone, with no
+    # backward pass through it. For a tower whose features tell more than the model's answer does
+    # (bench.bench_probe compares them): the steps go to reading them, and the features the explanations'
+    # heatmaps are read from stay as they were.
     freeze_vision: bool = False
 
 
