@@ -4,14 +4,14 @@
 
 Frames are drawn as training draws them (``training.train_tiny.draw_batch``: balanced, degraded, portrait and
 landscape), from the training pool's packages for the probes to learn on and from the held-out packages to
-test them. Per frame it keeps the vision tower's patch features (averaged over a 4 x 4 grid of the frame),
-the image tokens the LM reads (the Q-Former's slots through the projection, or LLaVA's projected patches,
-flattened), and the model's own answers through the app's scorer. A logistic regression (scikit-learn) on
-each set of features then predicts sludge (all frames) and layout (sludge frames); its accuracy on the
-held-out frames is what that part of the model can tell, read linearly, beside what the model's answer
-tells. A probe well above the model points at the layers above those features; a probe no better points at
-the features themselves. The last line is ``tower_layout_probe: X``, the tower probe's held-out layout
-accuracy.
+test them. Per frame it keeps the vision tower's patch features (averaged over a 4 x 4 grid of the frame), the
+image tokens the LM reads (the Q-Former's 32 slots through the projection, flattened; for LLaVA the projected
+patches, which are also what its tower row reads, so the two rows agree) and the model's own answers through
+the app's scorer. A logistic regression (scikit-learn) on each set of features then predicts sludge (all
+frames) and layout (sludge frames); its accuracy on the held-out frames is what that part of the model can
+tell, read linearly, beside what the model's answer tells. A probe well above the model points at the layers
+above those features; a probe no better points at the features themselves. The last line is
+``tower_layout_probe: X``, the tower probe's held-out layout accuracy.
 """
 
 from __future__ import annotations
@@ -36,11 +36,9 @@ def collect_features(lm, pool: str, seed: int, n: int, batch: int = 24) -> dict[
         specs, frames = draw_batch(rng, batch, cfg)
         with torch.inference_mode():
             visual = lm.family.encode(lm.model, prepare_pixels(lm, frames))
-        patches = lm.family.patch_states(visual)
-        side = int(round(patches.shape[1] ** 0.5))
-        grid = patches.reshape(len(frames), side, side, -1).permute(0, 3, 1, 2)
-        tower.append(torch.nn.functional.adaptive_avg_pool2d(grid, 4).flatten(1).float().numpy())
-        tokens.append(visual.embeds.flatten(1).float().numpy())
+        tower.append(pool_grid(lm.family.patch_states(visual)))
+        embeds = visual.embeds  # BLIP-2: the Q-Former's 32 slots, kept apart; LLaVA: a patch grid, pooled
+        tokens.append(pool_grid(embeds) if embeds.shape[1] > 64 else embeds.flatten(1).float().numpy())
         for spec, score in zip(specs, score_frames(lm, frames)):
             sludge.append(spec.truth.sludge)
             layout.append(spec.truth.layout)
@@ -49,6 +47,15 @@ def collect_features(lm, pool: str, seed: int, n: int, batch: int = 24) -> dict[
     return {"tower": np.concatenate(tower)[:n], "tokens": np.concatenate(tokens)[:n],
             "sludge": np.array(sludge[:n]), "layout": np.array(layout[:n]),
             "said": np.array(said[:n]), "said_layout": np.array(said_layout[:n])}
+
+
+def pool_grid(patches, side: int = 4) -> np.ndarray:
+    """(B, P, H) features of a square patch grid -> (B, side * side * H): averaged over side x side cells."""
+    import torch
+
+    grid = int(round(patches.shape[1] ** 0.5))
+    cells = patches.reshape(len(patches), grid, grid, -1).permute(0, 3, 1, 2)
+    return torch.nn.functional.adaptive_avg_pool2d(cells, side).flatten(1).float().numpy()
 
 
 def fit_probe(train: np.ndarray, train_y: np.ndarray, test: np.ndarray, test_y: np.ndarray) -> float:
