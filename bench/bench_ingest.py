@@ -1,15 +1,16 @@
 """Whole-collection ingest against a loop of single analyses, same model, same kind of store, in one run.
 
-    python -m bench.bench_ingest [--clips 200] [--frames 16] [--batch-size 32] [--workers N] [--rounds 1]
+    python -m bench.bench_ingest [--clips 200] [--frames 16] [--batch-size 32] [--workers N] [--rounds 3]
                                  [--loop-threads N] [--model-threads N]
 
-The clips are short synthetic short-form videos (training.synthetic, encoded with PyAV), drawn from fixed
-seeds and cached under data/bench/ingest/, so every run times the same files. Each round ingests them twice
-into fresh stores (SQLite files in a temporary folder, FULL sync as the app opens them): once as the app
-stores an upload, ``annotations.analyses.record_analysis`` per file, and once with
-``annotations.ingest.ingest`` (decode worker processes feeding one model that batches frames across videos).
-The order of the two alternates between rounds. It prints videos/s for both, the packing bound (the loop's
-wall time over its CPU time spread on every core: the best any overlap can do) and, last, the ratio.
+The clips are short synthetic short-form videos (training.synthetic, encoded with PyAV), drawn from fixed seeds
+and cached under data/bench/ingest/, so every run times the same files. Each round ingests them twice into fresh
+stores (SQLite files in a temporary folder, FULL sync as the app opens them): once as the app stores an upload,
+``annotations.analyses.record_analysis`` per file, and once with ``annotations.ingest.ingest`` (decode worker
+processes feeding one model that batches frames across videos). The order of the two alternates between rounds,
+and each figure is the median over the rounds: the loop's speed alone moved by up to 16 % between single runs on
+one machine. It prints videos/s for both, the packing bound (the loop's wall time over its CPU time spread on
+every core: the best any overlap can do) and, last, the ratio.
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ def main(argv=None) -> None:
     parser.add_argument("--frames", type=int, default=16, help="frames sampled per video")
     parser.add_argument("--batch-size", type=int, default=32, help="ingest: frames per forward across videos")
     parser.add_argument("--workers", type=int, default=None, help="ingest: decode processes (default: one per CPU)")
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of both runs; figures are medians")
     parser.add_argument("--loop-threads", type=int, default=None,
                         help="torch threads of the record_analysis loop (default: torch's own, as the app runs)")
     parser.add_argument("--model", default=None)
