@@ -302,10 +302,8 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
         hits.append((logits.argmax(-1) == target).float().mean().item())
         return torch.nn.functional.cross_entropy(logits, target, weight=class_weight)
 
-    tower = find_vision_tower(model)
     if cfg.freeze_vision:
-        tower.requires_grad_(False)
-        tower.eval()
+        find_vision_tower(model).requires_grad_(False).eval()
 
     # Stage 1: the vision side alone. A from-scratch ViT learns "two streams" slowly from one answer token;
     # a layout head on the pooled image tokens and a per-patch stream-border head teach it in minutes.
