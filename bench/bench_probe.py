@@ -3,14 +3,14 @@
     python -m bench.bench_probe [--model models/tiny-vqwen-qformer] [--train-frames 4000] [--test-frames 600]
 
 Frames are drawn as training draws them (``training.train_tiny.draw_batch``: balanced, degraded, portrait and
-landscape), from the training pool's packages for the probes to learn on and from the held-out packages to
-test them. Per frame it keeps the vision tower's patch features (averaged over a 4 x 4 grid of the frame), the
-image tokens the LM reads (the Q-Former's 32 slots through the projection, flattened; for LLaVA the projected
-patches, which are also what its tower row reads, so the two rows agree) and the model's own answers through
-the app's scorer. A logistic regression (scikit-learn) on each set of features then predicts sludge (all
-frames) and layout (sludge frames); its accuracy on the held-out frames is what that part of the model can
-tell, read linearly, beside what the model's answer tells. A probe well above the model points at the layers
-above those features; a probe no better points at the features themselves. The last line is
+landscape), from the training pool's packages for the probes to learn on and from the held-out packages to test
+them. Per frame it keeps the vision tower's patch features (averaged over a 4 x 4 grid of the frame), the image
+tokens the LM reads (the Q-Former's 32 slots through the projection, flattened; for LLaVA the projected patches,
+which are also what its tower row reads, so the two rows agree) and the model's own answers from the same vision
+pass, read as the app's scorer reads them. A logistic regression (scikit-learn) on each set of features then
+predicts sludge (all frames) and layout (sludge frames); its accuracy on the held-out frames is what that part
+of the model can tell, read linearly, beside what the model's answer tells. A probe well above the model points
+at the layers above those features; a probe no better points at the features themselves. The last line is
 ``tower_layout_probe: X``, the tower probe's held-out layout accuracy.
 """
 
@@ -24,9 +24,8 @@ import numpy as np
 
 def collect_features(lm, pool: str, seed: int, n: int, batch: int = 24) -> dict[str, np.ndarray]:
     """Tower features, LM-facing image tokens, truths and the model's answers for n frames of `pool`."""
-    import torch
-
-    from core.engine import prepare_pixels, score_frames
+    from core import vocabulary
+    from core.engine import answer_logits, encode_frames, summarise_logits
     from training.train_tiny import TrainTinyConfig, draw_batch
 
     cfg = TrainTinyConfig(pool=pool, batch_size=batch)
@@ -34,12 +33,12 @@ def collect_features(lm, pool: str, seed: int, n: int, batch: int = 24) -> dict[
     tower, tokens, sludge, layout, said, said_layout = [], [], [], [], [], []
     while len(sludge) < n:
         specs, frames = draw_batch(rng, batch, cfg)
-        with torch.inference_mode():
-            visual = lm.family.encode(lm.model, prepare_pixels(lm, frames))
+        visual = encode_frames(lm, frames)  # one vision pass: the probes' features and the model's answers
         tower.append(pool_grid(lm.family.patch_states(visual)))
         embeds = visual.embeds  # BLIP-2: the Q-Former's 32 slots, kept apart; LLaVA: a patch grid, pooled
         tokens.append(pool_grid(embeds) if embeds.shape[1] > 64 else embeds.flatten(1).float().numpy())
-        for spec, score in zip(specs, score_frames(lm, frames)):
+        scores = summarise_logits(lm, answer_logits(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT]))
+        for spec, score in zip(specs, scores):
             sludge.append(spec.truth.sludge)
             layout.append(spec.truth.layout)
             said.append(score.label)
