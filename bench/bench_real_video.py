@@ -1,14 +1,15 @@
 """Real-footage check of a model: clips composed from held-out packages' pictures, at real sizes, H.264.
 
     python -m bench.bench_real_video [--model models/tiny-vqwen-qformer] [--per-layout 4] [--frames 16]
-                                     [--pool real-holdout|real-train] [--composers renderer,plain]
+                                     [--pool real-holdout|real-train] [--composers renderer,plain,footage]
 
 Per composer and size (1080x1920 portrait and 1280x720 landscape), `--per-layout` clips of a single scene
 and of each sludge layout (vertical, horizontal, pip, other), drawn from the "real-holdout" pool only
-(training.imagery: packages the embedded models never saw), cached under data/bench/<pool>/ (the training
-renderer with the pool's pictures and game, none of its procedural scenes) and data/bench/<pool>-plain/
-(plain compositing of still pictures: crop, slow zoom and pan, paste). Each clip goes through the app's own
-path (decode, sample 16 frames, score). Also checks the app's five bundled examples at video level. Prints
+(training.imagery: packages the embedded models never saw), cached under data/bench/<pool>-v2/ (the training
+renderer with the pool's pictures, game and video stills, none of its procedural scenes),
+data/bench/<pool>-plain/ (plain compositing of still pictures: crop, slow zoom and pan, paste) and
+data/bench/<pool>-footage/ (the same compositing of the pool's real videos, playing). Each clip goes through
+the app's own path (decode, sample 16 frames, score). Also checks the app's five bundled examples at video level. Prints
 the per-clip table (with the sources each clip's streams come from), the figures per composer and over
 all clips (single-scene frames also by source: which kinds of picture the model misreads) and, last,
 ``real_video_accuracy: X`` (video level over all clips). Goals: video level >= 0.90, single-scene frames
@@ -36,8 +37,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clip-frames", type=int, default=24, help="frames per clip (12 fps)")
     parser.add_argument("--pool", default="real-holdout", choices=REAL_POOLS,
                         help="packages the clips are composed from (default: the held-out pool, the goals' check)")
-    parser.add_argument("--composers", default="renderer,plain",
-                        help="which clips: renderer, plain or both, comma-separated (default both)")
+    parser.add_argument("--composers", default="renderer,plain,footage",
+                        help="which clips: some of renderer, plain, footage, comma-separated (default all three)")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
 
@@ -46,11 +47,13 @@ def main(argv: list[str] | None = None) -> dict:
     from core.config import EMBEDDED_BLIP2, ModelSpec
     from core.engine import load_model
     from training import synthetic
-    from training.real_footage import (check_examples, check_real_footage, format_shares, make_plain_clips,
-                                       make_real_clips)
+    from training.real_footage import (check_examples, check_real_footage, format_shares, make_footage_clips,
+                                       make_plain_clips, make_real_clips)
 
-    makers = {"renderer": (make_real_clips, BENCH_DIR / args.pool),
-              "plain": (make_plain_clips, BENCH_DIR / f"{args.pool}-plain")}
+    # The renderer's folder is named for its stream mix: its clips changed when real video stills joined it.
+    makers = {"renderer": (make_real_clips, BENCH_DIR / f"{args.pool}-v2"),
+              "plain": (make_plain_clips, BENCH_DIR / f"{args.pool}-plain"),
+              "footage": (make_footage_clips, BENCH_DIR / f"{args.pool}-footage")}
     composers = [name.strip() for name in args.composers.split(",") if name.strip()]
     if not composers or set(composers) - set(makers):
         parser.error(f"--composers takes some of {', '.join(makers)}, got {args.composers!r}")

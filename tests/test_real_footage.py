@@ -1,8 +1,8 @@
 """The real-footage check at a small size: the embedded default on clips composed from held-out packages.
 
 bench/bench_real_video.py runs the same check at 1080x1920 and 1280x720 with more clips. Here it runs on
-twenty small clips (a single scene and each sludge layout, portrait and landscape, from the training
-renderer and from plain compositing) through the app's own decode-sample-score path: the figures must add
+thirty small clips (a single scene and each sludge layout, portrait and landscape, from the training
+renderer, from plain compositing of pictures and from plain compositing of real videos) through the app's own decode-sample-score path: the figures must add
 up, the shipped model must not fall below what it measures today, and the goals of the embedded model are
 held as a strict expected failure, which turns red the day a checkpoint meets them so the floor gets raised.
 """
@@ -13,8 +13,8 @@ import pytest
 from core.config import EMBEDDED_BLIP2, ModelSpec
 from core.engine import load_model
 from training import synthetic
-from training.real_footage import (CLIP_LAYOUTS, check_examples, check_real_footage, make_plain_clips,
-                                   make_real_clips, summarise_rows)
+from training.real_footage import (CLIP_LAYOUTS, check_examples, check_real_footage, make_footage_clips,
+                                   make_plain_clips, make_real_clips, summarise_rows)
 
 SIZES = ((640, 360), (360, 640))
 
@@ -27,7 +27,7 @@ def lm():
 @pytest.fixture(scope="module")
 def figures(lm, tmp_path_factory):
     clips = []
-    for make in (make_real_clips, make_plain_clips):
+    for make in (make_real_clips, make_plain_clips, make_footage_clips):
         folder = tmp_path_factory.mktemp(make.__name__)
         made = make(folder, per_layout=1, sizes=SIZES, num_frames=8)
         assert len(made) == 2 * len(CLIP_LAYOUTS) and all(c.path.stat().st_size > 0 for c in made)
@@ -39,8 +39,9 @@ def figures(lm, tmp_path_factory):
 
 def test_the_figures_add_up_from_the_clips(figures):
     rows = figures["rows"]
-    assert figures["clips"] == len(rows) == 20
-    assert {name: part["clips"] for name, part in figures["by_composer"].items()} == {"renderer": 10, "plain": 10}
+    assert figures["clips"] == len(rows) == 30
+    assert {name: part["clips"] for name, part in figures["by_composer"].items()} == {
+        "renderer": 10, "plain": 10, "footage": 10}
     for name, part in figures["by_composer"].items():
         assert part == summarise_rows([row for row in rows if row["composer"] == name])
     assert figures["video_accuracy"] == pytest.approx(np.mean([row["right"] for row in rows]), abs=1e-4)
@@ -60,8 +61,8 @@ def test_the_figures_add_up_from_the_clips(figures):
         for shape, share in shapes.items():
             mine = [row for row in sludge
                     if row["truth"] == kind and (row["size"][0] > row["size"][1]) == (shape == "portrait")]
-            assert len(mine) == 2
-            assert share == pytest.approx(sum(r["layout_votes"].get(kind, 0) for r in mine) / 16, abs=1e-4)
+            assert len(mine) == 3
+            assert share == pytest.approx(sum(r["layout_votes"].get(kind, 0) for r in mine) / 24, abs=1e-4)
     # Every clip names the held-out packages its streams come from (never a procedural scene of the
     # renderer, which training draws too), and the by-source figure is the mean over the single scenes that
     # drew each source.
@@ -75,17 +76,20 @@ def test_the_figures_add_up_from_the_clips(figures):
 
 
 def test_the_embedded_default_keeps_its_measured_level(figures, lm):
-    # Measured on the shipped checkpoint: video level 0.85 (renderer clips 0.9, plain clips 0.8), sludge
-    # frames found 87.5 %, layout 75 % (renderer 83 %, plain 67 %), all 5 bundled examples right.
+    # Measured on the shipped checkpoint: video level 0.8 (renderer clips 0.9, plain 0.8, real video 0.7),
+    # sludge frames found 87.5 %, layout 58 % (renderer 83 %, plain 67 %, real video 25 %), all 5 bundled
+    # examples right. Single scenes of real video are where it fails: 1 of 8 such frames is called one scene.
     assert figures["video_accuracy"] >= 0.8, figures["rows"]
     assert figures["sludge_frames_found"] >= 0.8
-    assert figures["layout_accuracy"] >= 0.7
+    assert figures["layout_accuracy"] >= 0.55
+    pictures = [row for row in figures["rows"] if row["composer"] != "footage"]
+    assert summarise_rows(pictures)["layout_accuracy"] >= 0.7
     assert check_examples(lm, num_frames=16)["right"] == 5
 
 
 @pytest.mark.xfail(strict=True, reason="the embedded default does not meet the real-footage goals yet: on these "
-                                       "clips it finds 87.5 % of the sludge frames and gets 75 % of layouts; on the "
-                                       "bench's full-size plain composites it finds 72 % and gets 40 %")
+                                       "clips it calls 62.5 % of single-scene frames one scene (real video: 12.5 %) "
+                                       "and gets 58 % of layouts; on the bench's full-size clips 66.9 % and 46 %")
 def test_the_embedded_default_meets_the_real_footage_goals(figures, lm):
     assert figures["video_accuracy"] >= 0.9
     assert figures["single_frames_not_sludge"] >= 0.85

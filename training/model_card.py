@@ -139,11 +139,16 @@ def _real_section(real: dict | None, folder: Path) -> str:
         f"{name} {_pct(p['video_accuracy'])} / {_pct(p['single_frames_not_sludge'])} / "
         f"{_pct(p['sludge_frames_found'])} / {_pct(p['layout_accuracy'])}" for name, p in parts.items()) + ".") \
         if parts else ""
-    made = ("half by the training renderer (none of its procedural scenes; captions, dividers, letterbox,\n"
-            "colour jitter), half by plain compositing (pictures cropped, slowly zoomed and panned, pasted)"
-            if len(parts) > 1 else "by the training renderer")
-    return f"""Clips composed only from the held-out packages (other photographers, illustrators and another game's
-textures), {made},
+    words = {"renderer": "by the training renderer (none of its procedural scenes; captions, dividers, letterbox, "
+                         "colour jitter)",
+             "plain": "by plain compositing (pictures cropped, slowly zoomed and panned, pasted)",
+             "footage": "by the same compositing of real videos as they play (camera footage and an animated short)"}
+    present = [name for name in words if name in parts] or ["renderer"]
+    share = {1: "all", 2: "half", 3: "a third"}.get(len(present), "some")
+    made = ",\n".join(f"{share} {words[name]}" for name in present)
+    return f"""Clips composed only from the held-out packages (other photographers, illustrators, another game's
+textures, other videos),
+{made},
 moving, at 1080x1920 and 1280x720, H.264-encoded with PyAV, decoded and sampled (16 frames)
 by the app's own path; {f['clips']} clips, single scenes and each sludge layout alike
 (`{real.get('command', 'python -m bench.bench_real_video')}`):

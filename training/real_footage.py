@@ -9,7 +9,10 @@ sizes, and encoded as H.264 with PyAV. Two composers make the clips, half each:
   none of its procedural scenes (those are training sources): captions, dividers, letterbox, an app's
   interface, colour jitter and the single scenes with straight edges that are not a split;
 * ``plain``: a few lines of plain compositing (``make_plain_clips``): still pictures cropped to fill their
-  tiles, moving by a slow zoom and pan, pasted with nothing else, as an editor stacks two clips.
+  tiles, moving by a slow zoom and pan, pasted with nothing else, as an editor stacks two clips;
+* ``footage``: the same plain compositing of real videos as they move (``make_footage_clips``): camera
+  footage (a cockatoo, an office, a dog, bikes, a man in a car) and an animated short, from the held-out
+  footage packages, so a single scene is a real shot and a stack is two real shots playing at once.
 
 The app's own path then decodes and samples each clip (``core.analyze.analyze_video``) and the model
 decides it. Figures, over all clips and per composer:
@@ -212,6 +215,81 @@ def make_plain_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tupl
                                                  render, fps)
                 names = (s.picture.split("/", 1)[0] for s in streams)
                 clips.append(RealClip(path, layout, size, tuple(dict.fromkeys(names)), composer="plain"))
+    return clips
+
+
+@dataclass(frozen=True)
+class FootageStream:
+    """One real video playing in a tile from `start_s` on, cropped to fill it around a relative centre."""
+
+    video: str
+    start_s: float
+    centre: tuple[float, float]
+
+    def render(self, width: int, height: int, num_frames: int, fps: float) -> list[np.ndarray]:
+        """The stream's frames, each cropped to fill a width x height tile."""
+        from training.imagery import read_video_segment
+
+        tiles = []
+        for image in read_video_segment(self.video, self.start_s, num_frames, fps):
+            crop_w = min(image.width, image.height * width / height)
+            crop_h = min(image.height, crop_w * height / width)
+            left = float(np.clip(self.centre[0] * image.width - crop_w / 2, 0, image.width - crop_w))
+            top = float(np.clip(self.centre[1] * image.height - crop_h / 2, 0, image.height - crop_h))
+            tiles.append(np.asarray(image.resize((width, height), Image.BILINEAR,
+                                                 box=(left, top, left + crop_w, top + crop_h))))
+        return tiles
+
+
+def render_footage_clip(streams: list[FootageStream], tiles: list[tuple[int, int, int, int]], size: tuple[int, int],
+                        num_frames: int, fps: float) -> np.ndarray:
+    """Frames (num_frames, H, W, 3): each video playing in its tile, later tiles over earlier ones."""
+    frames = np.zeros((num_frames, *size, 3), dtype=np.uint8)
+    for stream, (x0, y0, x1, y1) in zip(streams, tiles):
+        for t, tile in enumerate(stream.render(x1 - x0, y1 - y0, num_frames, fps)):
+            frames[t, y0:y1, x0:x1] = tile
+    return frames
+
+
+def make_footage_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tuple[tuple[int, int], ...] = REAL_SIZES,
+                       num_frames: int = 24, fps: float = 12.0, seed: int = 70_000,
+                       pool: str = "real-holdout") -> list[RealClip]:
+    """Clips of real video: the pool's footage packages' videos, each playing from a random moment and
+    cropped to fill its tile, laid out as make_plain_clips lays out pictures (a single shot, or two to four
+    shots stacked, side by side, inset or tiled), then H.264-encoded. Cached in `folder` like the others.
+
+    >>> clips = make_footage_clips("/tmp/footage", per_layout=1, sizes=((64, 36),), num_frames=4)  # doctest: +SKIP
+    >>> [c.layout for c in clips]  # doctest: +SKIP
+    ['none', 'vertical', 'horizontal', 'pip', 'other']
+    """
+    from training.imagery import SOURCES, check_pool_installed, list_videos, video_duration
+
+    part = pool.split("-", 1)[1]
+    check_pool_installed(part, pool)
+    videos = [(s.name, v) for s in SOURCES if s.pool == part and s.kind == "footage" for v in list_videos(s.name)]
+    if len(videos) < 4:
+        raise ValueError(f"pool {pool!r} has {len(videos)} videos installed; footage clips need at least 4")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    clips: list[RealClip] = []
+    for size in sizes:
+        for kind in CLIP_LAYOUTS:
+            for k in range(per_layout):
+                layout = NO_LAYOUT if kind == "single" else kind
+                rng = np.random.default_rng([seed, k, CLIP_LAYOUTS.index(kind), *size])
+                tiles = plain_tiles(rng, layout, size)
+                chosen = [videos[int(i)] for i in rng.choice(len(videos), size=len(tiles), replace=False)]
+                starts = [float(rng.uniform(0.0, 1.0)) for _ in chosen]
+                centres = [(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.4, 0.6))) for _ in chosen]
+                path = folder / f"{size[0]}x{size[1]}-{num_frames}f-{kind}-{seed + k}.mp4"
+                if not (path.is_file() and path.stat().st_size > 0):
+                    # A random moment that leaves the clip's length of the video to play, where there is one.
+                    streams = [FootageStream(video, start * max(video_duration(video) - num_frames / fps, 0.0),
+                                             centre) for (_, video), start, centre in zip(chosen, starts, centres)]
+                    synthetic.write_clip_once(path, functools.partial(render_footage_clip, streams, tiles, size,
+                                                                      num_frames, fps), fps)
+                names = (name for name, _ in chosen)
+                clips.append(RealClip(path, layout, size, tuple(dict.fromkeys(names)), composer="footage"))
     return clips
 
 

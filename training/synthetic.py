@@ -107,8 +107,10 @@ _DISTRACTORS = ("mirror", "band", "horizon", "zoom_inset", "border")
 _REAL_DISTRACTORS = ("mirror", "band", "horizon", "skyline", "border", "ui_bars")
 # Real pools: share of composites whose streams are crops of one picture.
 _SAME_PICTURE_SHARE = 0.2
-# Real pools: share of streams that are pictures (photos, illustrations), games and procedural textures.
-_REAL_MIX = {"picture": 0.7, "game": 0.15, "procedural": 0.15}
+# Real pools: share of streams that are pictures (photos, illustrations), stills of real video (camera
+# noise, motion blur, compression: what a model that has seen only photos calls sludge), games and
+# procedural textures.
+_REAL_MIX = {"picture": 0.55, "footage": 0.2, "game": 0.125, "procedural": 0.125}
 _CAPTIONS = (
     "wait for it",
     "part 2",
@@ -249,7 +251,8 @@ def pool_sources(pool: str) -> tuple[str, ...]:
     if pool in REAL_POOLS:
         part = pool.split("-", 1)[1]
         imagery.check_pool_installed(part, pool)  # a partial pool would quietly be another data set
-        return imagery.list_images(part) + imagery.list_games(part) + tuple(PROCEDURAL_NOUNS)
+        return (imagery.list_images(part) + imagery.list_footage(part) + imagery.list_games(part)
+                + tuple(PROCEDURAL_NOUNS))
     raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
 
 
@@ -759,12 +762,13 @@ def _pick_real_sources(rng: np.random.Generator, pool: str, k: int, first: Strea
     procedural scenes in _REAL_MIX), distinct unless the composite is two crops of one picture."""
     part = pool.split("-", 1)[1]
     pictures, games = imagery.list_images(part), imagery.list_games(part) or ("platformer",)
+    footage = imagery.list_footage(part) or pictures
     procedural = tuple(PROCEDURAL_NOUNS)  # horizons and skylines too: straight edges inside one stream
     kinds, weights = list(_REAL_MIX), np.array(list(_REAL_MIX.values()))
 
     def draw_one() -> str:
         kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
-        options = {"picture": pictures, "game": games, "procedural": procedural}[kind]
+        options = {"picture": pictures, "footage": footage, "game": games, "procedural": procedural}[kind]
         return options[int(rng.integers(len(options)))]
 
     chosen = [first.source if first else draw_one()]
