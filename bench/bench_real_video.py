@@ -5,7 +5,7 @@
 
 Per composer and size (1080x1920 portrait and 1280x720 landscape), `--per-layout` clips of a single scene
 and of each sludge layout (vertical, horizontal, pip, other), drawn from the "real-holdout" pool only
-(training.imagery: packages the embedded models never saw), cached under data/bench/<pool>-v2/ (the training
+(training.imagery: packages the embedded models never saw), cached under data/bench/<pool>-v3/ (the training
 renderer with the pool's pictures, game and video stills, none of its procedural scenes),
 data/bench/<pool>-plain/ (plain compositing of still pictures: crop, slow zoom and pan, paste) and
 data/bench/<pool>-footage/ (the same compositing of the pool's real videos, playing). Each clip goes through
@@ -50,8 +50,9 @@ def main(argv: list[str] | None = None) -> dict:
     from training.real_footage import (check_examples, check_real_footage, format_shares, make_footage_clips,
                                        make_plain_clips, make_real_clips)
 
-    # The renderer's folder is named for its stream mix: its clips changed when real video stills joined it.
-    makers = {"renderer": (make_real_clips, BENCH_DIR / f"{args.pool}-v2"),
+    # The renderer's folder is named for its stream mix: its clips changed when real video stills joined it
+    # (v2) and when composites of one kind of stream did (v3).
+    makers = {"renderer": (make_real_clips, BENCH_DIR / f"{args.pool}-v3"),
               "plain": (make_plain_clips, BENCH_DIR / f"{args.pool}-plain"),
               "footage": (make_footage_clips, BENCH_DIR / f"{args.pool}-footage")}
     composers = [name.strip() for name in args.composers.split(",") if name.strip()]

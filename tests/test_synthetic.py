@@ -257,6 +257,24 @@ def test_real_pools_compose_crops_of_one_picture_and_keep_straight_edged_single_
     assert any(spec_words in " ".join(variants) for spec_words in ("buttons.", "skyline."))
 
 
+def test_real_pools_draw_video_stills_and_composites_of_one_kind_of_stream():
+    # A change of look between streams must not tell sludge: half the composites that are not two crops of
+    # one picture stack streams of one kind (two videos, two photos), and real video stills are among them.
+    rng = np.random.default_rng(12)
+    stills = set(imagery.list_footage("holdout"))
+    pictures = set(imagery.list_images("holdout"))
+    kinds_of = []
+    for _ in range(300):
+        spec = synthetic.draw_frame_spec(rng, "horizontal", SMALL, pool="real-holdout")
+        sources = spec.truth.sources
+        if len(set(sources)) > 1:
+            kinds_of.append({"footage" if s in stills else "picture" if s in pictures else s for s in sources})
+    one_kind = [kinds for kinds in kinds_of if len(kinds) == 1]
+    assert 0.35 < len(one_kind) / len(kinds_of) < 0.8
+    assert {"footage"} in one_kind and {"picture"} in one_kind
+    assert any("footage" in kinds and len(kinds) > 1 for kinds in kinds_of)  # and mixed ones still
+
+
 def test_degrade_frame_keeps_the_frame_and_changes_its_pixels():
     frame, _ = synthetic.make_frame(np.random.default_rng(2), "pip", size=(128, 72))
     rng = np.random.default_rng(0)

@@ -107,6 +107,10 @@ _DISTRACTORS = ("mirror", "band", "horizon", "zoom_inset", "border")
 _REAL_DISTRACTORS = ("mirror", "band", "horizon", "skyline", "border", "ui_bars")
 # Real pools: share of composites whose streams are crops of one picture.
 _SAME_PICTURE_SHARE = 0.2
+# Real pools: share of the other composites whose streams are all of one kind (two videos, two photos, two
+# game scenes): without them a change of look between streams would tell sludge, and two real videos
+# stacked would pass as one scene.
+_SAME_KIND_SHARE = 0.5
 # Real pools: share of streams that are pictures (photos, illustrations), stills of real video (camera
 # noise, motion blur, compression: what a model that has seen only photos calls sludge), games and
 # procedural textures.
@@ -766,16 +770,20 @@ def _pick_real_sources(rng: np.random.Generator, pool: str, k: int, first: Strea
     procedural = tuple(PROCEDURAL_NOUNS)  # horizons and skylines too: straight edges inside one stream
     kinds, weights = list(_REAL_MIX), np.array(list(_REAL_MIX.values()))
 
-    def draw_one() -> str:
-        kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
-        options = {"picture": pictures, "footage": footage, "game": games, "procedural": procedural}[kind]
+    by_kind = {"picture": pictures, "footage": footage, "game": games, "procedural": procedural}
+
+    def draw_one(kind: str | None = None) -> str:
+        kind = kind or kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+        options = by_kind[kind]
         return options[int(rng.integers(len(options)))]
 
     chosen = [first.source if first else draw_one()]
     if k > 1 and is_picture(chosen[0]) and rng.random() < _SAME_PICTURE_SHARE:
         return chosen * k
+    same = [kind for kind, options in by_kind.items() if chosen[0] in options]
+    same_kind = same[0] if same and len(by_kind[same[0]]) > k and k > 1 and rng.random() < _SAME_KIND_SHARE else None
     while len(chosen) < k:
-        pick = draw_one()
+        pick = draw_one(same_kind)
         if pick not in chosen:
             chosen.append(pick)
     if k > 1 and rng.random() < game_last:
