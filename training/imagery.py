@@ -305,7 +305,7 @@ def pick_stills(frames: int, count: int = STILLS_PER_VIDEO) -> list[int]:
     """`count` frame indices spread evenly between 5 % and 95 % of a video of `frames` frames.
 
     >>> pick_stills(100, 4)
-    [5, 35, 65, 94]
+    [5, 35, 64, 94]
     """
     if frames <= 0:
         return []
