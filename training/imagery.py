@@ -285,8 +285,12 @@ def _open_video(path: str):
     return av.open(path)
 
 
-def _to_image(frame) -> Image.Image:
-    image = frame.to_image()
+def fit_max_side(image: Image.Image) -> Image.Image:
+    """The image with its longest side at most MAX_SIDE (as it is when smaller).
+
+    >>> fit_max_side(Image.new("RGB", (1280, 720))).size
+    (640, 360)
+    """
     scale = MAX_SIDE / max(image.size)
     if scale < 1.0:
         image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
@@ -320,7 +324,7 @@ def _video_stills(path: str) -> dict[int, Image.Image]:
     with _open_video(path) as container:
         for index, frame in enumerate(container.decode(video=0)):
             if index in wanted:
-                stills[index] = _to_image(frame)
+                stills[index] = fit_max_side(frame.to_image())
     return stills
 
 
@@ -354,11 +358,12 @@ def read_video_segment(path: str, start_s: float, num_frames: int, fps: float) -
         t = t if t <= duration else 2 * duration - t
         index = int(np.argmin(np.abs(times - t)))
         if index not in picked:
-            picked[index] = _to_image(decoded[index][1])
+            picked[index] = fit_max_side(decoded[index][1].to_image())
         out.append(picked[index])
     return out
 
 
+@functools.lru_cache(maxsize=None)
 def video_duration(path: str) -> float:
     """Seconds from a video's first frame to its last."""
     with _open_video(path) as container:
@@ -462,12 +467,7 @@ def load_image(name: str) -> Image.Image:
         rgba = image.convert("RGBA")
         image = Image.new("RGB", rgba.size, (255, 255, 255))
         image.paste(rgba, mask=rgba.split()[3])
-    image = image.convert("RGB")
-    scale = MAX_SIDE / max(image.size)
-    if scale < 1.0:
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.BILINEAR)
-    return image
+    return fit_max_side(image.convert("RGB"))
 
 
 @functools.lru_cache(maxsize=None)

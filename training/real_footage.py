@@ -179,6 +179,18 @@ def render_plain_clip(streams: list[PlainStream], tiles: list[tuple[int, int, in
     return frames
 
 
+def draw_plain_layouts(sizes: tuple[tuple[int, int], ...], per_layout: int, seed: int):
+    """What the plain composers iterate: per size, clip kind and clip k, its layout, the file name stem it is
+    cached under, its own rng (seeded by all four, so a clip never depends on the others) and the tiles its
+    streams fill, drawn first from that rng."""
+    for size in sizes:
+        for kind in CLIP_LAYOUTS:
+            for k in range(per_layout):
+                layout = NO_LAYOUT if kind == "single" else kind
+                rng = np.random.default_rng([seed, k, CLIP_LAYOUTS.index(kind), *size])
+                yield size, layout, f"{size[0]}x{size[1]}-{kind}-{seed + k}", rng, plain_tiles(rng, layout, size)
+
+
 def make_plain_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tuple[tuple[int, int], ...] = REAL_SIZES,
                      num_frames: int = 24, fps: float = 12.0, seed: int = 60_000,
                      pool: str = "real-holdout") -> list[RealClip]:
@@ -202,36 +214,42 @@ def make_plain_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tupl
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     clips: list[RealClip] = []
-    for size in sizes:
-        for kind in CLIP_LAYOUTS:
-            for k in range(per_layout):
-                layout = NO_LAYOUT if kind == "single" else kind
-                rng = np.random.default_rng([seed, k, CLIP_LAYOUTS.index(kind), *size])
-                tiles = plain_tiles(rng, layout, size)
-                chosen = rng.choice(len(pictures), size=len(tiles), replace=False)
-                streams = [draw_plain_stream(rng, pictures[int(i)]) for i in chosen]
-                render = functools.partial(render_plain_clip, streams, tiles, size, num_frames)
-                path = synthetic.write_clip_once(folder / f"{size[0]}x{size[1]}-{num_frames}f-{kind}-{seed + k}.mp4",
-                                                 render, fps)
-                names = (s.picture.split("/", 1)[0] for s in streams)
-                clips.append(RealClip(path, layout, size, tuple(dict.fromkeys(names)), composer="plain"))
+    for size, layout, stem, rng, tiles in draw_plain_layouts(sizes, per_layout, seed):
+        chosen = rng.choice(len(pictures), size=len(tiles), replace=False)
+        streams = [draw_plain_stream(rng, pictures[int(i)]) for i in chosen]
+        render = functools.partial(render_plain_clip, streams, tiles, size, num_frames)
+        path = synthetic.write_clip_once(folder / clip_file_name(stem, num_frames), render, fps)
+        names = (s.picture.split("/", 1)[0] for s in streams)
+        clips.append(RealClip(path, layout, size, tuple(dict.fromkeys(names)), composer="plain"))
     return clips
+
+
+def clip_file_name(stem: str, num_frames: int) -> str:
+    """``1920x1080-24f-vertical-60000.mp4``: size, length, kind and seed, so a cached clip is found by name.
+
+    >>> clip_file_name("1920x1080-vertical-60000", 24)
+    '1920x1080-24f-vertical-60000.mp4'
+    """
+    size, rest = stem.split("-", 1)
+    return f"{size}-{num_frames}f-{rest}.mp4"
 
 
 @dataclass(frozen=True)
 class FootageStream:
-    """One real video playing in a tile from `start_s` on, cropped to fill it around a relative centre."""
+    """One real video playing in a tile from a moment on, cropped to fill it around a relative centre."""
 
     video: str
-    start_s: float
+    # Where it starts, as a share of the time the video leaves to play the clip from there (0: its start).
+    start: float
     centre: tuple[float, float]
 
     def render(self, width: int, height: int, num_frames: int, fps: float) -> list[np.ndarray]:
         """The stream's frames, each cropped to fill a width x height tile."""
-        from training.imagery import read_video_segment
+        from training.imagery import read_video_segment, video_duration
 
+        start_s = self.start * max(video_duration(self.video) - num_frames / fps, 0.0)
         tiles = []
-        for image in read_video_segment(self.video, self.start_s, num_frames, fps):
+        for image in read_video_segment(self.video, start_s, num_frames, fps):
             crop_w = min(image.width, image.height * width / height)
             crop_h = min(image.height, crop_w * height / width)
             left = float(np.clip(self.centre[0] * image.width - crop_w / 2, 0, image.width - crop_w))
@@ -262,7 +280,7 @@ def make_footage_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tu
     >>> [c.layout for c in clips]  # doctest: +SKIP
     ['none', 'vertical', 'horizontal', 'pip', 'other']
     """
-    from training.imagery import SOURCES, check_pool_installed, list_videos, video_duration
+    from training.imagery import SOURCES, check_pool_installed, list_videos
 
     part = pool.split("-", 1)[1]
     check_pool_installed(part, pool)
@@ -272,24 +290,15 @@ def make_footage_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tu
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     clips: list[RealClip] = []
-    for size in sizes:
-        for kind in CLIP_LAYOUTS:
-            for k in range(per_layout):
-                layout = NO_LAYOUT if kind == "single" else kind
-                rng = np.random.default_rng([seed, k, CLIP_LAYOUTS.index(kind), *size])
-                tiles = plain_tiles(rng, layout, size)
-                chosen = [videos[int(i)] for i in rng.choice(len(videos), size=len(tiles), replace=False)]
-                starts = [float(rng.uniform(0.0, 1.0)) for _ in chosen]
-                centres = [(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.4, 0.6))) for _ in chosen]
-                path = folder / f"{size[0]}x{size[1]}-{num_frames}f-{kind}-{seed + k}.mp4"
-                if not (path.is_file() and path.stat().st_size > 0):
-                    # A random moment that leaves the clip's length of the video to play, where there is one.
-                    streams = [FootageStream(video, start * max(video_duration(video) - num_frames / fps, 0.0),
-                                             centre) for (_, video), start, centre in zip(chosen, starts, centres)]
-                    synthetic.write_clip_once(path, functools.partial(render_footage_clip, streams, tiles, size,
-                                                                      num_frames, fps), fps)
-                names = (name for name, _ in chosen)
-                clips.append(RealClip(path, layout, size, tuple(dict.fromkeys(names)), composer="footage"))
+    for size, layout, stem, rng, tiles in draw_plain_layouts(sizes, per_layout, seed):
+        chosen = [videos[int(i)] for i in rng.choice(len(videos), size=len(tiles), replace=False)]
+        starts = [float(rng.uniform(0.0, 1.0)) for _ in chosen]
+        centres = [(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.4, 0.6))) for _ in chosen]
+        streams = [FootageStream(video, start, centre) for (_, video), start, centre in zip(chosen, starts, centres)]
+        render = functools.partial(render_footage_clip, streams, tiles, size, num_frames, fps)
+        path = synthetic.write_clip_once(folder / clip_file_name(stem, num_frames), render, fps)
+        names = (name for name, _ in chosen)
+        clips.append(RealClip(path, layout, size, tuple(dict.fromkeys(names)), composer="footage"))
     return clips
 
 
