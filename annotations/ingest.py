@@ -52,7 +52,11 @@ from core.identity import ModelIdentity, identify_model
 
 logger = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v")
+# What a folder scan takes for a video, by name: the containers the decoder (FFmpeg, through PyAV) reads,
+# including older ones a real collection holds (Ogg Theora, MPEG program streams, WMV, FLV, 3GP). Any other
+# file is counted as left out, by suffix, so a run says what it did not look at.
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v", ".ogv", ".mpg", ".mpeg", ".wmv", ".flv",
+                    ".3gp")
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 # Raw ground-truth columns a manifest (or a dataset) row may carry besides its path.
 TRUTH_FIELDS = ("sludge", "layout", "description")
@@ -117,6 +121,8 @@ class Collection:
     truth_name: str = ""
     dataset: object = None  # a datasets.Dataset whose ``video_column`` holds bytes
     video_column: str | None = None
+    # Files under a folder source that are not videos by name: suffix ("" for none) -> count.
+    left_out: dict[str, int] = field(default_factory=dict)
 
     def read_bytes(self, video: SourceVideo) -> bytes:
         """The bytes of a dataset row's video.
@@ -167,6 +173,8 @@ class IngestSummary:
     seconds: float = 0.0
     report_path: str | None = None
     truth: dict | None = None
+    # Files of a folder source left out as not videos by name (Collection.left_out).
+    left_out: dict[str, int] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -177,7 +185,7 @@ class IngestSummary:
                 "total": self.total, "stored": self.stored, "skipped": self.skipped, "failed": self.failed,
                 "failed_by_code": dict(sorted(self.failed_by_code.items())), "frames": self.frames,
                 "resumed": self.resumed, "seconds": round(self.seconds, 3), "report": self.report_path,
-                "truth": self.truth}
+                "truth": self.truth, "left_out": dict(sorted(self.left_out.items()))}
 
     def describe(self) -> str:
         """One line for a person.
@@ -185,12 +193,19 @@ class IngestSummary:
         >>> IngestSummary("crawl", "tiny@1", "local", total=5, stored=3, skipped=1, failed_by_code={"not_media": 1},
         ...               seconds=2.0).describe()
         'crawl: 5 videos: 3 stored, 1 already done, 1 failed (not_media: 1) in 2.0 s (2.00 videos/s)'
+        >>> IngestSummary("crawl", "tiny@1", "local", total=1, stored=1, seconds=1.0,
+        ...               left_out={".gz": 2, "": 1}).describe()
+        'crawl: 1 videos: 1 stored, 0 already done, 0 failed in 1.0 s (1.00 videos/s); 3 other files left out (no suffix: 1, .gz: 2)'
         """
         rate = (self.stored + self.skipped) / self.seconds if self.seconds > 0 else 0.0
         failures = ", ".join(f"{code}: {n}" for code, n in sorted(self.failed_by_code.items()))
-        return (f"{self.collection}: {self.total} videos: {self.stored} stored, {self.skipped} already done, "
+        line = (f"{self.collection}: {self.total} videos: {self.stored} stored, {self.skipped} already done, "
                 f"{self.failed} failed{f' ({failures})' if failures else ''} in {self.seconds:.1f} s "
                 f"({rate:.2f} videos/s)")
+        if self.left_out:
+            kinds = ", ".join(f"{suffix or 'no suffix'}: {n}" for suffix, n in sorted(self.left_out.items()))
+            line += f"; {sum(self.left_out.values())} other files left out ({kinds})"
+        return line
 
 
 # ---------------------------------------------------------------- sources
@@ -233,21 +248,23 @@ def read_source(source: str | os.PathLike, collection: str | None = None) -> Col
     return found
 
 
-def _is_video_file(path: Path) -> bool:
-    return path.suffix.lower() in VIDEO_EXTENSIONS and path.is_file()
-
-
 def read_folder(folder: str | os.PathLike) -> Collection:
-    """Every video file under a folder, recursively, in path order; stored under its path in the folder.
+    """Every video file under a folder, recursively, in path order; stored under its path in the folder. The
+    other files are counted by suffix in ``left_out`` (hidden files, such as .DS_Store, are not counted).
 
     >>> [v.name for v in read_folder("data/raw/crawl").videos][:2]  # doctest: +SKIP
     ['a/clip1.mp4', 'clip2.mov']
     """
     folder = Path(folder)
-    files = sorted(p for p in folder.rglob("*") if _is_video_file(p))
-    videos = [SourceVideo(key=str(p.resolve()), name=p.relative_to(folder).as_posix(), path=str(p.resolve()))
-              for p in files]
-    return Collection(name=folder.resolve().name, source=str(folder), videos=videos)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    videos, left_out = [], Counter()
+    for p in files:
+        if p.suffix.lower() in VIDEO_EXTENSIONS:
+            videos.append(SourceVideo(key=str(p.resolve()), name=p.relative_to(folder).as_posix(),
+                                      path=str(p.resolve())))
+        elif not p.name.startswith("."):
+            left_out[p.suffix.lower()] += 1
+    return Collection(name=folder.resolve().name, source=str(folder), videos=videos, left_out=dict(left_out))
 
 
 def read_glob(pattern: str) -> Collection:
@@ -702,7 +719,7 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
     identity, lm, spec = resolve_model(model)
     started = time.perf_counter()
     summary = IngestSummary(collection=collection.name, model_id=identity.id, engine="local",
-                            total=len(collection.videos))
+                            total=len(collection.videos), left_out=dict(collection.left_out))
     report = FailureReport(config.report_path or default_report_path(db, collection.name))
     summary.report_path = str(report.path)
     bar = open_progress_bar(summary.total, collection.name, config.progress)

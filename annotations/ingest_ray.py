@@ -358,7 +358,7 @@ def ingest_with_ray(collection: Collection | str | os.PathLike, db: sqlite_utils
     identity = identify_model(model)
     started = time.perf_counter()
     summary = IngestSummary(collection=collection.name, model_id=identity.id, engine="ray",
-                            total=len(collection.videos))
+                            total=len(collection.videos), left_out=dict(collection.left_out))
     report = FailureReport(config.report_path or default_report_path(db, collection.name))
     summary.report_path = str(report.path)
     shards = Path(ray_config.shards_dir or default_shards_dir(db, collection.name, identity.id, config.num_frames))

@@ -6,6 +6,7 @@ The decode step lives here, not in a test module, so the ingest's worker process
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,31 @@ def write_clips(folder: Path, count: int, seed: int = 0, size: tuple[int, int] =
         frames, _ = make_clip(seed + i, num_frames=num_frames, size=size, layouts=LAYOUTS[i % len(LAYOUTS)])
         paths.append(write_clip(folder / f"{prefix}_{i:02d}.mp4", frames))
     return paths
+
+
+def write_clip_as(path: Path, codec: str, seed: int = 0, size: tuple[int, int] = (96, 64), seconds: float = 2.0
+                  ) -> Path:
+    """A clip in an older container than write_clip's MP4: ``codec`` is a PyAV encoder ("libvpx" for .ogv:
+    FFmpeg's Ogg muxer takes VP8, and Theora is only a decoder in PyAV's wheels; "mpeg1video" for .mpg,
+    "wmv2" for .wmv). 24 fps, the lowest rate MPEG-1 allows. At least a second or two: FFmpeg estimates an
+    MPEG program stream's duration from its last timestamps, and a file of a few KB reads as one frame long."""
+    import av
+
+    fps = 24
+    frames, _ = make_clip(seed, num_frames=int(seconds * fps), size=size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
+        stream.time_base = Fraction(1, fps)
+        for i, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts = i
+            for packet in stream.encode(picture):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
 
 
 def write_bad_files(folder: Path) -> dict[str, str]:
