@@ -1010,6 +1010,17 @@ def list_collection_names(db: sqlite_utils.Database) -> list[str]:
     return [r[0] for r in db.execute("SELECT DISTINCT collection FROM videos ORDER BY collection")]
 
 
+def count_collection_videos(db: sqlite_utils.Database) -> dict[str, int]:
+    """Videos per collection, by name: a count over the videos' collection index, without the frames that
+    list_collections joins (milliseconds at 100k videos, so a dropdown can show it each time it opens).
+
+    >>> count_collection_videos(db)  # doctest: +SKIP
+    {'crawl-2024': 1700, 'uploads': 3}
+    """
+    return {r[0]: r[1] for r in db.execute(
+        "SELECT collection, count(*) FROM videos GROUP BY collection ORDER BY collection")}
+
+
 def list_collections(db: sqlite_utils.Database) -> list[dict]:
     """Every collection with its number of videos and frames, by name.
 

@@ -88,5 +88,7 @@ def test_the_collection_dropdowns_list_every_collection(db):
     from ui.review import ALL_COLLECTIONS, collection_choices
 
     store.add_video(db, b"crawled", "crawled.mp4", collection="crawl-2024")
-    assert collection_choices(db) == [("all collections", ALL_COLLECTIONS), ("crawl-2024", "crawl-2024"),
-                                      (store.UPLOADS, store.UPLOADS)]
+    uploads = store.count_collection_videos(db)[store.UPLOADS]
+    assert uploads == db.execute("SELECT count(*) FROM videos WHERE collection = ?", [store.UPLOADS]).fetchone()[0]
+    assert collection_choices(db) == [("all collections", ALL_COLLECTIONS), ("crawl-2024 · 1 video", "crawl-2024"),
+                                      (f"{store.UPLOADS} · {uploads:,} videos", store.UPLOADS)]

@@ -84,7 +84,8 @@ def format_label_facts(item: dict | None, threshold: float) -> str:
     """The facts beside the frame in the Label tab: why it is queued, the model's answer, the current labels."""
     if item is None:
         return ('<div class="sl-facts sl-empty">No frame loaded. Pick a strategy and press <b>Load queue</b>. '
-                "The queue fills from analyzed videos: analyze one on the Analyze tab first if it stays empty.</div>")
+                "The queue fills from stored videos: analyze one on the Analyze tab, or ingest a collection "
+                "(<code>python -m annotations ingest FOLDER</code>), if it stays empty.</div>")
     p = item.get("p_sludge")
     if p is None:
         model = "no prediction"
@@ -229,7 +230,8 @@ def format_label_context(video_name: str, neighbours: list[dict], item: dict | N
     if item is None:
         return '<div class="sl-context sl-empty"></div>'
     cells = []
-    for f in neighbours:
+    times = format_strip_times([f["time_s"] for f in neighbours])
+    for f, time_text in zip(neighbours, times):
         value = show_label_value(f["sludge"], f["layout"])
         # A layout in its colour; "no" as a single stream; "yes" (no layout yet) dark grey; unlabelled light.
         colour = {"no": LAYOUT_COLOURS["none"], "yes": "#455a64"}.get(value, LAYOUT_COLOURS.get(value, "#9aa5ad"))
@@ -239,13 +241,28 @@ def format_label_context(video_name: str, neighbours: list[dict], item: dict | N
             f' data-label="{esc(value)}" title="frame {esc(f["frame_id"])}: {esc(value)}">'
             f'<img alt="" src="{esc(file_url(f["image"]))}">'
             f'<figcaption><span class="sl-chip{unset}" style="--chip:{colour}">{esc(SHORT_LAYOUTS.get(value, value))}'
-            f'</span><span class="sl-t">{f["time_s"]:.1f}s</span></figcaption></figure>')
+            f'</span><span class="sl-t">{time_text}s</span></figcaption></figure>')
     return (
         '<div class="sl-context">'
         f'<div class="sl-video"><span class="sl-cap">video</span> <b>{esc(video_name)}</b> · frame index '
         f'{esc(item["frame_index"])} at {item["time_s"]:.2f} s</div>'
         f'<div class="sl-strip" data-testid="neighbours">{"".join(cells)}</div></div>'
     )
+
+
+def format_strip_times(times: list[float]) -> list[str]:
+    """Times for the neighbour strip: one decimal, or two or three where frames lie closer together than
+    that (a clip of a second and a half has its samples under 0.1 s apart), so no two read alike.
+
+    >>> format_strip_times([0.3, 0.4, 0.5])
+    ['0.3', '0.4', '0.5']
+    >>> format_strip_times([0.85, 0.95, 1.0, 1.05])
+    ['0.85', '0.95', '1.00', '1.05']
+    """
+    distinct = sorted(set(times))
+    gap = min((b - a for a, b in zip(distinct, distinct[1:])), default=1.0)
+    decimals = 1 if gap >= 0.1 - 1e-9 else 2 if gap >= 0.01 - 1e-9 else 3
+    return [f"{t:.{decimals}f}" for t in times]
 
 
 def format_colour_scale(label: str = "attention, share of this frame's peak") -> str:

@@ -21,12 +21,14 @@ ALL_COLLECTIONS = ""
 
 
 def collection_choices(db) -> list[tuple[str, str]]:
-    """The collection dropdowns' choices: every collection of the store, after "all collections".
+    """The collection dropdowns' choices: every collection of the store with its size, after "all collections".
 
     >>> collection_choices(db)  # doctest: +SKIP
-    [('all collections', ''), ('crawl-2024', 'crawl-2024'), ('uploads', 'uploads')]
+    [('all collections', ''), ('crawl-2024 · 1,700 videos', 'crawl-2024'), ('uploads · 1 video', 'uploads')]
     """
-    return [("all collections", ALL_COLLECTIONS)] + [(name, name) for name in store.list_collection_names(db)]
+    sizes = store.count_collection_videos(db)
+    return [("all collections", ALL_COLLECTIONS)] + [
+        (f"{name} · {n:,} video{'s' if n != 1 else ''}", name) for name, n in sizes.items()]
 
 
 def format_comparison(cmp: dict) -> str:
