@@ -53,10 +53,11 @@ from core.identity import ModelIdentity, identify_model
 logger = logging.getLogger(__name__)
 
 # What a folder scan takes for a video, by name: the containers the decoder (FFmpeg, through PyAV) reads,
-# including older ones a real collection holds (Ogg Theora, MPEG program streams, WMV, FLV, 3GP). Any other
-# file is counted as left out, by suffix, so a run says what it did not look at.
+# including older ones a real collection holds (Ogg Theora, MPEG program streams, WMV, FLV, 3GP) and a
+# camcorder's AVCHD transport streams (.mts, .m2ts; not .ts, which is as often TypeScript). Any other file is
+# counted as left out, by suffix, so a run says what it did not look at.
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v", ".ogv", ".mpg", ".mpeg", ".wmv", ".flv",
-                    ".3gp")
+                    ".3gp", ".mts", ".m2ts")
 MANIFEST_SUFFIXES = (".csv", ".jsonl", ".ndjson")
 # Raw ground-truth columns a manifest (or a dataset) row may carry besides its path.
 TRUTH_FIELDS = ("sludge", "layout", "description")

@@ -35,8 +35,9 @@ def write_clip_as(path: Path, codec: str, seed: int = 0, size: tuple[int, int] =
                   ) -> Path:
     """A clip in an older container than write_clip's MP4: ``codec`` is a PyAV encoder ("libvpx" for .ogv:
     FFmpeg's Ogg muxer takes VP8, and Theora is only a decoder in PyAV's wheels; "mpeg1video" for .mpg,
-    "wmv2" for .wmv). 24 fps, the lowest rate MPEG-1 allows. At least a second or two: FFmpeg estimates an
-    MPEG program stream's duration from its last timestamps, and a file of a few KB reads as one frame long."""
+    "wmv2" for .wmv, "mpeg2video" for a camcorder's .mts). 24 fps, the lowest rate MPEG-1 allows. A second
+    or two long: FFmpeg estimates an MPEG program stream's duration from its last timestamps, and a file of
+    a few KB reads as one frame long."""
     import av
 
     fps = 24

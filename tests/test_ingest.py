@@ -90,21 +90,23 @@ def test_a_folder_takes_older_containers_and_counts_the_files_it_leaves_out(lm, 
     write_clip_as(root / "old" / "talk.ogv", "libvpx", seed=3)
     write_clip_as(root / "tv.MPG", "mpeg1video", seed=4)
     write_clip_as(root / "cam.wmv", "wmv2", seed=5)
+    write_clip_as(root / "old" / "00001.MTS", "mpeg2video", seed=6)
     (root / "README.txt").write_text("clips from the archive\n")
     (root / "old" / "talk.ogv.gz").write_bytes(b"\x1f\x8b\x08\x00")
     (root / "old" / "LICENSE").write_text("CC-BY\n")
     (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     collection = read_source(root)
-    assert [v.name for v in collection.videos] == ["cam.wmv", "old/talk.ogv", "tv.MPG"]
+    assert [v.name for v in collection.videos] == ["cam.wmv", "old/00001.MTS", "old/talk.ogv", "tv.MPG"]
     assert collection.left_out == {".txt": 1, ".gz": 1, "": 1}
 
     db = open_db(tmp_path)
     summary = ingest(collection, db, lm, config(tmp_path))
-    assert (summary.stored, summary.failed) == (3, 0)
+    assert (summary.stored, summary.failed) == (4, 0)
     assert summary.to_dict()["left_out"] == {"": 1, ".gz": 1, ".txt": 1}
     assert summary.describe().endswith("; 3 other files left out (no suffix: 1, .gz: 1, .txt: 1)")
-    assert {v["name"] for v in store.list_videos(db, "archive")} == {"cam.wmv", "old/talk.ogv", "tv.MPG"}
-    assert len(store.frames_scored_by(db, lm.identity.id)) == 3 * FRAMES
+    assert {v["name"] for v in store.list_videos(db, "archive")} == {"cam.wmv", "old/00001.MTS", "old/talk.ogv",
+                                                                     "tv.MPG"}
+    assert len(store.frames_scored_by(db, lm.identity.id)) == 4 * FRAMES
 
 
 def test_a_glob_takes_the_files_it_matches(lm, folder, tmp_path):
