@@ -738,7 +738,7 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
             from core.config import EngineConfig
             from core.engine import load_model
 
-            lm = load_model(spec, engine_config or EngineConfig())
+            lm = load_model(spec, engine_config or EngineConfig(), progress=not config.progress)
         if not threads and lm.device.type == "cpu":
             import torch
 

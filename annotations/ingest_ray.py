@@ -128,7 +128,7 @@ class FrameScorer:
 
         if device == "cpu":
             torch.set_num_threads(max(1, threads))
-        self.lm = load_model(ModelSpec(source, revision), EngineConfig(device=device))
+        self.lm = load_model(ModelSpec(source, revision), EngineConfig(device=device), progress=False)
         if self.lm.identity is None or self.lm.identity.id != model_id:
             got = self.lm.identity.id if self.lm.identity else None
             raise IngestError(f"the scoring actor loaded {got!r}, not {model_id!r}: the model differs on this node")

@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from transformers import AutoConfig, AutoProcessor
+from transformers.utils import logging as hf_logging
 
 from core import vocabulary
 from core.config import EngineConfig, ModelSpec
@@ -199,8 +200,9 @@ def find_model_family(spec: ModelSpec) -> ModelFamily:
         raise ModelLoadError(f"{shown} is {err}.") from err
 
 
-def load_model(spec: ModelSpec | str, config: EngineConfig = EngineConfig()) -> LoadedModel:
-    """Load a local folder or a hub id (+ revision) as whichever stock class its config names.
+def load_model(spec: ModelSpec | str, config: EngineConfig = EngineConfig(), progress: bool = True) -> LoadedModel:
+    """Load a local folder or a hub id (+ revision) as whichever stock class its config names. ``progress``
+    False hides transformers' weight-loading bar (a caller drawing its own bar on the same terminal).
 
     >>> lm = load_model(ModelSpec("models/tiny-vqwen-qformer"))  # doctest: +SKIP
     >>> lm.family.name  # doctest: +SKIP
@@ -210,9 +212,16 @@ def load_model(spec: ModelSpec | str, config: EngineConfig = EngineConfig()) -> 
     family = find_model_family(spec)
     device = pick_device(config.device)
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    model = family.model_class.from_pretrained(
-        spec.source, revision=spec.revision, dtype=dtype, attn_implementation=family.attn_implementation
-    )
+    shown = hf_logging.is_progress_bar_enabled()
+    if not progress:
+        hf_logging.disable_progress_bar()
+    try:
+        model = family.model_class.from_pretrained(
+            spec.source, revision=spec.revision, dtype=dtype, attn_implementation=family.attn_implementation
+        )
+    finally:
+        if shown and not progress:
+            hf_logging.enable_progress_bar()
     model.to(device).eval()
     processor = AutoProcessor.from_pretrained(spec.source, revision=spec.revision)
     processor.tokenizer.padding_side = "left"
