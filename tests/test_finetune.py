@@ -279,6 +279,22 @@ def test_config_from_json_file_and_flags(tmp_path):
     assert cfg.lora_targets == ("q_proj", "v_proj") and cfg.projector_lr == 2e-5
 
 
+def test_clip_noise_flips_whole_videos_with_one_layout_each(tmp_path):
+    db, truth = _build_store(tmp_path, clips=8, frames_per_clip=4)
+    video_of = {f: store.get_frame(db, f)["video_id"] for f in truth}
+    raw = flip_labels(truth, 0.25, seed=3, clips=video_of)
+    flipped = {f for f in truth if raw[f][0] != truth[f].sludge}
+    videos = {video_of[f] for f in flipped}
+    # Every frame of a drawn video is flipped, none of the others; just enough videos to reach the share.
+    assert flipped == {f for f in truth if video_of[f] in videos}
+    assert round(0.25 * len(truth)) <= len(flipped) < round(0.25 * len(truth)) + 4
+    for video in videos:  # a video's single-stream frames flipped to sludge all get one layout
+        layouts = {raw[f][1] for f in flipped if video_of[f] == video and not truth[f].sludge}
+        assert len(layouts) <= 1
+    assert all(raw[f] == (truth[f].sludge, truth[f].layout) for f in truth if f not in flipped)
+    assert flip_labels(truth, 0.25, seed=3, clips=video_of) == raw  # drawn by the seed
+
+
 def test_scripted_labeler_fixes_flipped_labels_through_the_queue(tmp_path):
     db, truth = _build_store(tmp_path, clips=6, frames_per_clip=4)
     raw = flip_labels(truth, 0.25, seed=1)

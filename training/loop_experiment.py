@@ -15,7 +15,9 @@ Reads top to bottom: seed -> model -> data -> (per repeat) oracle -> per noise k
    the flips from all frames alike; ``semantic`` draws them from the new styles' frames first (a blended
    stack read as one scene, stickers read as insets): the flips then sit where the queue looks
    first, which favours the loop by construction, so it is reported beside the headline, never as it.
-   They are imported as the labeler "raw-gt" through ``annotations.import_ground_truth`` into a fresh
+   ``clip`` (on request) draws whole videos uniformly and flips all their frames, as when raw labels come
+   per video (a manifest row without a frame index) and a labeler misjudged the video: near-copies of one
+   scene then agree on the wrong label instead of contradicting each other. They are imported as the labeler "raw-gt" through ``annotations.import_ground_truth`` into a fresh
    store per repeat and noise kind.
 3. Model X. The base fine-tuned (``training.finetune``: the card's LoRA on the LM + the projector, plus
    LoRA on the vision tower's last 2 blocks) on the training export of the raw labels. X scores every
@@ -65,7 +67,7 @@ from training.evaluate import format_markdown
 from training.finetune import CARD_ADAPT, FeatureBank, FinetuneConfig, check_adapt, run
 
 LABELER = "loop-labeler"
-NOISE_KINDS = ("uniform", "semantic")
+NOISE_KINDS = ("uniform", "semantic", "clip")
 HEADLINE_NOISE = "uniform"
 
 
@@ -104,7 +106,8 @@ class LoopConfig:
     # Share of frame labels flipped: the vqwen card's estimate of the noise in raw human labels.
     noise: float = 0.12
     # Noise kinds run side by side, each in its own store; "uniform" is the headline (see the docstring).
-    noise_kinds: tuple[str, ...] = NOISE_KINDS
+    # "clip" (whole videos flipped) runs only when asked: it is a third of the run's time again.
+    noise_kinds: tuple[str, ...] = ("uniform", "semantic")
     # Frames the scripted labeler looks at per round (and sets to the truth): a fifth of the pool, under
     # twice the 72 labels the noise flips: room to fix most flips if X ranks them first, far from
     # relabelling everything in one round.
@@ -332,24 +335,43 @@ def store_clips(db, clips: list[Clip], fps: float) -> tuple[dict[int, synthetic.
 
 
 def flip_labels(truth: dict[int, synthetic.FrameTruth], rate: float, seed: int,
-                prefer: set[int] = frozenset()) -> dict[int, tuple[bool, str]]:
+                prefer: set[int] = frozenset(), clips: dict[int, str] | None = None) -> dict[int, tuple[bool, str]]:
     """Raw labels: (sludge, layout) per frame, with round(rate x frames) sludge labels flipped by a seed.
 
     The flips are drawn from `prefer` first (semantic noise: the frames people misread), then from the
-    rest; with no `prefer` they are uniform over all frames. A flipped sludge frame gets layout "none"; a
-    flipped single stream gets a random sludge layout.
+    rest; with no `prefer` they are uniform over all frames. With `clips` (frame id -> its video) whole
+    videos are drawn uniformly instead, every frame of a drawn video flipped, until the count is reached
+    (the last video may overshoot it by its other frames). A flipped sludge frame gets layout "none"; a
+    flipped single stream gets a random sludge layout (one per video when whole videos flip).
 
     >>> truth = {1: synthetic.FrameTruth(True, "pip", "", ""), 2: synthetic.FrameTruth(False, "none", "", "")}
     >>> sorted(flip_labels(truth, 0.5, seed=0).values())  # the single stream flipped to a sludge layout
     [(True, 'pip'), (True, 'pip')]
+    >>> truth[3] = synthetic.FrameTruth(False, "none", "", "")
+    >>> raw = flip_labels(truth, 0.3, seed=1, clips={1: "a", 2: "b", 3: "b"})
+    >>> sorted(f for f in raw if raw[f][0] != truth[f].sludge) in ([1], [2, 3])
+    True
     """
     rng = np.random.default_rng(seed)
     frame_ids = sorted(truth)
     count = round(rate * len(frame_ids))
-    first = sorted(set(prefer) & set(frame_ids))
-    flipped = set(rng.choice(first, size=min(count, len(first)), replace=False).tolist()) if first else set()
-    rest = [f for f in frame_ids if f not in flipped]
-    flipped |= set(rng.choice(rest, size=count - len(flipped), replace=False).tolist())
+    layout_of: dict[int, str] = {}
+    if clips is not None:
+        by_clip: dict[str, list[int]] = {}
+        for frame_id in frame_ids:
+            by_clip.setdefault(clips[frame_id], []).append(frame_id)
+        flipped: set[int] = set()
+        for clip in rng.permutation(sorted(by_clip)).tolist():
+            if len(flipped) >= count:
+                break
+            layout = vocabulary.LAYOUTS[int(rng.integers(len(vocabulary.LAYOUTS)))]
+            flipped |= set(by_clip[clip])
+            layout_of.update((f, layout) for f in by_clip[clip])
+    else:
+        first = sorted(set(prefer) & set(frame_ids))
+        flipped = set(rng.choice(first, size=min(count, len(first)), replace=False).tolist()) if first else set()
+        rest = [f for f in frame_ids if f not in flipped]
+        flipped |= set(rng.choice(rest, size=count - len(flipped), replace=False).tolist())
     raw = {}
     for frame_id in frame_ids:
         t = truth[frame_id]
@@ -358,7 +380,8 @@ def flip_labels(truth: dict[int, synthetic.FrameTruth], rate: float, seed: int,
         elif t.sludge:
             raw[frame_id] = (False, "none")
         else:
-            raw[frame_id] = (True, vocabulary.LAYOUTS[int(rng.integers(len(vocabulary.LAYOUTS)))])
+            raw[frame_id] = (True, layout_of.get(frame_id)
+                             or vocabulary.LAYOUTS[int(rng.integers(len(vocabulary.LAYOUTS)))])
     return raw
 
 
@@ -496,7 +519,8 @@ def prepare_store(cfg: LoopConfig, work: Path, pool: list[Clip], kind: str, nois
     db = store.open_store(db_path, work / "media")
     truth, styles = store_clips(db, pool, cfg.fps)
     misread = {f for f, style in styles.items() if style in NEW_STYLES}
-    raw = flip_labels(truth, cfg.noise, noise_seed, prefer=misread if kind == "semantic" else set())
+    clips = {f: store.get_frame(db, f)["video_id"] for f in truth} if kind == "clip" else None
+    raw = flip_labels(truth, cfg.noise, noise_seed, prefer=misread if kind == "semantic" else set(), clips=clips)
     import_raw_labels(db, raw, work / "raw_labels.jsonl")
     manifest = store.export_training_set(db, work / "export-raw")
     flipped = [f for f in truth if raw[f][0] != truth[f].sludge]
