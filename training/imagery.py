@@ -268,13 +268,12 @@ def list_videos(source_name: str) -> tuple[str, ...]:
         spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
             return ()
-        folder = Path(spec.origin).parent / inside
-        files = sorted(str(p) for p in folder.rglob("*") if p.is_file())
-        return tuple(f for f in files if re.search(source.pattern, f))
+        files = sorted(str(p) for p in (Path(spec.origin).parent / inside).rglob("*"))
     else:
         listing = Path(DPKG_INFO) / f"{source.package}.list"
-        files = sorted(listing.read_text().splitlines()) if listing.is_file() else []
-    return tuple(f for f in files if f.startswith(source.root) and re.search(source.pattern, f) and Path(f).is_file())
+        files = sorted(f for f in listing.read_text().splitlines() if f.startswith(source.root)) \
+            if listing.is_file() else []
+    return tuple(f for f in files if re.search(source.pattern, f) and Path(f).is_file())
 
 
 def _open_video(path: str):

@@ -179,16 +179,25 @@ def render_plain_clip(streams: list[PlainStream], tiles: list[tuple[int, int, in
     return frames
 
 
-def draw_plain_layouts(sizes: tuple[tuple[int, int], ...], per_layout: int, seed: int):
-    """What the plain composers iterate: per size, clip kind and clip k, its layout, the file name stem it is
-    cached under, its own rng (seeded by all four, so a clip never depends on the others) and the tiles its
-    streams fill, drawn first from that rng."""
+def draw_plain_layouts(folder: Path, sizes: tuple[tuple[int, int], ...], per_layout: int, seed: int,
+                       num_frames: int):
+    """What the plain composers iterate: per size, clip kind and clip k, its layout, the file it is cached
+    under in `folder` (``1920x1080-24f-vertical-60000.mp4``: size, length, kind and seed, so a cached clip is
+    found by name; the folder is made), its own rng (seeded by all four, so a clip never depends on the
+    others) and the tiles its streams fill, drawn first from that rng.
+
+    >>> [(layout, path.name) for _, layout, path, _, _ in draw_plain_layouts(Path("/tmp/plain"), ((64, 36),), 1,
+    ...                                                                       60_000, 24)][:2]
+    [('none', '64x36-24f-single-60000.mp4'), ('vertical', '64x36-24f-vertical-60000.mp4')]
+    """
+    folder.mkdir(parents=True, exist_ok=True)
     for size in sizes:
         for kind in CLIP_LAYOUTS:
             for k in range(per_layout):
                 layout = NO_LAYOUT if kind == "single" else kind
                 rng = np.random.default_rng([seed, k, CLIP_LAYOUTS.index(kind), *size])
-                yield size, layout, f"{size[0]}x{size[1]}-{kind}-{seed + k}", rng, plain_tiles(rng, layout, size)
+                path = folder / f"{size[0]}x{size[1]}-{num_frames}f-{kind}-{seed + k}.mp4"
+                yield size, layout, path, rng, plain_tiles(rng, layout, size)
 
 
 def make_plain_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tuple[tuple[int, int], ...] = REAL_SIZES,
@@ -211,27 +220,15 @@ def make_plain_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tupl
     pictures = list_images(part)
     if len(pictures) < 4:
         raise ValueError(f"pool {pool!r} has {len(pictures)} pictures installed; plain clips need at least 4")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     clips: list[RealClip] = []
-    for size, layout, stem, rng, tiles in draw_plain_layouts(sizes, per_layout, seed):
+    for size, layout, path, rng, tiles in draw_plain_layouts(Path(folder), sizes, per_layout, seed, num_frames):
         chosen = rng.choice(len(pictures), size=len(tiles), replace=False)
         streams = [draw_plain_stream(rng, pictures[int(i)]) for i in chosen]
         render = functools.partial(render_plain_clip, streams, tiles, size, num_frames)
-        path = synthetic.write_clip_once(folder / clip_file_name(stem, num_frames), render, fps)
+        synthetic.write_clip_once(path, render, fps)
         names = (s.picture.split("/", 1)[0] for s in streams)
         clips.append(RealClip(path, layout, size, tuple(dict.fromkeys(names)), composer="plain"))
     return clips
-
-
-def clip_file_name(stem: str, num_frames: int) -> str:
-    """``1920x1080-24f-vertical-60000.mp4``: size, length, kind and seed, so a cached clip is found by name.
-
-    >>> clip_file_name("1920x1080-vertical-60000", 24)
-    '1920x1080-24f-vertical-60000.mp4'
-    """
-    size, rest = stem.split("-", 1)
-    return f"{size}-{num_frames}f-{rest}.mp4"
 
 
 @dataclass(frozen=True)
@@ -287,16 +284,14 @@ def make_footage_clips(folder: str | os.PathLike, per_layout: int = 4, sizes: tu
     videos = [(s.name, v) for s in SOURCES if s.pool == part and s.kind == "footage" for v in list_videos(s.name)]
     if len(videos) < 4:
         raise ValueError(f"pool {pool!r} has {len(videos)} videos installed; footage clips need at least 4")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     clips: list[RealClip] = []
-    for size, layout, stem, rng, tiles in draw_plain_layouts(sizes, per_layout, seed):
+    for size, layout, path, rng, tiles in draw_plain_layouts(Path(folder), sizes, per_layout, seed, num_frames):
         chosen = [videos[int(i)] for i in rng.choice(len(videos), size=len(tiles), replace=False)]
         starts = [float(rng.uniform(0.0, 1.0)) for _ in chosen]
         centres = [(float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.4, 0.6))) for _ in chosen]
         streams = [FootageStream(video, start, centre) for (_, video), start, centre in zip(chosen, starts, centres)]
         render = functools.partial(render_footage_clip, streams, tiles, size, num_frames, fps)
-        path = synthetic.write_clip_once(folder / clip_file_name(stem, num_frames), render, fps)
+        synthetic.write_clip_once(path, render, fps)
         names = (name for name, _ in chosen)
         clips.append(RealClip(path, layout, size, tuple(dict.fromkeys(names)), composer="footage"))
     return clips

@@ -780,8 +780,8 @@ def _pick_real_sources(rng: np.random.Generator, pool: str, k: int, first: Strea
     chosen = [first.source if first else draw_one()]
     if k > 1 and is_picture(chosen[0]) and rng.random() < _SAME_PICTURE_SHARE:
         return chosen * k
-    same = [kind for kind, options in by_kind.items() if chosen[0] in options]
-    same_kind = same[0] if same and len(by_kind[same[0]]) > k and k > 1 and rng.random() < _SAME_KIND_SHARE else None
+    same = next((kind for kind, options in by_kind.items() if chosen[0] in options), None)
+    same_kind = same if same and k > 1 and len(by_kind[same]) > k and rng.random() < _SAME_KIND_SHARE else None
     while len(chosen) < k:
         pick = draw_one(same_kind)
         if pick not in chosen:
