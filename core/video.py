@@ -197,7 +197,14 @@ _CONTAINER_MAGIC = (
 _IMAGE_DEMUXERS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe",
                    "jpegxl_pipe", "qoi_pipe", "dpx_pipe", "exr_pipe", "psd_pipe", "svg_pipe"}
 
-_SUPPORTED = "Please upload a video file (mp4, mov, webm, mkv or avi)."
+# Video files by name: the containers the decoder (FFmpeg, through PyAV) reads that a real collection holds,
+# the common five first, then older ones (Ogg Theora, MPEG program streams, WMV, FLV, 3GP) and a camcorder's
+# AVCHD transport streams (.mts, .m2ts; not .ts, which is as often TypeScript). A folder ingest takes these,
+# and the upload hint and refusals name them.
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v", ".ogv", ".mpg", ".mpeg", ".wmv", ".flv",
+                    ".3gp", ".mts", ".m2ts")
+_SUPPORTED = ("Please upload a video file (mp4, mov, webm, mkv or avi; older ogv, mpg, wmv, flv, 3gp and mts "
+              "files work too).")
 
 
 def _match_magic(head: bytes, table) -> str | None:

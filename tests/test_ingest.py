@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from ingest_helpers import (BAD_FILES, compare_stores, decode_or_crash, store_contents, write_bad_files, write_clip_as,
-                            write_clips)
+from ingest_helpers import (BAD_FILES, compare_stores, decode_and_tell_niceness, decode_or_crash, store_contents,
+                            write_bad_files, write_clip_as, write_clips)
 
 import annotations as store
 from annotations.__main__ import main
@@ -252,6 +252,21 @@ def test_a_worker_crash_is_reported_and_the_run_goes_on(lm, tmp_path):
     [failure] = [r for r in read_report(tmp_path / "report.jsonl") if r["kind"] == "failure"]
     assert failure["name"] == "crash_here.mp4" and "died" in failure["message"]
     assert sorted(v["name"] for v in store.list_videos(db)) == ["clip_00.mp4", "clip_02.mp4", "clip_03.mp4"]
+
+
+def test_decode_workers_run_at_a_lower_priority_than_the_model_process(lm, tmp_path):
+    clips = tmp_path / "clips"
+    write_clips(clips, 2, seed=300)
+    db = open_db(tmp_path)
+    summary = ingest(read_source(clips), db, lm, config(tmp_path, workers=2, worker_niceness=7),
+                     decode=decode_and_tell_niceness)
+    assert summary.failed_by_code == {"niceness": 2}
+    here = os.nice(0)
+    assert {r["message"] for r in read_report(tmp_path / "report.jsonl") if r["kind"] == "failure"} == {
+        str(min(19, here + 7))}
+    assert os.nice(0) == here and db["videos"].count == 0
+    with pytest.raises(IngestError, match="worker_niceness must be a whole number from 0 to 19, not 20"):
+        ingest(read_source(clips), db, lm, config(tmp_path, worker_niceness=20))
 
 
 def test_sources_and_arguments_that_cannot_be_ingested_are_refused_before_anything_is_written(tmp_path, capsys):

@@ -21,11 +21,12 @@ def format_limits(limits) -> str:
 
     >>> from core.config import VideoLimits
     >>> format_limits(VideoLimits())
-    'mp4 · mov · webm · mkv · avi — up to 200 MB and 10 min'
+    'mp4 · mov · webm · mkv · avi (or ogv · mpg · wmv · flv · 3gp · mts) — up to 200 MB and 10 min'
     """
     minutes = limits.max_duration_s / 60
     length = f"{minutes:g} min" if minutes >= 1 else f"{limits.max_duration_s:g} s"
-    return f"mp4 · mov · webm · mkv · avi — up to {limits.max_bytes / 2**20:g} MB and {length}"
+    return (f"mp4 · mov · webm · mkv · avi (or ogv · mpg · wmv · flv · 3gp · mts) — up to "
+            f"{limits.max_bytes / 2**20:g} MB and {length}")
 
 
 def format_layout_chip(layout: str) -> str:
