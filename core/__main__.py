@@ -11,6 +11,7 @@ import json
 import sys
 
 from core.config import ModelSpec, Settings, check_frame_count, load_settings
+from core.video import COMMON_FORMATS, OLDER_FORMATS
 
 
 def frame_count_type(settings: Settings):
@@ -51,7 +52,7 @@ def build_parser(settings: Settings | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description="Score short-form video for sludge.")
     sub = parser.add_subparsers(dest="command", required=True)
     analyze = sub.add_parser("analyze", help="sample frames of a video and print each frame's P(sludge) and the verdict")
-    analyze.add_argument("video", help="path to a video file (mp4, mov, webm, mkv, avi, ogv, mpg, wmv, flv, 3gp, mts)")
+    analyze.add_argument("video", help=f"path to a video file ({', '.join(COMMON_FORMATS + OLDER_FORMATS)})")
     analyze.add_argument("--frames", type=frame_count_type(settings), default=None,
                          help=f"frames to sample uniformly, 1 to {top} (default {settings.num_frames})")
     analyze.add_argument("--model", default=None, help="local checkpoint folder or hub id (default: the embedded model)")

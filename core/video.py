@@ -197,14 +197,15 @@ _CONTAINER_MAGIC = (
 _IMAGE_DEMUXERS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe",
                    "jpegxl_pipe", "qoi_pipe", "dpx_pipe", "exr_pipe", "psd_pipe", "svg_pipe"}
 
-# Video files by name: the containers the decoder (FFmpeg, through PyAV) reads that a real collection holds,
-# the common five first, then older ones (Ogg Theora, MPEG program streams, WMV, FLV, 3GP) and a camcorder's
-# AVCHD transport streams (.mts, .m2ts; not .ts, which is as often TypeScript). A folder ingest takes these,
-# and the upload hint and refusals name them.
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".m4v", ".ogv", ".mpg", ".mpeg", ".wmv", ".flv",
-                    ".3gp", ".mts", ".m2ts")
-_SUPPORTED = ("Please upload a video file (mp4, mov, webm, mkv or avi; older ogv, mpg, wmv, flv, 3gp and mts "
-              "files work too).")
+# Video files by name: the containers the decoder (FFmpeg, through PyAV) reads that a real collection holds.
+# The common five, then older ones (Ogg Theora, MPEG program streams, WMV, FLV, 3GP, a camcorder's AVCHD
+# .mts) that uploads and a folder ingest take as well, then other spellings of those (not .ts, which is as
+# often TypeScript). The upload hint, the refusals and the CLI's help name the first two groups.
+COMMON_FORMATS = ("mp4", "mov", "webm", "mkv", "avi")
+OLDER_FORMATS = ("ogv", "mpg", "wmv", "flv", "3gp", "mts")
+VIDEO_EXTENSIONS = tuple(f".{name}" for name in COMMON_FORMATS + OLDER_FORMATS) + (".m4v", ".mpeg", ".m2ts")
+_SUPPORTED = (f"Please upload a video file ({', '.join(COMMON_FORMATS[:-1])} or {COMMON_FORMATS[-1]}; older "
+              f"{', '.join(OLDER_FORMATS[:-1])} and {OLDER_FORMATS[-1]} files work too).")
 
 
 def _match_magic(head: bytes, table) -> str | None:

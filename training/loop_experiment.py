@@ -17,8 +17,8 @@ Reads top to bottom: seed -> model -> data -> (per repeat) oracle -> per noise k
    first, which favours the loop by construction, so it is reported beside the headline, never as it.
    ``clip`` (on request) draws whole videos uniformly and flips all their frames, as when raw labels come
    per video (a manifest row without a frame index) and a labeler misjudged the video: near-copies of one
-   scene then agree on the wrong label instead of contradicting each other. They are imported as the labeler "raw-gt" through ``annotations.import_ground_truth`` into a fresh
-   store per repeat and noise kind.
+   scene then agree on the wrong label instead of contradicting each other. They are imported as the
+   labeler "raw-gt" through ``annotations.import_ground_truth`` into a fresh store per repeat and noise kind.
 3. Model X. The base fine-tuned (``training.finetune``: the card's LoRA on the LM + the projector, plus
    LoRA on the vision tower's last 2 blocks) on the training export of the raw labels. X scores every
    stored frame; its predictions feed the queue.

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from core.render import colour_scale
+from core.video import COMMON_FORMATS, OLDER_FORMATS
 from ui.figures import LAYOUT_COLOURS
 
 
@@ -25,7 +26,7 @@ def format_limits(limits) -> str:
     """
     minutes = limits.max_duration_s / 60
     length = f"{minutes:g} min" if minutes >= 1 else f"{limits.max_duration_s:g} s"
-    return (f"mp4 · mov · webm · mkv · avi (or ogv · mpg · wmv · flv · 3gp · mts) — up to "
+    return (f"{' · '.join(COMMON_FORMATS)} (or {' · '.join(OLDER_FORMATS)}) — up to "
             f"{limits.max_bytes / 2**20:g} MB and {length}")
 
 
