@@ -586,7 +586,7 @@ def next_frames(db: sqlite_utils.Database, labeler: str, strategy: str = "uncert
     ``model_id`` defaults to the store's only model version with predictions (name one when there are
     several); ``collection`` limits the queue to one collection's videos (None: every collection). Each
     returned dict carries frame_id, video_id, frame_index, time_s, revision (pass it back as seen_revision),
-    image (absolute path), current labels, the model's p_sludge / layout, reason, score and lease_expires_at.
+    image (absolute path), its width and height in pixels, current labels, the model's p_sludge / layout, reason, score and lease_expires_at.
 
     >>> [f["frame_id"] for f in next_frames(db, "ana", "label-issue", n=3)]  # doctest: +SKIP
     [17, 4, 230]
@@ -776,11 +776,12 @@ def _describe(db, picked: Sequence[tuple], model_id: str | None, expires: float 
     ids = [p[0] for p in picked]
     marks = ",".join("?" * len(ids))
     labels = {r["frame_id"]: r for r in db.query(f"SELECT * FROM current_labels WHERE frame_id IN ({marks})", ids)}
-    paths = dict(db.execute(f"SELECT id, image_path FROM frames WHERE id IN ({marks})", ids).fetchall())
+    stored = {r[0]: r[1:] for r in db.execute(f"SELECT id, image_path, width, height FROM frames WHERE id IN ({marks})",
+                                                ids).fetchall()}
     preds = {r["frame_id"]: r for r in db.query(
         f"SELECT frame_id, p_sludge, layout FROM predictions WHERE model_id = ? AND frame_id IN ({marks})",
         [model_id, *ids])}
-    images = dict(zip(ids, _resolve_image_paths(find_media_dir(db), [paths[i] for i in ids])))
+    images = dict(zip(ids, _resolve_image_paths(find_media_dir(db), [stored[i][0] for i in ids])))
     out = []
     for frame_id, score, reason in picked:
         label = labels[frame_id]
@@ -792,6 +793,8 @@ def _describe(db, picked: Sequence[tuple], model_id: str | None, expires: float 
             "time_s": label["time_s"],
             "revision": label["revision"],
             "image": images[frame_id],
+            "width": stored[frame_id][1],
+            "height": stored[frame_id][2],
             "sludge": None if label["sludge"] is None else bool(label["sludge"]),
             "layout": label["layout"],
             "description": label["description"],

@@ -297,6 +297,8 @@ def _frame_ids_in_queue(app) -> list[int]:
 LABEL_RUN = 200
 # Clips of 16 sampled frames each: enough frames for the run, its undos and its range.
 LABEL_CLIPS, CLIP_FRAMES = 13, 16
+# One landscape clip stored last, in a collection of its own: the wide workspace and the collection filter.
+LANDSCAPE = "landscape-footage"
 KEYS = ("y", "n", "1", "2", "3", "4", "Enter", "u", "r", "ArrowLeft", "ArrowRight")
 LAYOUT_KEYS = {"1": "vertical", "2": "horizontal", "3": "pip", "4": "other"}
 
@@ -350,6 +352,9 @@ def prefill_store(root: Path, clips: int, frames: int) -> None:
         video, _ = synthetic.make_clip(7000 + k, num_frames=frames)
         path = synthetic.write_clip(root / "clips" / f"clip_{k:02d}.mp4", video)
         record_analysis(lm, db, path, num_frames=frames)
+    video, _ = synthetic.make_clip(7900, num_frames=frames, size=(252, 448))
+    path = synthetic.write_clip(root / "clips" / "landscape.mp4", video)
+    record_analysis(lm, db, path, num_frames=frames, collection=LANDSCAPE)
     db.close()
 
 
@@ -362,7 +367,7 @@ def labeling_app(tmp_path_factory):
         yield running
 
 
-def sign_in_and_load(page, url: str, strategy: str = "unlabeled") -> None:
+def sign_in_and_load(page, url: str, strategy: str = "unlabeled", collection: str | None = None) -> None:
     page.goto(url)
     page.wait_for_selector("#upload")
     page.get_by_role("tab", name="Label").click()
@@ -372,6 +377,9 @@ def sign_in_and_load(page, url: str, strategy: str = "unlabeled") -> None:
     page.wait_for_function("document.querySelector('#identity').innerText.includes('alice (labeler)')")
     page.locator("#strategy input").click()
     page.get_by_role("option", name=strategy).click()
+    if collection:
+        page.locator("#label-collection input").click()
+        page.get_by_role("option", name=collection).click()
     page.click("#load-queue")
     page.wait_for_function(f"{STAGE} && {STAGE}.dataset.frame")
 
@@ -423,6 +431,39 @@ class Labeler:
             self.intended[frame] = (True, LAYOUT_KEYS[key])
         self.key(key)
         return frame
+
+
+def test_a_landscape_collection_gets_the_wide_workspace(labeling_app, browser):
+    """Filtered to one collection, the queue keeps to its video; its landscape frames get the wide workspace:
+    the frame's column takes about half the row and the stage keeps the frame's shape, where the portrait
+    stage would show the frame a third as wide as the row."""
+    with sqlite3.connect(labeling_app.db_path) as db:
+        landscape = {r[0] for r in db.execute("SELECT f.id FROM frames f JOIN videos v ON v.id = f.video_id"
+                                               " WHERE v.collection = ?", [LANDSCAPE])}
+    assert len(landscape) == CLIP_FRAMES
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    sign_in_and_load(page, labeling_app.url, strategy="random", collection=LANDSCAPE)
+    shown = []
+    for _ in range(3):
+        shown.append(int(page.evaluate(f"{STAGE}.dataset.frame")))
+        tick = page.evaluate(f"{STAGE}.dataset.tick")
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(f"{STAGE}.dataset.tick !== {tick!r}")
+    assert set(shown) <= landscape and len(set(shown)) == 3
+    page.wait_for_function(f"{STAGE}.querySelector('img.sl-frame').naturalWidth > 0")
+    stage = page.locator(f"#label-stage .sl-stage").bounding_box()
+    row = page.locator("#label-main").bounding_box()
+    assert "sl-wide" in page.evaluate(f"{STAGE}.className")
+    assert stage["width"] > 0.45 * row["width"]  # a portrait stage's column: a third of the row
+    assert stage["width"] / stage["height"] == pytest.approx(448 / 252, rel=0.03)
+    page.wait_for_function(f"document.querySelector('#label-explain .sl-explain').dataset.frame === {STAGE}.dataset.frame"
+                           " && document.querySelectorAll('#label-explain img').length === 2", timeout=SLOW_S)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator("#label-workspace").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "label-landscape-1440x900.png"))
+    context.close()
 
 
 def p95(values: list[float]) -> float:

@@ -209,14 +209,19 @@ def format_label_stage(item: dict | None, tick: int, upcoming: list[dict] = (), 
 
     >>> 'data-frame=""' in format_label_stage(None, 3)
     True
+    >>> "sl-wide" in format_label_stage({"frame_id": 1, "image": "/m/a.png", "width": 1280, "height": 720}, 1)
+    True
     """
     preload = "".join(f'<img class="sl-preload" alt="" src="{esc(file_url(u["image"]))}">' for u in upcoming)
     if item is None:
         return (f'<div class="sl-stage sl-stage-empty" data-frame="" data-tick="{tick}">'
                 '<div class="sl-stage-note">No frame on screen. Pick a strategy and press <b>Load queue</b>.</div>'
                 f"{preload}</div>")
+    width, height = item.get("width"), item.get("height")
+    # A landscape frame gets the wide workspace (app.css): in the portrait stage it would fill a third of it.
+    wide = f' sl-wide" style="--sl-aspect: {int(width)} / {int(height)}' if width and height and width > height else ""
     return (
-        f'<div class="sl-stage" data-frame="{esc(item["frame_id"])}" data-tick="{tick}">'
+        f'<div class="sl-stage{wide}" data-frame="{esc(item["frame_id"])}" data-tick="{tick}">'
         f'<img class="sl-frame" alt="frame {esc(item["frame_id"])}" src="{esc(picture or file_url(item["image"]))}">'
         '<div class="sl-cue">loading the next frame… keys wait</div>'
         f"{preload}</div>"
