@@ -30,7 +30,9 @@ Decoding, and why it is done this way (medians from ``python -m bench.bench_vide
   forward to it; targets close together are reached by decoding on instead (``limits.seek_gap_s``), so a
   short clip is decoded once, front to back. Runs of targets between groups of pictures are decoded side
   by side, one container and one decoder thread each. It runs in the app's process, with no frames to
-  hand across: 0.60 s and 0.92 CPU s against decord's 0.85 s and 1.29 CPU s in the bench above.
+  hand across: 0.60 s and 0.92 CPU s against decord's 0.85 s and 1.29 CPU s in the bench above. Some
+  streams decode wrongly from a keyframe reached by a seek (the decoder flags the pictures corrupt); such a
+  file is decoded again front to back, never seeking.
 * decord (``VideoReader.get_batch``, ``limits.decoder="decord"``) is the alternative. It is unmaintained
   and known to hang or crash in C code on some files. A thread cannot be stopped once it is stuck inside
   C, and a crash there takes the whole app down, so decord runs in a long-lived child process
@@ -943,9 +945,17 @@ def _sample_with_pyav(path: str, indices: list[int], meta: VideoMeta, limits: Vi
     else:
         with ThreadPoolExecutor(len(bounds) - 1) as pool:
             runs = list(pool.map(decode, range(len(bounds) - 1)))
+    if any(damaged for _, _, damaged in runs):
+        # Some streams decode wrongly from a keyframe reached by a seek (imageio's own cockatoo.mp4, H.264
+        # High 4:4:4: every picture after the seek comes back mostly green, flagged corrupt), though front
+        # to back they decode clean. Such a file is decoded once more in one run that never seeks.
+        logger.info("%s: pictures decoded after a seek were corrupt; decoding it front to back", path)
+        bounds = [0, len(indices)]
+        runs = [_decode_run_pyav(path, indices, meta, replace(limits, seek_gap_s=math.inf), limits.decode_threads,
+                                 out)]
     times: list[float] = []
     picked: list[int] = []
-    for k, (run_times, run_picked) in enumerate(runs):
+    for k, (run_times, run_picked, _) in enumerate(runs):
         for j, (t, index) in enumerate(zip(run_times, run_picked)):
             if times and t <= times[-1]:  # the same picture reached from two sides of a cut
                 continue
@@ -957,10 +967,11 @@ def _sample_with_pyav(path: str, indices: list[int], meta: VideoMeta, limits: Vi
 
 
 def _decode_run_pyav(path: str, indices: list[int], meta: VideoMeta, limits: VideoLimits, threads: int,
-                     out: np.ndarray) -> tuple[list[float], list[int]]:
+                     out: np.ndarray) -> tuple[list[float], list[int], bool]:
     """Decode one run of `indices` into `out`: seek to the keyframe before far targets, decode on to near
     ones. Each kept picture is scaled to the working size and converted to RGB in one step, so no
-    full-size RGB frame is made. Returns the pictures' times and frame indices, repeats dropped."""
+    full-size RGB frame is made. Returns the pictures' times and frame indices, repeats dropped, and whether
+    a kept picture reached through a seek came back flagged corrupt by the decoder."""
     turned = meta.rotation in (90, 270)
     height, width = out.shape[1:3]
     stored_size = {"width": height, "height": width} if turned else {"width": width, "height": height}
@@ -979,12 +990,13 @@ def _decode_run_pyav(path: str, indices: list[int], meta: VideoMeta, limits: Vid
         half_frame = 0.5 / meta.fps
         frames = iter(container.decode(stream))
         last = None  # (seconds from start, frame) of the last decoded picture
-        exhausted = False
+        exhausted = sought = damaged = False
         for index in indices:
             target = index / meta.fps
             if not exhausted and target - (last[0] if last else 0.0) > limits.seek_gap_s:
                 container.seek(int(start + target / tb), stream=stream, backward=True)
                 frames = iter(container.decode(stream))
+                sought = True
             while not exhausted and (last is None or last[0] < target - half_frame):
                 try:
                     frame = next(frames)
@@ -1009,11 +1021,12 @@ def _decode_run_pyav(path: str, indices: list[int], meta: VideoMeta, limits: Vid
                 )
             if times and times[-1] == last[0]:
                 continue
+            damaged = damaged or (sought and last[1].is_corrupt)
             rgb = last[1].to_ndarray(format="rgb24", interpolation="BILINEAR", **stored_size)
             out[len(picked)] = np.rot90(rgb, k=meta.rotation // 90) if meta.rotation else rgb
             picked.append(int(round(last[0] * meta.fps)))
             times.append(last[0])
-    return times, picked
+    return times, picked, damaged
 
 
 # ----------------------------------------------------------------------------------------- sampling

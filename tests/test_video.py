@@ -236,6 +236,25 @@ def test_a_file_decord_refuses_is_decoded_by_pyav(tmp_path):
     assert all(red_corner(f) == "top-left" for f in video.frames)
 
 
+def test_a_file_that_decodes_wrongly_after_a_seek_is_decoded_front_to_back():
+    # imageio's cockatoo.mp4 (real footage, an old x264's High 4:4:4): decoded from a keyframe reached by a
+    # seek, its pictures come back mostly green and flagged corrupt; front to back they are clean.
+    from training.imagery import list_videos
+
+    path = next(v for v in list_videos("imageio") if v.endswith("cockatoo.mp4"))
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        container.seek(int(7.5 / stream.time_base), stream=stream, backward=True)
+        assert next(container.decode(stream)).is_corrupt  # the file still shows what the fallback is for
+    sampled = sample_frames(path, num_frames=16)  # two runs side by side, the second starting with a seek
+    clean = sample_frames(path, num_frames=16, limits=VideoLimits(decode_threads=1, seek_gap_s=float("inf")))
+    assert sampled.indices == clean.indices and sampled.timestamps == clean.timestamps
+    assert np.abs(sampled.frames.astype(int) - clean.frames.astype(int)).mean(axis=(1, 2, 3)).max() < 1.0
+    green = (sampled.frames[..., 1] > 200) & (sampled.frames[..., 0] < 80) & (sampled.frames[..., 2] < 80)
+    assert green.mean(axis=(1, 2)).max() < 0.05
+
+
 def test_asking_for_nothing_is_a_programming_error(clips):
     with pytest.raises(ValueError):
         sample_frames(clips["mp4"], num_frames=None, fps=None)
