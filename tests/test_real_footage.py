@@ -76,20 +76,22 @@ def test_the_figures_add_up_from_the_clips(figures):
 
 
 def test_the_embedded_default_keeps_its_measured_level(figures, lm):
-    # Measured on the shipped checkpoint: video level 0.8 (renderer clips 0.9, plain 0.8, real video 0.7),
-    # sludge frames found 87.5 %, layout 58 % (renderer 83 %, plain 67 %, real video 25 %), all 5 bundled
-    # examples right. Single scenes of real video are where it fails: 1 of 8 such frames is called one scene.
-    assert figures["video_accuracy"] >= 0.8, figures["rows"]
-    assert figures["sludge_frames_found"] >= 0.8
-    assert figures["layout_accuracy"] >= 0.55
+    # Measured on the shipped checkpoint: video level 0.9 (renderer clips 0.9, plain 1.0, real video 0.8),
+    # single-scene frames called one scene 75 %, sludge frames found 90.6 %, layout 61 % (renderer 81 %,
+    # plain 62 %, real video 39 %), all 5 bundled examples right. Single scenes of real video are where it
+    # fails most: half of such frames are called sludge. The floors leave a clip or a few frames of margin.
+    assert figures["video_accuracy"] >= 0.85, figures["rows"]
+    assert figures["single_frames_not_sludge"] >= 0.7
+    assert figures["sludge_frames_found"] >= 0.88
+    assert figures["layout_accuracy"] >= 0.58
     pictures = [row for row in figures["rows"] if row["composer"] != "footage"]
     assert summarise_rows(pictures)["layout_accuracy"] >= 0.7
     assert check_examples(lm, num_frames=16)["right"] == 5
 
 
 @pytest.mark.xfail(strict=True, reason="the embedded default does not meet the real-footage goals yet: on these "
-                                       "clips it calls 62.5 % of single-scene frames one scene (real video: 12.5 %) "
-                                       "and gets 58 % of layouts; on the bench's full-size clips 66.9 % and 40 %")
+                                       "clips it calls 75 % of single-scene frames one scene (real video: 50 %) "
+                                       "and gets 61 % of layouts; on the bench's full-size clips 68.0 % and 50 %")
 def test_the_embedded_default_meets_the_real_footage_goals(figures, lm):
     assert figures["video_accuracy"] >= 0.9
     assert figures["single_frames_not_sludge"] >= 0.85
