@@ -538,9 +538,14 @@ def check_pool_installed(pool: str, shown_as: str = "") -> None:
 
 
 def describe_pools() -> list[dict]:
-    """One row per source: package, origin, kind, pool, licence and how many pictures are installed."""
+    """One row per source: package, origin, kind, pool, licence and how many pictures are installed; the
+    training pool's sources first, then the held-out ones, each in the order of SOURCES."""
     return [{"source": s.name, "package": s.package, "origin": s.origin, "kind": s.kind, "pool": s.pool,
-             "licence": s.licence, "images": len(list_files(s.name))} for s in SOURCES]
+             "licence": s.licence, "images": len(list_files(s.name))} for s in sorted(SOURCES, key=_pool_rank)]
+
+
+def _pool_rank(source: ImageSource) -> int:
+    return POOLS.index(source.pool) if source.pool in POOLS else len(POOLS)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -25,8 +25,7 @@ def _pct(value) -> str:
 
 def _sources_table(rows: list[dict]) -> str:
     lines = ["| pool | source | package | kind | pictures | licence |", "|---|---|---|---|---|---|"]
-    # The training pool's packages first, then the held-out ones, each in the order they were recorded.
-    for row in sorted(rows, key=lambda row: row["pool"] != "train"):
+    for row in rows:
         lines.append(f"| {row['pool']} | {row['source']} | {row['origin']}: `{row['package']}` | {row['kind']} | "
                      f"{row['images']} | {row['licence']} |")
     return "\n".join(lines)
