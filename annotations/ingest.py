@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +92,12 @@ class IngestConfig:
     # cores and the model got two thirds of one; deprioritised, they fill the time the model leaves on the
     # cores (3.7 -> 4.8 videos/s in bench_ingest). 0 runs them as this process.
     worker_niceness: int = 10
+    # Score the next batch in a background thread while this process stores the last one's videos and takes
+    # in decoded ones. None: when the model runs on a GPU. There scoring is quick, and the stores and the
+    # decoded frames arriving (CPU work of this process) would leave the GPU idle between batches; on a CPU
+    # the two would only share the same cores. Overlapped, a SIGKILL loses at most two batches: the one
+    # being scored and the one being stored.
+    overlap_scoring: bool | None = None
     limits: VideoLimits = field(default_factory=VideoLimits)
     # The JSONL failure report; None: next to the store, named after the collection and the start time.
     report_path: Path | None = None
@@ -787,27 +793,33 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
         summary.frames += len(ids)
         finish(video, outcome)
 
-    def score_batch(final: bool = False) -> bool:
-        """Score one batch of frames from the head of the queue; False when there is not enough to fill one."""
-        size = config.batch_size
-        if not pending or (len(pending) < size and not final):
-            return False
+    scoring: deque = deque()  # (frames taken, future of their scores): launched, not yet applied
+    scorer: list[ThreadPoolExecutor] = []  # the background thread, when scoring overlaps
+
+    def score_take(model, take: list[tuple[dict, int]]) -> tuple[list, dict[int, str]]:
+        """Scores of the frames taken, and per video entry (by id) what broke its frames: in the scoring
+        thread, where it must not touch the entries, which this thread keeps writing to."""
         from core.engine import score_frames
 
-        take = [pending.popleft() for _ in range(min(size, len(pending)))]
-        take = [(entry, i) for entry, i in take if entry["error"] is None]
-        model = load()
+        size = config.batch_size
         try:
-            scores = score_frames(model, [entry["outcome"].frames[i] for entry, i in take], batch_size=size)
+            return score_frames(model, [entry["outcome"].frames[i] for entry, i in take], batch_size=size), {}
         except Exception:  # noqa: BLE001 - one video's frames broke the batch: find it, fail it, keep the rest
-            scores = []
+            scores, errors = [], {}
             for entry in _entries(take):
                 mine = [i for e, i in take if e is entry]
                 try:
                     scores += score_frames(model, [entry["outcome"].frames[i] for i in mine], batch_size=size)
                 except Exception as error:  # noqa: BLE001
-                    entry["error"] = f"{type(error).__name__}: {error}"
+                    errors[id(entry)] = f"{type(error).__name__}: {error}"
                     scores += [None] * len(mine)
+            return scores, errors
+
+    def apply_scores(take: list[tuple[dict, int]], scores: list, errors: dict[int, str]) -> None:
+        """Write a scored batch into its entries; store each video whose every frame is scored."""
+        for entry in _entries(take):
+            if entry["error"] is None and id(entry) in errors:
+                entry["error"] = errors[id(entry)]
         for (entry, i), score in zip(take, scores):
             if entry["error"] is not None:
                 continue
@@ -821,7 +833,33 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
                 entry["reported"] = True
                 finish(entry["video"], VideoOutcome(key=entry["video"].key, status="failed", code=SCORE_ERROR,
                                                     message=entry["error"]))
-        return True
+
+    def score_batch(final: bool = False) -> bool:
+        """Launch one batch of frames from the head of the queue (False when there is not enough to fill one),
+        and apply the batches scored before it; `final` launches what is left and applies everything."""
+        size = config.batch_size
+        launched = bool(pending) and (len(pending) >= size or final)
+        if launched:
+            take = [pending.popleft() for _ in range(min(size, len(pending)))]
+            take = [(entry, i) for entry, i in take if entry["error"] is None]
+            model = load()
+            overlap = config.overlap_scoring
+            if overlap is None:
+                overlap = getattr(getattr(model, "device", None), "type", "cpu") == "cuda"
+            if overlap and not scorer:
+                scorer.append(ThreadPoolExecutor(1, thread_name_prefix="sludgelens-score"))
+            if overlap:
+                scoring.append((take, scorer[0].submit(score_take, model, take)))
+            else:
+                done_now: Future = Future()
+                done_now.set_result(score_take(model, take))
+                scoring.append((take, done_now))
+        # The newest batch scores on while the ones before it are stored.
+        keep = 1 if launched and scorer and not final else 0
+        while len(scoring) > keep:
+            take, future = scoring.popleft()
+            apply_scores(take, *future.result())
+        return launched
 
     def accept(video: SourceVideo, outcome: VideoOutcome) -> None:
         if outcome.status != "decoded":
@@ -865,7 +903,7 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
 
     try:
         restart_pool()
-        while queue or suspects or in_flight or pending:
+        while queue or suspects or in_flight or pending or scoring:
             # Hand out work: a suspect on its own, else videos up to the in-flight limit.
             if suspects:
                 if not in_flight and not submit(suspects.popleft(), True):
@@ -896,6 +934,8 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        if scorer:
+            scorer[0].shutdown(wait=True, cancel_futures=True)
         if threads:
             import torch
 

@@ -10,10 +10,11 @@ takes, in bf16 on CUDA. Random weights score as fast as trained ones, and nothin
 
 For each batch size, smallest first, it times ``score_frames`` alone on frames already decoded (what the
 model can take), until the GPU runs out of memory or a bigger batch gains under 5 %: the batch size that
-fills the GPU. It then ingests the clips (``annotations.ingest.ingest``: decode worker processes, one per
-CPU but one, feeding that batch size) into a fresh store and prints frames/s end to end. The clips are
-bench_ingest's (synthetic 360x640 short-form clips, cached under data/bench/ingest/). The last line is
-``ingest_frames_per_s: X``.
+fills the GPU, and where a batch's time goes (pixels, vision side, LM). It then ingests the clips
+(``annotations.ingest.ingest``: decode worker processes, one per CPU, feeding that batch size) into a fresh
+store twice, side by side: scoring between the stores, then overlapped with them in a scoring thread (the
+default on a GPU), and prints frames/s end to end for both. The clips are bench_ingest's (synthetic 360x640
+short-form clips, cached under data/bench/ingest/). The last line is ``ingest_frames_per_s: X``, overlapped.
 """
 
 from __future__ import annotations
@@ -71,6 +72,41 @@ def time_scoring(lm, frames, batch_size: int, rounds: int = 3) -> float | None:
     return best
 
 
+def time_stages(lm, frames, batch_size: int, rounds: int = 3) -> dict[str, float]:
+    """Milliseconds per batch of each step of ``score_frames`` (best of `rounds`): the pixels (resize and
+    normalise), the vision side (tower and Q-Former), the LM's answer pass. Where the time goes."""
+    import torch
+
+    from core import vocabulary
+    from core.engine import answer_logits, prepare_pixels
+
+    def sync():
+        if lm.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    batch = [frames[i % len(frames)] for i in range(batch_size)]
+    best: dict[str, float] = {}
+    with torch.inference_mode():
+        for _ in range(rounds + 1):  # the first round warms up
+            times = {}
+            sync()
+            started = time.perf_counter()
+            pixels = prepare_pixels(lm, batch)
+            sync()
+            times["pixels"] = time.perf_counter() - started
+            started = time.perf_counter()
+            visual = lm.family.encode(lm.model, pixels)
+            sync()
+            times["vision"] = time.perf_counter() - started
+            started = time.perf_counter()
+            answer_logits(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])
+            sync()
+            times["lm"] = time.perf_counter() - started
+            if _:
+                best = {k: min(v * 1000, best.get(k, float("inf"))) for k, v in times.items()}
+    return best
+
+
 def find_filling_batch(lm, frames, sizes: list[int]) -> tuple[int, dict[int, float | None]]:
     """The batch size that fills the device: the last before running out of memory or gaining < MIN_GAIN."""
     rates: dict[int, float | None] = {}
@@ -122,10 +158,20 @@ def main(argv=None) -> None:
         batch, rates = find_filling_batch(lm, frames, args.batch_sizes)
         peak = f", peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB" if device.startswith("cuda") else ""
         print(f"batch that fills {lm.device}: {batch} ({rates[batch]:.1f} frames/s scoring alone{peak})", flush=True)
-        seconds = run_ingest(lm, folder, len(paths), Path(tmp), args.frames, batch, args.workers, settings.video)
-    print(f"ingest: {len(paths)} clips x {args.frames} frames in {seconds:.1f} s, {count_available_cpus()} CPUs, batch {batch}: "
-          f"{len(paths) / seconds:.2f} videos/s")
-    print(f"ingest_frames_per_s: {len(paths) * args.frames / seconds:.1f}")
+        stages = time_stages(lm, frames, batch)
+        print("per batch of " + str(batch) + ": " + ", ".join(f"{k} {v:.1f} ms" for k, v in stages.items()), flush=True)
+        # Side by side in one run: scoring in this process's thread between stores, then overlapped with them
+        # (the default on a GPU).
+        rates_by_mode = {}
+        for overlap in (False, True):
+            seconds = run_ingest(lm, folder, len(paths), Path(tmp) / f"overlap-{overlap}", args.frames, batch,
+                                 args.workers, settings.video, overlap_scoring=overlap)
+            rates_by_mode[overlap] = len(paths) * args.frames / seconds
+            print(f"ingest{' overlapped' if overlap else ''}: {len(paths)} clips x {args.frames} frames in "
+                  f"{seconds:.1f} s, {count_available_cpus()} CPUs, batch {batch}: {len(paths) / seconds:.2f} "
+                  f"videos/s, {rates_by_mode[overlap]:.1f} frames/s", flush=True)
+    print(f"overlap gain: {rates_by_mode[True] / rates_by_mode[False]:.2f}x")
+    print(f"ingest_frames_per_s: {rates_by_mode[True]:.1f}")
 
 
 if __name__ == "__main__":

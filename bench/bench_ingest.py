@@ -73,16 +73,18 @@ def run_loop(lm, paths: list[Path], root: Path, num_frames: int, limits,
 
 
 def run_ingest(lm, folder: Path, count: int, root: Path, num_frames: int, batch_size: int, workers: int | None,
-               limits, model_threads: int | None = None) -> float:
+               limits, model_threads: int | None = None, overlap_scoring: bool | None = None) -> float:
     """annotations.ingest.ingest over the folder into a fresh store; returns seconds."""
     import annotations as store
     from annotations.ingest import IngestConfig, ingest, read_source
 
+    root.mkdir(parents=True, exist_ok=True)
     db = store.open_store(root / "ingest.db", root / "ingest-media")
     collection = read_source(folder, "bench")
     collection.videos = collection.videos[:count]
     config = IngestConfig(num_frames=num_frames, batch_size=batch_size, workers=workers, limits=limits,
-                          report_path=root / "report.jsonl", progress=False, model_threads=model_threads)
+                          report_path=root / "report.jsonl", progress=False, model_threads=model_threads,
+                          overlap_scoring=overlap_scoring)
     started = time.perf_counter()
     summary = ingest(collection, db, lm, config)
     seconds = time.perf_counter() - started

@@ -233,10 +233,27 @@ def load_model(spec: ModelSpec | str, config: EngineConfig = EngineConfig(), pro
 
 
 def prepare_pixels(lm: LoadedModel, frames: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
-    """Frames (N, H, W, 3) uint8 -> the processor's pixel tensor on the model's device and dtype."""
+    """Frames (N, H, W, 3) uint8 -> the processor's pixel tensor on the model's device and dtype.
+
+    On a GPU, a torch-backed image processor resizes and normalises there: the frames travel as uint8 (a
+    quarter of the float pixels' bytes) and the CPU's resize, which would cost about as much as the model's
+    forward on a large GPU, is gone. A PIL-backed processor, and every CPU, process on the CPU as before.
+    """
     images = list(frames)
-    pixels = lm.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
+    processor = lm.processor.image_processor
+    on_device = {"device": lm.device} if lm.device.type == "cuda" and processes_with_torch(processor) else {}
+    pixels = processor(images=images, return_tensors="pt", **on_device)["pixel_values"]
     return pixels.to(lm.device, lm.dtype)
+
+
+def processes_with_torch(image_processor) -> bool:
+    """Whether an image processor runs on torch tensors (transformers' torchvision backend), so it can run on
+    the model's GPU; the PIL backend (where torchvision is not installed) runs on the CPU only."""
+    try:
+        from transformers.image_processing_backends import TorchvisionBackend
+    except ImportError:  # a transformers without backends: its fast processors take no device
+        return False
+    return isinstance(image_processor, TorchvisionBackend)
 
 
 def encode_frames(lm: LoadedModel, frames, want_attentions: bool = False) -> VisualTokens:

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-from ingest_helpers import (BAD_FILES, compare_stores, decode_and_tell_niceness, decode_or_crash, store_contents,
-                            write_bad_files, write_clip_as, write_clips)
+from ingest_helpers import (BAD_FILES, compare_stores, decode_and_tell_niceness, decode_or_crash,
+                            decode_with_unreadable_frames, store_contents, write_bad_files, write_clip_as, write_clips)
 
 import annotations as store
 from annotations.__main__ import main
@@ -252,6 +252,27 @@ def test_a_worker_crash_is_reported_and_the_run_goes_on(lm, tmp_path):
     [failure] = [r for r in read_report(tmp_path / "report.jsonl") if r["kind"] == "failure"]
     assert failure["name"] == "crash_here.mp4" and "died" in failure["message"]
     assert sorted(v["name"] for v in store.list_videos(db)) == ["clip_00.mp4", "clip_02.mp4", "clip_03.mp4"]
+
+
+def test_scoring_overlapped_with_storing_fills_the_same_store_and_fails_the_same_video(lm, tmp_path):
+    # Five clips of 4 frames in batches of 6: batches straddle videos, and the third clip's frames break the
+    # batches they are in. Overlapped (the default on a GPU), a batch scores in a thread while the one
+    # before it is stored: the same videos, frames, predictions and failure as one batch after the other.
+    clips = tmp_path / "clips"
+    write_clips(clips, 5, seed=400)
+    (clips / "clip_02.mp4").rename(clips / "broken_02.mp4")
+    contents, failures = [], []
+    for overlap in (False, True):
+        root = tmp_path / f"overlap-{overlap}"
+        db = open_db(root)
+        summary = ingest(read_source(clips), db, lm, config(root, workers=2, overlap_scoring=overlap),
+                         decode=decode_with_unreadable_frames)
+        assert (summary.stored, summary.failed_by_code) == (4, {"score_error": 1}), summary.describe()
+        failures.append([(r["name"], r["code"]) for r in read_report(root / "report.jsonl") if r["kind"] == "failure"])
+        contents.append(store_contents(db))
+        assert "broken_02.mp4" not in {v["name"] for v in store.list_videos(db)}
+    assert failures[0] == failures[1] == [("broken_02.mp4", "score_error")]
+    compare_stores(contents[1], contents[0])
 
 
 def test_decode_workers_run_at_a_lower_priority_than_the_model_process(lm, tmp_path):
