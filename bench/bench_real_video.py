@@ -2,6 +2,7 @@
 
     python -m bench.bench_real_video [--model models/tiny-vqwen-qformer] [--per-layout 4] [--frames 16]
                                      [--pool real-holdout|real-train] [--composers renderer,plain,footage]
+                                     [--threshold 0.5]
 
 Per composer and size (1080x1920 portrait and 1280x720 landscape), `--per-layout` clips of a single scene
 and of each sludge layout (vertical, horizontal, pip, other), drawn from the "real-holdout" pool only
@@ -39,12 +40,14 @@ def main(argv: list[str] | None = None) -> dict:
                         help="packages the clips are composed from (default: the held-out pool, the goals' check)")
     parser.add_argument("--composers", default="renderer,plain,footage",
                         help="which clips: some of renderer, plain, footage, comma-separated (default all three)")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="P(sludge) from which a frame is sludge (default: the engine's, 0.5)")
     parser.add_argument("--json", help="write the figures to this file")
     args = parser.parse_args(argv)
 
     import torch
 
-    from core.config import EMBEDDED_BLIP2, ModelSpec
+    from core.config import EMBEDDED_BLIP2, EngineConfig, ModelSpec
     from core.engine import load_model
     from training import synthetic
     from training.real_footage import (check_examples, check_real_footage, format_shares, make_footage_clips,
@@ -66,7 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     clips = [clip for name in composers
              for clip in makers[name][0](makers[name][1], per_layout=args.per_layout, num_frames=args.clip_frames,
                                          pool=args.pool)]
-    lm = load_model(ModelSpec(args.model or str(EMBEDDED_BLIP2)))
+    engine = EngineConfig() if args.threshold is None else EngineConfig(threshold=args.threshold)
+    lm = load_model(ModelSpec(args.model or str(EMBEDDED_BLIP2)), engine)
     figures = check_real_footage(lm, clips, num_frames=args.frames)
     examples = check_examples(lm, num_frames=args.frames)
     for row in figures["rows"]:
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     for row in examples["rows"]:
         print(f"{'ok ' if row['right'] else 'BAD'} example {row['example']:26} truth {row['truth']!s:5} "
               f"majority {row['majority']:.2f}")
-    print(f"model: {lm.version}")
+    print(f"model: {lm.version}, threshold {lm.config.threshold}")
     print(f"clips: {figures['clips']} from the {args.pool} pool ({args.per_layout} per kind, size and composer, "
           f"sizes 1080x1920 and 1280x720, composers {', '.join(composers)})")
     for name, part in [*figures["by_composer"].items(), ("all clips", figures)]:
