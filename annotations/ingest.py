@@ -835,8 +835,8 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
                                                     message=entry["error"]))
 
     def score_batch(final: bool = False) -> bool:
-        """Launch one batch of frames from the head of the queue (False when there is not enough to fill one),
-        and apply the batches scored before it; `final` launches what is left and applies everything."""
+        """Launch one batch of frames from the head of the queue (False when there is not enough to fill one)
+        and apply the batches already scored; `final` launches what is left and applies everything."""
         size = config.batch_size
         launched = bool(pending) and (len(pending) >= size or final)
         if launched:
@@ -854,9 +854,10 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
                 done_now: Future = Future()
                 done_now.set_result(score_take(model, take))
                 scoring.append((take, done_now))
-        # The newest batch scores on while the ones before it are stored.
-        keep = 1 if launched and scorer and not final else 0
-        while len(scoring) > keep:
+        # Apply what is scored; overlapped, the newest batch scores on (unless it is done) while the ones
+        # before it are stored, so this waits on the scorer only when two batches are out.
+        keep = 1 if scorer and not final else 0
+        while scoring and (len(scoring) > keep or scoring[0][1].done()):
             take, future = scoring.popleft()
             apply_scores(take, *future.result())
         return launched
