@@ -87,7 +87,7 @@ def time_stages(lm, frames, batch_size: int, rounds: int = 3) -> dict[str, float
     batch = [frames[i % len(frames)] for i in range(batch_size)]
     best: dict[str, float] = {}
     with torch.inference_mode():
-        for _ in range(rounds + 1):  # the first round warms up
+        for round_ in range(rounds + 1):  # round 0 warms up
             times = {}
             sync()
             started = time.perf_counter()
@@ -102,7 +102,7 @@ def time_stages(lm, frames, batch_size: int, rounds: int = 3) -> dict[str, float
             answer_logits(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])
             sync()
             times["lm"] = time.perf_counter() - started
-            if _:
+            if round_:
                 best = {k: min(v * 1000, best.get(k, float("inf"))) for k, v in times.items()}
     return best
 

@@ -235,9 +235,8 @@ def load_model(spec: ModelSpec | str, config: EngineConfig = EngineConfig(), pro
 def prepare_pixels(lm: LoadedModel, frames: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
     """Frames (N, H, W, 3) uint8 -> the processor's pixel tensor on the model's device and dtype.
 
-    On a GPU, a torch-backed image processor resizes and normalises there: the frames travel as uint8 (a
-    quarter of the float pixels' bytes) and the CPU's resize, which would cost about as much as the model's
-    forward on a large GPU, is gone. A PIL-backed processor, and every CPU, process on the CPU as before.
+    On a GPU, a torch-backed image processor resizes and normalises there, so the GPU does not wait on a
+    resize on the CPU between batches. A PIL-backed processor, and every CPU, process on the CPU.
     """
     images = list(frames)
     processor = lm.processor.image_processor
