@@ -843,9 +843,7 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
             take = [pending.popleft() for _ in range(min(size, len(pending)))]
             take = [(entry, i) for entry, i in take if entry["error"] is None]
             model = load()
-            overlap = config.overlap_scoring
-            if overlap is None:
-                overlap = getattr(getattr(model, "device", None), "type", "cpu") == "cuda"
+            overlap = model.device.type == "cuda" if config.overlap_scoring is None else config.overlap_scoring
             if overlap and not scorer:
                 scorer.append(ThreadPoolExecutor(1, thread_name_prefix="sludgelens-score"))
             if overlap:

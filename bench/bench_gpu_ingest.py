@@ -45,25 +45,29 @@ def build_checkpoint(folder: Path, depth: str, device: str) -> None:
     save_real_shape_checkpoint(folder, "blip2", shape, device)
 
 
+def wait_for_device(lm) -> None:
+    """Let the GPU finish what was queued on it, so a timer read next counts it (a no-op on a CPU)."""
+    import torch
+
+    if lm.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def time_scoring(lm, frames, batch_size: int, rounds: int = 3) -> float | None:
     """Frames/s of ``score_frames`` at one batch size (best of `rounds`), or None when it runs out of memory."""
     import torch
 
     from core.engine import score_frames
 
-    def sync():
-        if lm.device.type == "cuda":
-            torch.cuda.synchronize()
-
     batch = [frames[i % len(frames)] for i in range(batch_size)]
     best = None
     try:
         score_frames(lm, batch, batch_size=batch_size)  # warm-up: kernels, allocator
         for _ in range(rounds):
-            sync()
+            wait_for_device(lm)
             started = time.perf_counter()
             score_frames(lm, batch, batch_size=batch_size)
-            sync()
+            wait_for_device(lm)
             rate = batch_size / (time.perf_counter() - started)
             best = rate if best is None else max(best, rate)
     except torch.cuda.OutOfMemoryError:
@@ -80,27 +84,23 @@ def time_stages(lm, frames, batch_size: int, rounds: int = 3) -> dict[str, float
     from core import vocabulary
     from core.engine import answer_logits, prepare_pixels
 
-    def sync():
-        if lm.device.type == "cuda":
-            torch.cuda.synchronize()
-
     batch = [frames[i % len(frames)] for i in range(batch_size)]
     best: dict[str, float] = {}
     with torch.inference_mode():
         for round_ in range(rounds + 1):  # round 0 warms up
             times = {}
-            sync()
+            wait_for_device(lm)
             started = time.perf_counter()
             pixels = prepare_pixels(lm, batch)
-            sync()
+            wait_for_device(lm)
             times["pixels"] = time.perf_counter() - started
             started = time.perf_counter()
             visual = lm.family.encode(lm.model, pixels)
-            sync()
+            wait_for_device(lm)
             times["vision"] = time.perf_counter() - started
             started = time.perf_counter()
             answer_logits(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])
-            sync()
+            wait_for_device(lm)
             times["lm"] = time.perf_counter() - started
             if round_:
                 best = {k: min(v * 1000, best.get(k, float("inf"))) for k, v in times.items()}
