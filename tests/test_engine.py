@@ -11,12 +11,14 @@ from core.config import EMBEDDED_BLIP2, EMBEDDED_LLAVA, ModelSpec
 from core.engine import (
     ModelLoadError,
     answer_logits,
+    count_shared_prefix,
     decide_video,
     describe,
     encode_frames,
     load_model,
     p_yes,
     score_frames,
+    shared_prefix_logits,
 )
 from core.families import find_family
 from training import synthetic
@@ -138,6 +140,31 @@ def test_a_model_of_another_family_is_refused(tmp_path):
         load_model(ModelSpec(str(tmp_path)))
 
 
+@pytest.mark.parametrize("family", ["blip2", "llava"])
+@pytest.mark.parametrize(
+    "questions", [[vocabulary.CLASSIFY, vocabulary.LAYOUT], [vocabulary.LAYOUT], [vocabulary.CLASSIFY]],
+)
+def test_the_cached_shared_prefix_gives_the_logits_of_one_full_row_per_question(request, heldout, family, questions):
+    lm = request.getfixturevalue(family)
+    visual = encode_frames(lm, heldout[0][:5])
+    prompts = [lm.prompt_ids(q) for q in questions]
+    shared = count_shared_prefix(prompts)
+    # The image slots lie in the shared prefix, so the fast path is the one under test, not its fallback.
+    assert lm.image_token_id not in [i for ids in prompts for i in ids[shared:]]
+    full = answer_logits(lm, visual, questions)
+    cached = shared_prefix_logits(lm, visual, questions)
+    assert cached.shape == full.shape == (len(questions), 5, full.shape[-1])
+    assert torch.allclose(cached, full, atol=1e-4)
+    # The cache is cut back to the prefix after each question: asking again gives the same answers.
+    assert torch.allclose(shared_prefix_logits(lm, visual, questions), cached, atol=1e-6)
+
+
+def test_count_shared_prefix_stops_at_the_first_difference():
+    assert count_shared_prefix([[7, 7, 1, 2], [7, 7, 3]]) == 2
+    assert count_shared_prefix([[1, 2, 3], [1, 2, 3]]) == 3
+    assert count_shared_prefix([[5], [6]]) == 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family,tokens", [("blip2", 32), ("llava", 576)])
 def test_real_shape_vqwen_configs_load_and_score(real_shape_checkpoint, family, tokens):
@@ -154,3 +181,5 @@ def test_real_shape_vqwen_configs_load_and_score(real_shape_checkpoint, family, 
     assert logits.shape == (2, 2, 151936)
     scores = score_frames(lm, frames, batch_size=2)
     assert len(scores) == 2 and all(0 <= s.p_sludge <= 1 for s in scores)
+    # score_frames reads the shared prefix once (Qwen3's cache at the true widths): the same P(yes) as full rows.
+    assert [s.p_sludge for s in scores] == pytest.approx(p_yes(lm, logits[0]).tolist(), abs=1e-4)
