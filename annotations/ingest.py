@@ -35,6 +35,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
+from contextlib import contextmanager
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -182,6 +183,10 @@ class IngestSummary:
     truth: dict | None = None
     # Files of a folder source left out as not videos by name (Collection.left_out).
     left_out: dict[str, int] = field(default_factory=dict)
+    # Where the local engine's main thread spent the run, in seconds: waiting on the decode workers, on the
+    # model (scoring in this thread, or waiting for the scoring thread), and storing. The one that dominates
+    # says which knob helps: --workers, the batch size or the device, or the disk.
+    waits: dict[str, float] = field(default_factory=dict)
 
     @property
     def failed(self) -> int:
@@ -192,7 +197,8 @@ class IngestSummary:
                 "total": self.total, "stored": self.stored, "skipped": self.skipped, "failed": self.failed,
                 "failed_by_code": dict(sorted(self.failed_by_code.items())), "frames": self.frames,
                 "resumed": self.resumed, "seconds": round(self.seconds, 3), "report": self.report_path,
-                "truth": self.truth, "left_out": dict(sorted(self.left_out.items()))}
+                "truth": self.truth, "left_out": dict(sorted(self.left_out.items())),
+                "waits": {k: round(v, 3) for k, v in self.waits.items()}}
 
     def describe(self) -> str:
         """One line for a person.
@@ -203,6 +209,9 @@ class IngestSummary:
         >>> IngestSummary("crawl", "tiny@1", "local", total=1, stored=1, seconds=1.0,
         ...               left_out={".gz": 2, "": 1}).describe().split("; ")[1]
         '3 other files left out (no suffix: 1, .gz: 2)'
+        >>> IngestSummary("crawl", "tiny@1", "local", total=1, stored=1, seconds=9.0,
+        ...               waits={"decoding": 1.0, "model": 6.5, "storing": 1.25}).describe().split("; ")[1]
+        'of the 9.0 s, 1.0 s waiting on decoding, 6.5 s on the model, 1.2 s storing'
         """
         rate = (self.stored + self.skipped) / self.seconds if self.seconds > 0 else 0.0
         failures = ", ".join(f"{code}: {n}" for code, n in sorted(self.failed_by_code.items()))
@@ -212,6 +221,9 @@ class IngestSummary:
         if self.left_out:
             kinds = ", ".join(f"{suffix or 'no suffix'}: {n}" for suffix, n in sorted(self.left_out.items()))
             line += f"; {sum(self.left_out.values())} other files left out ({kinds})"
+        if self.waits:
+            line += (f"; of the {self.seconds:.1f} s, {self.waits.get('decoding', 0):.1f} s waiting on decoding, "
+                     f"{self.waits.get('model', 0):.1f} s on the model, {self.waits.get('storing', 0):.1f} s storing")
         return line
 
 
@@ -739,6 +751,15 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
     staging = tempfile.mkdtemp(prefix="sludgelens-ingest-") if collection.dataset is not None else None
 
     threads: list[int] = []  # torch's thread count before this run, to put back
+    summary.waits = {"decoding": 0.0, "model": 0.0, "storing": 0.0}
+
+    @contextmanager
+    def timed(stage: str):
+        started_stage = time.perf_counter()
+        try:
+            yield
+        finally:
+            summary.waits[stage] += time.perf_counter() - started_stage
 
     def load():
         nonlocal lm
@@ -850,14 +871,18 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
                 scoring.append((take, scorer[0].submit(score_take, model, take)))
             else:
                 done_now: Future = Future()
-                done_now.set_result(score_take(model, take))
+                with timed("model"):
+                    done_now.set_result(score_take(model, take))
                 scoring.append((take, done_now))
         # Apply what is scored; overlapped, the newest batch scores on (unless it is done) while the ones
         # before it are stored, so this waits on the scorer only when two batches are out.
         keep = 1 if scorer and not final else 0
         while scoring and (len(scoring) > keep or scoring[0][1].done()):
             take, future = scoring.popleft()
-            apply_scores(take, *future.result())
+            with timed("model"):
+                result = future.result()
+            with timed("storing"):
+                apply_scores(take, *result)
         return launched
 
     def accept(video: SourceVideo, outcome: VideoOutcome) -> None:
@@ -914,7 +939,8 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
             if score_batch():
                 ready = [f for f in in_flight if f.done()]
             elif in_flight:
-                ready, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                with timed("decoding"):
+                    ready, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
             else:
                 score_batch(final=True)
                 continue

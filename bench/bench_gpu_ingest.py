@@ -8,18 +8,20 @@ layers of 1408; Q-Former: 12 layers of 768 with 32 queries; Qwen3-4B: 36 layers 
 random weights, saved as a checkpoint and loaded back by ``core.engine.load_model``: the path a hub checkpoint
 takes, in bf16 on CUDA. Random weights score as fast as trained ones, and nothing is downloaded.
 
-For each batch size, smallest first, it times ``score_frames`` alone on frames already decoded (what the
-model can take), until the GPU runs out of memory or a bigger batch gains under 5 %: the batch size that
-fills the GPU, and where a batch's time goes (pixels, vision side, LM). It then ingests the clips
-(``annotations.ingest.ingest``: decode worker processes, one per CPU, feeding that batch size) into a fresh
-store twice, side by side: scoring between the stores, then overlapped with them in a scoring thread (the
-default on a GPU), and prints frames/s end to end for both. The clips are bench_ingest's (synthetic 360x640
-short-form clips, cached under data/bench/ingest/). The last line is ``ingest_frames_per_s: X``, overlapped.
+For each batch size, smallest first, it times ``score_frames`` alone on frames already decoded (what the model
+can take), until the GPU runs out of memory or a bigger batch gains under 5 %: the batch size that fills the
+GPU, and where a batch's time goes (pixels, vision side, LM with and without the shared prefix). It then
+ingests the clips (``annotations.ingest.ingest``: decode worker processes, one per CPU, feeding that batch
+size) into a fresh store twice, side by side: scoring between the stores, then overlapped with them in a
+scoring thread (the default on a GPU), and prints frames/s end to end for both. The clips are bench_ingest's
+(synthetic 360x640 short-form clips, cached under data/bench/ingest/). The last line is ``ingest_frames_per_s:
+X``, overlapped.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -78,11 +80,13 @@ def time_scoring(lm, frames, batch_size: int, rounds: int = 3) -> float | None:
 
 def time_stages(lm, frames, batch_size: int, rounds: int = 3) -> dict[str, float]:
     """Milliseconds per batch of each step of ``score_frames`` (best of `rounds`): the pixels (resize and
-    normalise), the vision side (tower and Q-Former), the LM's answer pass. Where the time goes."""
+    normalise), the vision side (tower and Q-Former), and the LM's answer pass both ways, side by side: one full
+    left-padded row per question (``lm rows``) and the shared prefix read once from a cache (``lm shared``, what
+    ``score_frames`` runs). Where the time goes."""
     import torch
 
     from core import vocabulary
-    from core.engine import answer_logits, prepare_pixels
+    from core.engine import answer_logits, prepare_pixels, shared_prefix_logits
 
     batch = [frames[i % len(frames)] for i in range(batch_size)]
     best: dict[str, float] = {}
@@ -98,10 +102,11 @@ def time_stages(lm, frames, batch_size: int, rounds: int = 3) -> dict[str, float
             visual = lm.family.encode(lm.model, pixels)
             wait_for_device(lm)
             times["vision"] = time.perf_counter() - started
-            started = time.perf_counter()
-            answer_logits(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])
-            wait_for_device(lm)
-            times["lm"] = time.perf_counter() - started
+            for name, answer in (("lm rows", answer_logits), ("lm shared", shared_prefix_logits)):
+                started = time.perf_counter()
+                answer(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])
+                wait_for_device(lm)
+                times[name] = time.perf_counter() - started
             if round_:
                 best = {k: min(v * 1000, best.get(k, float("inf"))) for k, v in times.items()}
     return best
@@ -133,6 +138,11 @@ def main(argv=None) -> None:
     parser.add_argument("--depth", choices=("full", "reduced"), default="full")
     parser.add_argument("--device", default="auto", help="auto: cuda when present, else cpu")
     parser.add_argument("--workers", type=int, default=None, help="decode processes (default: one per CPU)")
+    parser.add_argument("--also-batches", type=int, nargs="*", default=[],
+                        help="overlapped ingest also at these batch sizes, after the headline run")
+    parser.add_argument("--also-switch-ms", type=float, nargs="*", default=[],
+                        help="overlapped ingest also with Python's thread switch interval at these values (ms; "
+                             "the scoring thread and the storing thread share the GIL)")
     args = parser.parse_args(argv)
 
     import torch
@@ -160,16 +170,34 @@ def main(argv=None) -> None:
         print(f"batch that fills {lm.device}: {batch} ({rates[batch]:.1f} frames/s scoring alone{peak})", flush=True)
         stages = time_stages(lm, frames, batch)
         print("per batch of " + str(batch) + ": " + ", ".join(f"{k} {v:.1f} ms" for k, v in stages.items()), flush=True)
+        print(f"shared prefix gain on the LM: {stages['lm rows'] / stages['lm shared']:.2f}x", flush=True)
         # Side by side in one run: scoring in this process's thread between stores, then overlapped with them
         # (the default on a GPU).
         rates_by_mode = {}
         for overlap in (False, True):
-            seconds = run_ingest(lm, folder, len(paths), Path(tmp) / f"overlap-{overlap}", args.frames, batch,
+            summary = run_ingest(lm, folder, len(paths), Path(tmp) / f"overlap-{overlap}", args.frames, batch,
                                  args.workers, settings.video, overlap_scoring=overlap)
+            seconds = summary.seconds
             rates_by_mode[overlap] = len(paths) * args.frames / seconds
+            waits = ", ".join(f"{stage} {s:.1f} s" for stage, s in summary.waits.items())
             print(f"ingest{' overlapped' if overlap else ''}: {len(paths)} clips x {args.frames} frames in "
                   f"{seconds:.1f} s, {count_available_cpus()} CPUs, batch {batch}: {len(paths) / seconds:.2f} "
-                  f"videos/s, {rates_by_mode[overlap]:.1f} frames/s", flush=True)
+                  f"videos/s, {rates_by_mode[overlap]:.1f} frames/s (main thread waiting on {waits})", flush=True)
+        # Variants of the overlapped run, side by side with it; the headline stays the default configuration.
+        default_switch = sys.getswitchinterval()
+        variants = [(size, None) for size in args.also_batches]
+        variants += [(size, ms) for size in [batch, *args.also_batches] for ms in args.also_switch_ms]
+        for n, (size, ms) in enumerate(variants):
+            sys.setswitchinterval(default_switch if ms is None else ms / 1000)
+            try:
+                summary = run_ingest(lm, folder, len(paths), Path(tmp) / f"variant-{n}", args.frames, size,
+                                     args.workers, settings.video, overlap_scoring=True)
+            finally:
+                sys.setswitchinterval(default_switch)
+            waits = ", ".join(f"{stage} {s:.1f} s" for stage, s in summary.waits.items())
+            switch = f"switch interval {default_switch * 1000 if ms is None else ms:g} ms"
+            print(f"ingest overlapped, batch {size}, {switch}: {len(paths) * args.frames / summary.seconds:.1f} "
+                  f"frames/s (main thread waiting on {waits})", flush=True)
     print(f"overlap gain: {rates_by_mode[True] / rates_by_mode[False]:.2f}x")
     print(f"ingest_frames_per_s: {rates_by_mode[True]:.1f}")
 

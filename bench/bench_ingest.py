@@ -74,7 +74,8 @@ def run_loop(lm, paths: list[Path], root: Path, num_frames: int, limits,
 
 def run_ingest(lm, folder: Path, count: int, root: Path, num_frames: int, batch_size: int, workers: int | None,
                limits, model_threads: int | None = None, overlap_scoring: bool | None = None) -> float:
-    """annotations.ingest.ingest over the folder into a fresh store; returns seconds."""
+    """annotations.ingest.ingest over the folder into a fresh store; returns its IngestSummary (seconds, and
+    where the main thread waited)."""
     import annotations as store
     from annotations.ingest import IngestConfig, ingest, read_source
 
@@ -85,12 +86,10 @@ def run_ingest(lm, folder: Path, count: int, root: Path, num_frames: int, batch_
     config = IngestConfig(num_frames=num_frames, batch_size=batch_size, workers=workers, limits=limits,
                           report_path=root / "report.jsonl", progress=False, model_threads=model_threads,
                           overlap_scoring=overlap_scoring)
-    started = time.perf_counter()
     summary = ingest(collection, db, lm, config)
-    seconds = time.perf_counter() - started
     assert summary.stored == count and db["videos"].count == count, summary.describe()
     db.close()
-    return seconds
+    return summary
 
 
 def main(argv=None) -> None:
@@ -132,7 +131,7 @@ def main(argv=None) -> None:
                     loop_cpus.append(cpu_seconds)
                 else:
                     ingests.append(run_ingest(lm, folder, len(paths), Path(tmp), args.frames, args.batch_size,
-                                              args.workers, settings.video, args.model_threads))
+                                              args.workers, settings.video, args.model_threads).seconds)
             print(f"round {round_ + 1} {kind}: {len(paths) / (loops if kind == 'loop' else ingests)[-1]:.2f} videos/s",
                   flush=True)
     loop_s, ingest_s = statistics.median(loops), statistics.median(ingests)

@@ -103,7 +103,12 @@ def test_a_folder_takes_older_containers_and_counts_the_files_it_leaves_out(lm, 
     summary = ingest(collection, db, lm, config(tmp_path))
     assert (summary.stored, summary.failed) == (4, 0)
     assert summary.to_dict()["left_out"] == {"": 1, ".gz": 1, ".txt": 1}
-    assert summary.describe().endswith("; 3 other files left out (no suffix: 1, .gz: 1, .txt: 1)")
+    assert "; 3 other files left out (no suffix: 1, .gz: 1, .txt: 1); " in summary.describe()
+    # Where the main thread's time went: every stage counted, all of it inside the run.
+    assert set(summary.waits) == {"decoding", "model", "storing"}
+    assert summary.waits["model"] > 0 and summary.waits["storing"] > 0
+    assert sum(summary.waits.values()) <= summary.seconds
+    assert summary.describe().endswith(" s storing")
     assert {v["name"] for v in store.list_videos(db, "archive")} == {"cam.wmv", "old/00001.MTS", "old/talk.ogv",
                                                                      "tv.MPG"}
     assert len(store.frames_scored_by(db, lm.identity.id)) == 4 * FRAMES
