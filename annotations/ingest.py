@@ -35,10 +35,10 @@ import sys
 import tempfile
 import time
 from collections import Counter, deque
-from contextlib import contextmanager
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -754,7 +754,7 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
     summary.waits = {"decoding": 0.0, "model": 0.0, "storing": 0.0}
 
     @contextmanager
-    def timed(stage: str):
+    def time_stage(stage: str):
         started_stage = time.perf_counter()
         try:
             yield
@@ -871,7 +871,7 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
                 scoring.append((take, scorer[0].submit(score_take, model, take)))
             else:
                 done_now: Future = Future()
-                with timed("model"):
+                with time_stage("model"):
                     done_now.set_result(score_take(model, take))
                 scoring.append((take, done_now))
         # Apply what is scored; overlapped, the newest batch scores on (unless it is done) while the ones
@@ -879,9 +879,9 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
         keep = 1 if scorer and not final else 0
         while scoring and (len(scoring) > keep or scoring[0][1].done()):
             take, future = scoring.popleft()
-            with timed("model"):
+            with time_stage("model"):
                 result = future.result()
-            with timed("storing"):
+            with time_stage("storing"):
                 apply_scores(take, *result)
         return launched
 
@@ -939,7 +939,7 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
             if score_batch():
                 ready = [f for f in in_flight if f.done()]
             elif in_flight:
-                with timed("decoding"):
+                with time_stage("decoding"):
                     ready, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
             else:
                 score_batch(final=True)

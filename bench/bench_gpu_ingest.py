@@ -1,6 +1,7 @@
 """Collection ingest on a GPU with the vqwen-qformer architecture at full size: frames/s per batch size.
 
     python -m bench.bench_gpu_ingest [--clips 200] [--batch-sizes 32 64 128 256 512] [--depth full]
+                                     [--also-batches 256] [--also-switch-ms 0.5]
     python -m bench.bench_gpu_ingest --depth reduced --clips 4 --batch-sizes 4 8 --device cpu   # a dry run
 
 The model is Blip2ForConditionalGeneration at the real checkpoint's widths and depths (EVA-CLIP-G/14: 39
@@ -13,9 +14,11 @@ can take), until the GPU runs out of memory or a bigger batch gains under 5 %: t
 GPU, and where a batch's time goes (pixels, vision side, LM with and without the shared prefix). It then
 ingests the clips (``annotations.ingest.ingest``: decode worker processes, one per CPU, feeding that batch
 size) into a fresh store twice, side by side: scoring between the stores, then overlapped with them in a
-scoring thread (the default on a GPU), and prints frames/s end to end for both. The clips are bench_ingest's
-(synthetic 360x640 short-form clips, cached under data/bench/ingest/). The last line is ``ingest_frames_per_s:
-X``, overlapped.
+scoring thread (the default on a GPU), and prints frames/s end to end for both, with where the model's
+process waited (``IngestSummary.waits``). ``--also-batches`` and ``--also-switch-ms`` add overlapped runs at
+other batch sizes and Python thread switch intervals, side by side. The clips are bench_ingest's (synthetic
+360x640 short-form clips, cached under data/bench/ingest/). The last line is the overlapped run's
+``ingest_frames_per_s: X``.
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ def time_stages(lm, frames, batch_size: int, rounds: int = 3) -> dict[str, float
     import torch
 
     from core import vocabulary
-    from core.engine import answer_logits, prepare_pixels, shared_prefix_logits
+    from core.engine import answer_logits, prepare_pixels, answer_with_shared_prefix
 
     batch = [frames[i % len(frames)] for i in range(batch_size)]
     best: dict[str, float] = {}
@@ -102,7 +105,7 @@ def time_stages(lm, frames, batch_size: int, rounds: int = 3) -> dict[str, float
             visual = lm.family.encode(lm.model, pixels)
             wait_for_device(lm)
             times["vision"] = time.perf_counter() - started
-            for name, answer in (("lm rows", answer_logits), ("lm shared", shared_prefix_logits)):
+            for name, answer in (("lm rows", answer_logits), ("lm shared", answer_with_shared_prefix)):
                 started = time.perf_counter()
                 answer(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])
                 wait_for_device(lm)

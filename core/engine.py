@@ -351,7 +351,7 @@ def answer_logits(lm: LoadedModel, visual: VisualTokens, questions: Sequence[str
     return run_answer_pass(lm, visual, questions, keep, **lm_kwargs).logits
 
 
-def shared_prefix_logits(lm: LoadedModel, visual: VisualTokens, questions: Sequence[str]) -> torch.Tensor:
+def answer_with_shared_prefix(lm: LoadedModel, visual: VisualTokens, questions: Sequence[str]) -> torch.Tensor:
     """The logits of :func:`answer_logits`, (len(questions), B, vocab), with each frame's image read by the LM once.
 
     Every question's prompt starts with the same tokens, the image slots among them. The LM runs that prefix once
@@ -362,7 +362,7 @@ def shared_prefix_logits(lm: LoadedModel, visual: VisualTokens, questions: Seque
     go through :func:`answer_logits`.
 
     >>> questions = [vocabulary.CLASSIFY, vocabulary.LAYOUT]
-    >>> shared_prefix_logits(lm, encode_frames(lm, frames), questions).shape  # doctest: +SKIP
+    >>> answer_with_shared_prefix(lm, encode_frames(lm, frames), questions).shape  # doctest: +SKIP
     torch.Size([2, 8, 1024])
     """
     prompts = [lm.prompt_ids(q) for q in questions]
@@ -425,7 +425,7 @@ def layout_probs(lm: LoadedModel, logits: torch.Tensor) -> torch.Tensor:
 
 def score_frames(lm: LoadedModel, frames, batch_size: int | None = None) -> list[FrameScore]:
     """P(sludge) and layout for every frame: per chunk, one vision pass and the LM over the shared prefix and
-    each question's tail (:func:`shared_prefix_logits`).
+    each question's tail (:func:`answer_with_shared_prefix`).
 
     >>> [s.label for s in score_frames(lm, frames)]  # doctest: +SKIP
     [True, True, False, ...]
@@ -435,7 +435,7 @@ def score_frames(lm: LoadedModel, frames, batch_size: int | None = None) -> list
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
         visual = encode_frames(lm, chunk)
-        scores.extend(summarise_logits(lm, shared_prefix_logits(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])))
+        scores.extend(summarise_logits(lm, answer_with_shared_prefix(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])))
     return scores
 
 

@@ -18,7 +18,7 @@ from core.engine import (
     load_model,
     p_yes,
     score_frames,
-    shared_prefix_logits,
+    answer_with_shared_prefix,
 )
 from core.families import find_family
 from training import synthetic
@@ -152,11 +152,11 @@ def test_the_cached_shared_prefix_gives_the_logits_of_one_full_row_per_question(
     # The image slots lie in the shared prefix, so the fast path is the one under test, not its fallback.
     assert lm.image_token_id not in [i for ids in prompts for i in ids[shared:]]
     full = answer_logits(lm, visual, questions)
-    cached = shared_prefix_logits(lm, visual, questions)
+    cached = answer_with_shared_prefix(lm, visual, questions)
     assert cached.shape == full.shape == (len(questions), 5, full.shape[-1])
     assert torch.allclose(cached, full, atol=1e-4)
     # The cache is cut back to the prefix after each question: asking again gives the same answers.
-    assert torch.allclose(shared_prefix_logits(lm, visual, questions), cached, atol=1e-6)
+    assert torch.allclose(answer_with_shared_prefix(lm, visual, questions), cached, atol=1e-6)
 
 
 def test_count_shared_prefix_stops_at_the_first_difference():
