@@ -382,6 +382,8 @@ def answer_with_shared_prefix(lm: LoadedModel, visual: VisualTokens, questions: 
         nothing = torch.zeros(0, dtype=torch.long, device=lm.device)
         out = lm.family.run_lm(lm.model, embeds, ones, positions, logits_to_keep=nothing, use_cache=True)
         cache = out.past_key_values
+        if cache is None:  # the LM would not keep one (gradient checkpointing while training turns it off)
+            return answer_logits(lm, visual, questions)
         logits = []
         for ids in prompts:
             tail = torch.tensor(ids[shared:], device=lm.device)

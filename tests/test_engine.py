@@ -159,6 +159,25 @@ def test_the_cached_shared_prefix_gives_the_logits_of_one_full_row_per_question(
     assert torch.allclose(answer_with_shared_prefix(lm, visual, questions), cached, atol=1e-6)
 
 
+def test_a_model_that_keeps_no_cache_scores_the_same(heldout):
+    """Gradient checkpointing in training mode turns the LM's cache off: scoring then takes the padded rows."""
+    lm = load_model(ModelSpec(str(EMBEDDED_BLIP2)))
+    frames = heldout[0][:3]
+    expected = [s.p_sludge for s in score_frames(lm, frames)]
+    lm.model.gradient_checkpointing_enable()
+    lm.model.train()
+    for module in lm.model.modules():  # training mode without its randomness: no dropout anywhere
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+    with torch.inference_mode():
+        out = lm.model.language_model(inputs_embeds=torch.zeros(1, 2, lm.model.config.text_config.hidden_size),
+                                      use_cache=True)
+    assert out.past_key_values is None  # the case under test: the LM keeps no cache
+    assert [s.p_sludge for s in score_frames(lm, frames)] == pytest.approx(expected, abs=1e-4)
+
+
 def test_count_shared_prefix_stops_at_the_first_difference():
     assert count_shared_prefix([[7, 7, 1, 2], [7, 7, 3]]) == 2
     assert count_shared_prefix([[1, 2, 3], [1, 2, 3]]) == 3
