@@ -437,7 +437,8 @@ def score_frames(lm: LoadedModel, frames, batch_size: int | None = None) -> list
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
         visual = encode_frames(lm, chunk)
-        scores.extend(summarise_logits(lm, answer_with_shared_prefix(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])))
+        logits = answer_with_shared_prefix(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])
+        scores.extend(summarise_logits(lm, logits))
     return scores
 
 
