@@ -222,9 +222,17 @@ class IngestSummary:
             kinds = ", ".join(f"{suffix or 'no suffix'}: {n}" for suffix, n in sorted(self.left_out.items()))
             line += f"; {sum(self.left_out.values())} other files left out ({kinds})"
         if self.waits:
-            line += (f"; of the {self.seconds:.1f} s, {self.waits.get('decoding', 0):.1f} s waiting on decoding, "
-                     f"{self.waits.get('model', 0):.1f} s on the model, {self.waits.get('storing', 0):.1f} s storing")
+            line += f"; of the {self.seconds:.1f} s, {self.describe_waits()}"
         return line
+
+    def describe_waits(self) -> str:
+        """Where the local engine's main thread spent the run (``waits``), for a person.
+
+        >>> IngestSummary("crawl", "tiny@1", "local", waits={"decoding": 1.0, "model": 6.5}).describe_waits()
+        '1.0 s waiting on decoding, 6.5 s on the model, 0.0 s storing'
+        """
+        return (f"{self.waits.get('decoding', 0):.1f} s waiting on decoding, {self.waits.get('model', 0):.1f} s on "
+                f"the model, {self.waits.get('storing', 0):.1f} s storing")
 
 
 # ---------------------------------------------------------------- sources

@@ -89,7 +89,7 @@ def time_stages(lm, frames, batch_size: int, rounds: int = 3) -> dict[str, float
     import torch
 
     from core import vocabulary
-    from core.engine import answer_logits, prepare_pixels, answer_with_shared_prefix
+    from core.engine import answer_logits, answer_with_shared_prefix, prepare_pixels
 
     batch = [frames[i % len(frames)] for i in range(batch_size)]
     best: dict[str, float] = {}
@@ -182,10 +182,9 @@ def main(argv=None) -> None:
                                  args.workers, settings.video, overlap_scoring=overlap)
             seconds = summary.seconds
             rates_by_mode[overlap] = len(paths) * args.frames / seconds
-            waits = ", ".join(f"{stage} {s:.1f} s" for stage, s in summary.waits.items())
             print(f"ingest{' overlapped' if overlap else ''}: {len(paths)} clips x {args.frames} frames in "
                   f"{seconds:.1f} s, {count_available_cpus()} CPUs, batch {batch}: {len(paths) / seconds:.2f} "
-                  f"videos/s, {rates_by_mode[overlap]:.1f} frames/s (main thread waiting on {waits})", flush=True)
+                  f"videos/s, {rates_by_mode[overlap]:.1f} frames/s ({summary.describe_waits()})", flush=True)
         # Variants of the overlapped run, side by side with it; the headline stays the default configuration.
         default_switch = sys.getswitchinterval()
         variants = [(size, None) for size in args.also_batches]
@@ -197,10 +196,9 @@ def main(argv=None) -> None:
                                      args.workers, settings.video, overlap_scoring=True)
             finally:
                 sys.setswitchinterval(default_switch)
-            waits = ", ".join(f"{stage} {s:.1f} s" for stage, s in summary.waits.items())
             switch = f"switch interval {default_switch * 1000 if ms is None else ms:g} ms"
             print(f"ingest overlapped, batch {size}, {switch}: {len(paths) * args.frames / summary.seconds:.1f} "
-                  f"frames/s (main thread waiting on {waits})", flush=True)
+                  f"frames/s ({summary.describe_waits()})", flush=True)
     print(f"overlap gain: {rates_by_mode[True] / rates_by_mode[False]:.2f}x")
     print(f"ingest_frames_per_s: {rates_by_mode[True]:.1f}")
 

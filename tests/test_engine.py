@@ -11,6 +11,7 @@ from core.config import EMBEDDED_BLIP2, EMBEDDED_LLAVA, ModelSpec
 from core.engine import (
     ModelLoadError,
     answer_logits,
+    answer_with_shared_prefix,
     count_shared_prefix,
     decide_video,
     describe,
@@ -18,7 +19,6 @@ from core.engine import (
     load_model,
     p_yes,
     score_frames,
-    answer_with_shared_prefix,
 )
 from core.families import find_family
 from training import synthetic
