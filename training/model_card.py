@@ -73,6 +73,9 @@ def _frames_section(cfg: dict, sources: list[dict]) -> str:
     if cfg.get("layout_weights"):
         shares = ", ".join(f"{name} {share:g}" for name, share in cfg["layout_weights"].items())
         body += f" Composites' layouts were drawn with these shares: {shares}."
+    if cfg.get("source_mix"):
+        shares = ", ".join(f"{kind} {share:g}" for kind, share in cfg["source_mix"].items())
+        body += f" Streams were drawn by kind with these shares: {shares}."
     return head + body
 
 

@@ -761,14 +761,16 @@ def _blur_share(pool: str) -> float:
 
 
 def _pick_real_sources(rng: np.random.Generator, pool: str, k: int, first: StreamSpec | None,
-                       game_last: float) -> list[str]:
-    """k sources of a real pool, each drawn alike whatever the frame's layout (pictures, games and
-    procedural scenes in _REAL_MIX), distinct unless the composite is two crops of one picture."""
+                       game_last: float, source_mix: dict | None = None) -> list[str]:
+    """k sources of a real pool, each drawn alike whatever the frame's layout (pictures, stills of footage,
+    games and procedural scenes, by ``source_mix``: a share per kind, default _REAL_MIX), distinct unless the
+    composite is two crops of one picture."""
     part = pool.split("-", 1)[1]
     pictures, games = imagery.list_images(part), imagery.list_games(part) or ("platformer",)
     footage = imagery.list_footage(part) or pictures
     procedural = tuple(PROCEDURAL_NOUNS)  # horizons and skylines too: straight edges inside one stream
-    kinds, weights = list(_REAL_MIX), np.array(list(_REAL_MIX.values()))
+    mix = check_source_mix(source_mix) if source_mix else _REAL_MIX
+    kinds, weights = list(mix), np.array(list(mix.values()), dtype=np.float64)
 
     by_kind = {"picture": pictures, "footage": footage, "game": games, "procedural": procedural}
 
@@ -793,13 +795,26 @@ def _pick_real_sources(rng: np.random.Generator, pool: str, k: int, first: Strea
     return chosen
 
 
+def check_source_mix(source_mix: dict[str, float]) -> dict[str, float]:
+    """A share per kind of real-pool stream (the kinds of _REAL_MIX), refused when a kind is unknown or no
+    share is positive.
+
+    >>> check_source_mix({"footage": 2, "picture": 1})
+    {'footage': 2.0, 'picture': 1.0}
+    """
+    unknown = sorted(set(source_mix) - set(_REAL_MIX))
+    if unknown or not source_mix or any(v < 0 for v in source_mix.values()) or sum(source_mix.values()) <= 0:
+        raise ValueError(f"source_mix takes non-negative shares of {sorted(_REAL_MIX)}, not {source_mix}")
+    return {kind: float(share) for kind, share in source_mix.items()}
+
+
 def _pick_sources(rng: np.random.Generator, pool: str, k: int, first: StreamSpec | None = None,
-                  photo_share: float = 0.55, game_last: float = 0.0) -> list[str]:
+                  photo_share: float = 0.55, game_last: float = 0.0, source_mix: dict | None = None) -> list[str]:
     """k distinct sources from a pool, each a photo with probability photo_share; ``first`` fixes the
     first; with probability ``game_last`` the last is a game-like scene (the typical bottom of a split).
-    A real pool draws every frame's sources alike (see _pick_real_sources)."""
+    A real pool draws every frame's sources alike, by ``source_mix`` (see _pick_real_sources)."""
     if pool in REAL_POOLS:
-        return _pick_real_sources(rng, pool, k, first, game_last)
+        return _pick_real_sources(rng, pool, k, first, game_last, source_mix)
     exclude = (first.source,) if first else ()
     photos = [s for s in (TRAIN_PHOTOS if pool == "train" else HOLDOUT_PHOTOS) if s not in exclude]
     procedural = [s for s in PROCEDURAL_NOUNS if s not in exclude and s not in ("landscape", "buildings")]
@@ -868,9 +883,9 @@ def _decorate(rng: np.random.Generator, size: tuple[int, int], extras: list[str]
     return out
 
 
-def _spec_vertical(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
+def _spec_vertical(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None) -> FrameSpec:
     H, W = size
-    a, b = _pick_sources(rng, pool, 2, main, game_last=0.4)
+    a, b = _pick_sources(rng, pool, 2, main, game_last=0.4, source_mix=source_mix)
     r = float(rng.uniform(0.35, 0.65))
     tiles = [Tile(0, (0.0, 0.0, 1.0, r)), Tile(1, (0.0, r, 1.0, 1.0))]
     extras: list[str] = []
@@ -897,9 +912,9 @@ def _spec_vertical(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec
     return FrameSpec(truth=truth, streams=streams, tiles=tuple(tiles), **kw)
 
 
-def _spec_horizontal(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
+def _spec_horizontal(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None) -> FrameSpec:
     H, W = size
-    a, b = _pick_sources(rng, pool, 2, main, game_last=0.25)
+    a, b = _pick_sources(rng, pool, 2, main, game_last=0.25, source_mix=source_mix)
     c = float(rng.uniform(0.35, 0.65))
     extras: list[str] = []
     kw: dict = {}
@@ -938,9 +953,9 @@ def _inset_box(rng, size, share: float, corner: str) -> tuple[float, float, floa
     return (x0, y0, x0 + share, y0 + rel_h)
 
 
-def _spec_pip(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
+def _spec_pip(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None) -> FrameSpec:
     H, W = size
-    a, b = _pick_sources(rng, pool, 2, main, game_last=0.2)
+    a, b = _pick_sources(rng, pool, 2, main, game_last=0.2, source_mix=source_mix)
     share = float(rng.uniform(0.15, 0.4))
     corner = _CORNERS[int(rng.integers(4))]
     box = _inset_box(rng, size, share, corner)
@@ -968,7 +983,7 @@ def _spec_pip(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
     return FrameSpec(truth=truth, streams=streams, tiles=tiles, **kw)
 
 
-def _spec_other(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
+def _spec_other(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None) -> FrameSpec:
     H, W = size
     variant = ("grid", "rows", "t_split", "mosaic")[int(rng.integers(4))]
     u, v = float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65))
@@ -986,7 +1001,7 @@ def _spec_other(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
     else:
         boxes = [(0, 0, u, 1), (u, 0, 1, v), (u, v, 1, 1)]
         shape = "a tall tile beside two stacked tiles"
-    sources = _pick_sources(rng, pool, len(boxes), main)
+    sources = _pick_sources(rng, pool, len(boxes), main, source_mix=source_mix)
     extras: list[str] = []
     kw: dict = {}
     gutter = rng.random() < 0.5
@@ -1014,7 +1029,8 @@ def _spec_other(rng, size, pool, main: StreamSpec | None = None) -> FrameSpec:
     return FrameSpec(truth=truth, streams=streams, tiles=tiles, **kw)
 
 
-def _spec_single(rng, size, pool, distractor: bool, main: StreamSpec | None = None) -> FrameSpec:
+def _spec_single(rng, size, pool, distractor: bool, main: StreamSpec | None = None,
+                 source_mix: dict | None = None) -> FrameSpec:
     H, W = size
     options = _REAL_DISTRACTORS if pool in REAL_POOLS else _DISTRACTORS
     variant = options[int(rng.integers(len(options)))] if distractor else "plain"
@@ -1023,7 +1039,8 @@ def _spec_single(rng, size, pool, distractor: bool, main: StreamSpec | None = No
     elif variant == "skyline":
         source = "buildings"
     else:
-        source = _pick_sources(rng, pool, 1, main, photo_share=0.85 if variant != "plain" else 0.6)[0]
+        source = _pick_sources(rng, pool, 1, main, photo_share=0.85 if variant != "plain" else 0.6,
+                               source_mix=source_mix)[0]
     stream = main if main and main.source == source else _draw_stream(rng, source, _blur_share(pool))
     noun = noun_of(source)
     extras: list[str] = []
@@ -1100,12 +1117,14 @@ def _spec_single(rng, size, pool, distractor: bool, main: StreamSpec | None = No
 
 
 def draw_frame_spec(rng: np.random.Generator, layout: str | None = None, size: tuple[int, int] = (448, 252),
-                    pool: str = "train", main: StreamSpec | None = None) -> FrameSpec:
+                    pool: str = "train", main: StreamSpec | None = None,
+                    source_mix: dict[str, float] | None = None) -> FrameSpec:
     """Draw a frame's layout, streams, decorations and truth (no pixels yet).
 
     ``layout``: one of LAYOUTS, "none" (single stream, a distractor 30 % of the time), "single" (never a
     distractor), "distractor" (always one), or None (sludge half the time, layout weighted toward
     vertical). ``main``: a stream to keep as the first stream (a clip continuing across a layout change).
+    ``source_mix``: in a real pool, the share of each kind of stream (default _REAL_MIX).
 
     >>> draw_frame_spec(np.random.default_rng(0), "pip").truth.layout
     'pip'
@@ -1114,16 +1133,16 @@ def draw_frame_spec(rng: np.random.Generator, layout: str | None = None, size: t
     if layout is None:
         layout = pick_layout(rng, 0.5)
     if layout == "vertical":
-        spec = _spec_vertical(rng, size, pool, main)
+        spec = _spec_vertical(rng, size, pool, main, source_mix)
     elif layout == "horizontal":
-        spec = _spec_horizontal(rng, size, pool, main)
+        spec = _spec_horizontal(rng, size, pool, main, source_mix)
     elif layout == "pip":
-        spec = _spec_pip(rng, size, pool, main)
+        spec = _spec_pip(rng, size, pool, main, source_mix)
     elif layout == "other":
-        spec = _spec_other(rng, size, pool, main)
+        spec = _spec_other(rng, size, pool, main, source_mix)
     elif layout in ("none", "single", "distractor"):
         distractor = layout == "distractor" or (layout == "none" and bool(rng.random() < _DISTRACTOR_SHARE))
-        spec = _spec_single(rng, size, pool, distractor, main)
+        spec = _spec_single(rng, size, pool, distractor, main, source_mix)
     else:
         raise ValueError(f"layout must be one of {LAYOUTS + FRAME_KINDS} or None, got {layout!r}")
     if pool in REAL_POOLS and spec.ui_overlay is None and rng.random() < 0.15:
@@ -1285,11 +1304,13 @@ def make_frames(seed: int, n: int, size: tuple[int, int] = (448, 252), pool: str
 def draw_balanced_specs(rng: np.random.Generator, n: int, pool: str = "real-train",
                         sizes: tuple[tuple[int, int], ...] = ((448, 252),),
                         size_weights: tuple[float, ...] | None = None,
-                        layout_weights: dict[str, float] | None = None) -> list[tuple[FrameSpec, tuple[int, int]]]:
+                        layout_weights: dict[str, float] | None = None,
+                        source_mix: dict[str, float] | None = None) -> list[tuple[FrameSpec, tuple[int, int]]]:
     """n frame specs (with their sizes) in which content cannot predict the label: every stream of every
     composite is followed by a single-stream frame of the same source (another crop, other jitter), so
     each picture appears as often alone as inside composites. About 1 frame in 3 is sludge. The composites'
-    layouts are drawn by ``layout_weights`` (a share per layout; default: vertical stacks the most often).
+    layouts are drawn by ``layout_weights`` (a share per layout; default: vertical stacks the most often), their
+    streams' kinds by ``source_mix`` (see draw_frame_spec).
 
     >>> specs = draw_balanced_specs(np.random.default_rng(0), 6, pool="train")
     >>> [sp.truth.sludge for sp, _ in specs][:1]
@@ -1303,7 +1324,7 @@ def draw_balanced_specs(rng: np.random.Generator, n: int, pool: str = "real-trai
 
     while len(out) < n:
         size = pick_size()
-        composite = draw_frame_spec(rng, pick_layout(rng, 1.0, layout_weights), size, pool)
+        composite = draw_frame_spec(rng, pick_layout(rng, 1.0, layout_weights), size, pool, source_mix=source_mix)
         out.append((composite, size))
         for stream in composite.streams:
             if len(out) >= n:

@@ -87,6 +87,10 @@ class TrainTinyConfig:
     # Share of each sludge layout among composites; empty means training.synthetic's (vertical stacks the
     # most often, as in short-form video). Even shares teach the rarer side-by-side split as often.
     layout_weights: dict[str, float] = field(default_factory=dict)
+    # Share of each kind of stream in a real pool ("picture", "footage", "game", "procedural"); empty means
+    # training.synthetic's (pictures the most often). More "footage" shows more stills of real video, whose
+    # camera noise and compression a model that has seen mostly photos confuses with a seam.
+    source_mix: dict[str, float] = field(default_factory=dict)
     # Frame sizes (height, width) and their shares: portrait short-form and landscape footage alike.
     sizes: tuple[tuple[int, int], ...] = ((384, 216), (216, 384))
     size_weights: tuple[float, ...] = (0.65, 0.35)
@@ -385,12 +389,13 @@ def draw_batch(rng: np.random.Generator, n: int, cfg: TrainTinyConfig):
     """n frame specs and their pixels: balanced (see TrainTinyConfig.balanced) and degraded alike, or
     independent frames of the pool (about half sludge); either way each frame's size is drawn from cfg.sizes."""
     if cfg.balanced:
-        pairs = synthetic.draw_balanced_specs(rng, n, cfg.pool, cfg.sizes, cfg.size_weights, cfg.layout_weights)
+        pairs = synthetic.draw_balanced_specs(rng, n, cfg.pool, cfg.sizes, cfg.size_weights, cfg.layout_weights,
+                                              cfg.source_mix or None)
     else:
         weights = np.array(cfg.size_weights, dtype=np.float64)
         picks = rng.choice(len(cfg.sizes), size=n, p=weights / weights.sum())
         pairs = [(synthetic.draw_frame_spec(rng, synthetic.pick_layout(rng, 0.5, cfg.layout_weights), cfg.sizes[k],
-                                            cfg.pool), cfg.sizes[k]) for k in picks]
+                                            cfg.pool, source_mix=cfg.source_mix or None), cfg.sizes[k]) for k in picks]
     specs = [spec for spec, _ in pairs]
     frames = [synthetic.render_frame(spec, size) for spec, size in pairs]
     if cfg.pool in synthetic.REAL_POOLS:
@@ -499,6 +504,9 @@ def parse_config(argv: list[str] | None = None) -> TrainTinyConfig:
         elif f.name == "layout_weights":
             parser.add_argument("--layout-weights", type=json.loads,
                                 help="JSON object, e.g. '{\"vertical\": 0.25, ...}'")
+        elif f.name == "source_mix":
+            parser.add_argument("--source-mix", type=json.loads,
+                                help="JSON object, e.g. '{\"picture\": 0.4, \"footage\": 0.35, ...}'")
         elif f.name == "kinds":
             parser.add_argument("--kinds", nargs="+", choices=sorted(family.name for family in FAMILIES.values()))
         elif isinstance(f.default, tuple):
