@@ -71,12 +71,15 @@ def _frames_section(cfg: dict, sources: list[dict]) -> str:
              + f"), in {_orientations(cfg)}."
              + (" Game streams are drawn as block scenes from a game's own textures." if real else ""))
     if cfg.get("layout_weights"):
-        shares = ", ".join(f"{name} {share:g}" for name, share in cfg["layout_weights"].items())
-        body += f" Composites' layouts were drawn with these shares: {shares}."
+        body += f" Composites' layouts were drawn with these shares: {_list_shares(cfg['layout_weights'])}."
     if cfg.get("source_mix"):
-        shares = ", ".join(f"{kind} {share:g}" for kind, share in cfg["source_mix"].items())
-        body += f" Streams were drawn by kind with these shares: {shares}."
+        body += f" Streams were drawn by kind with these shares: {_list_shares(cfg['source_mix'])}."
     return head + body
+
+
+def _list_shares(shares: dict[str, float]) -> str:
+    """'vertical 0.5, horizontal 0.5' for {"vertical": 0.5, "horizontal": 0.5}."""
+    return ", ".join(f"{name} {share:g}" for name, share in shares.items())
 
 
 def _average_words(averaged: dict | None) -> str:

@@ -769,7 +769,7 @@ def _pick_real_sources(rng: np.random.Generator, pool: str, k: int, first: Strea
     pictures, games = imagery.list_images(part), imagery.list_games(part) or ("platformer",)
     footage = imagery.list_footage(part) or pictures
     procedural = tuple(PROCEDURAL_NOUNS)  # horizons and skylines too: straight edges inside one stream
-    mix = check_source_mix(source_mix) if source_mix else _REAL_MIX
+    mix = source_mix or _REAL_MIX  # checked once per frame, in draw_frame_spec
     kinds, weights = list(mix), np.array(list(mix.values()), dtype=np.float64)
 
     by_kind = {"picture": pictures, "footage": footage, "game": games, "procedural": procedural}
@@ -1130,6 +1130,7 @@ def draw_frame_spec(rng: np.random.Generator, layout: str | None = None, size: t
     'pip'
     """
     pool_sources(pool)
+    source_mix = check_source_mix(source_mix) if source_mix else None
     if layout is None:
         layout = pick_layout(rng, 0.5)
     if layout == "vertical":
