@@ -50,6 +50,7 @@ from annotations.schema import InvalidLabelError, StoreError, utc_now
 from annotations.writes import add_analyzed_video, encode_image, encode_value, find_media_dir, save_media
 from core.config import ModelSpec, VideoLimits, check_frame_count
 from core.identity import ModelIdentity, identify_model
+from core.resize import ResizePlan, plan_resize, resize_frames
 from core.video import VIDEO_EXTENSIONS
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,12 @@ class IngestConfig:
     # the two would only share the same cores. Overlapped, a SIGKILL loses at most two batches: the one
     # being scored and the one being stored.
     overlap_scoring: bool | None = None
+    # Run the image processor's resize (and crop) in the decode workers (core.resize), so this process only
+    # rescales and normalises: the resize is a fifth of the model's CPU work per frame, and this process is
+    # the narrow step on a CPU. The resized frames cross as uint8, a fifth of the decoded frames' bytes (float
+    # pixels, tried first, cost the workers more in copying than they saved here); the pixels are identical
+    # to the whole processor's. None: when the model runs on the CPU; a GPU's processor resizes on the GPU.
+    resize_in_workers: bool | None = None
     limits: VideoLimits = field(default_factory=VideoLimits)
     # The JSONL failure report; None: next to the store, named after the collection and the start time.
     report_path: Path | None = None
@@ -162,6 +169,8 @@ class VideoOutcome:
     message: str | None = None
     # The frames as PNG (encode_image's bytes), when the decode step encoded them already.
     images: list[bytes] | None = None
+    # The frames at the model's input size (core.engine.resize_frames), when the decode step resized them.
+    resized: np.ndarray | None = None
 
 
 @dataclass
@@ -683,13 +692,15 @@ def encode_frame_images(frames: np.ndarray, media_dir: str | os.PathLike | None 
     return images
 
 
-_WORKER: dict = {"done": frozenset(), "decode": decode_video, "media_dir": None}
+_WORKER: dict = {"done": frozenset(), "decode": decode_video, "media_dir": None, "resize": None}
 
 
-def _start_worker(done: frozenset[str], decode, media_dir: str | None, niceness: int = 0) -> None:
+def _start_worker(done: frozenset[str], decode, media_dir: str | None, niceness: int = 0,
+                  resize: ResizePlan | None = None) -> None:
     """Worker process start: the videos already done (skipped before decoding), the decode step, the media
-    folder the frame images are written to, and how much lower than this process the OS is to run it."""
-    _WORKER.update(done=done, decode=decode, media_dir=media_dir)
+    folder the frame images are written to, how much lower than this process the OS is to run it, and the
+    plan of the model's image processor to resize frames with (None: they are not resized here)."""
+    _WORKER.update(done=done, decode=decode, media_dir=media_dir, resize=resize)
     if niceness and hasattr(os, "nice"):
         os.nice(niceness)
 
@@ -704,6 +715,11 @@ def _decode_in_worker(key: str, path: str, num_frames: int, limits: VideoLimits)
         except OSError as error:  # the media folder refused a write: the store's own write will say why
             logger.warning("frame images of %s not written ahead: %s", path, error)
             outcome.images = None
+        if _WORKER["resize"] is not None:
+            try:
+                outcome.resized = resize_frames(_WORKER["resize"], outcome.frames)
+            except ValueError as error:  # frames the model's process will prepare whole (and report, if bad)
+                logger.warning("frames of %s not resized ahead: %s", path, error)
     return outcome
 
 
@@ -831,14 +847,19 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
         from core.engine import score_frames
 
         size = config.batch_size
+        # The workers' resized frames when every video of the batch has them, else the decoded frames.
+        resized = all(entry["outcome"].resized is not None for entry, _ in take)
+        field_ = "resized" if resized else "frames"
         try:
-            return score_frames(model, [entry["outcome"].frames[i] for entry, i in take], batch_size=size), {}
+            frames = [getattr(entry["outcome"], field_)[i] for entry, i in take]
+            return score_frames(model, frames, batch_size=size, resized=resized), {}
         except Exception:  # noqa: BLE001 - one video's frames broke the batch: find it, fail it, keep the rest
             scores, errors = [], {}
             for entry in _entries(take):
                 mine = [i for e, i in take if e is entry]
                 try:
-                    scores += score_frames(model, [entry["outcome"].frames[i] for i in mine], batch_size=size)
+                    frames = [getattr(entry["outcome"], field_)[i] for i in mine]
+                    scores += score_frames(model, frames, batch_size=size, resized=resized)
                 except Exception as error:  # noqa: BLE001
                     errors[id(entry)] = f"{type(error).__name__}: {error}"
                     scores += [None] * len(mine)
@@ -908,6 +929,8 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
     in_flight: dict = {}  # future -> (video, whether it ran alone)
     limit = workers * config.in_flight_per_worker + -(-config.batch_size // config.num_frames)
 
+    resize_plan = choose_resize(config, lm, spec, engine_config)
+
     def restart_pool() -> None:
         """After a worker died: a video that ran alone is what killed it; the others are retried alone."""
         nonlocal pool
@@ -921,7 +944,8 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
         pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                   initargs=(done, decode, str(find_media_dir(db)), config.worker_niceness))
+                                   initargs=(done, decode, str(find_media_dir(db)), config.worker_niceness,
+                                             resize_plan))
 
     def submit(video: SourceVideo, alone: bool) -> bool:
         try:
@@ -980,6 +1004,35 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
         summary.seconds = time.perf_counter() - started
         report.close(summary)
     return summary
+
+
+def choose_resize(config: IngestConfig, lm, spec: ModelSpec | None, engine_config=None) -> ResizePlan | None:
+    """The plan of the model's image processor the decode workers resize frames with, or None where they do
+    not (``resize_in_workers`` off, or None and the model runs on a GPU; a processor without a plan).
+    A model not loaded yet stays so: only its image processor is read.
+
+    >>> choose_resize(IngestConfig(resize_in_workers=False), None, ModelSpec("models/tiny-vqwen-qformer")) is None
+    True
+    """
+    if config.resize_in_workers is False:
+        return None
+    from core.engine import pick_device
+
+    if config.resize_in_workers is None:
+        from core.config import EngineConfig
+
+        device = lm.device if lm is not None else pick_device((engine_config or EngineConfig()).device)
+        if device.type != "cpu":
+            return None
+    if lm is not None:
+        return plan_resize(lm.processor.image_processor)
+    from transformers import AutoImageProcessor
+
+    try:
+        return plan_resize(AutoImageProcessor.from_pretrained(spec.source, revision=spec.revision))
+    except (OSError, ValueError) as error:  # the model's own load, if a video needs it, says what is wrong
+        logger.info("frames are not resized in the decode workers: %s", error)
+        return None
 
 
 def check_config(config: IngestConfig) -> IngestConfig:

@@ -236,16 +236,19 @@ def load_model(spec: ModelSpec | str, config: EngineConfig = EngineConfig(), pro
 # ---------------------------------------------------------------- the batched pass
 
 
-def prepare_pixels(lm: LoadedModel, frames: np.ndarray | Sequence[np.ndarray]) -> torch.Tensor:
+def prepare_pixels(lm: LoadedModel, frames: np.ndarray | Sequence[np.ndarray], resized: bool = False) -> torch.Tensor:
     """Frames (N, H, W, 3) uint8 -> the processor's pixel tensor on the model's device and dtype.
 
     On a GPU, a torch-backed image processor resizes and normalises there, so the GPU does not wait on a
     resize on the CPU between batches. A PIL-backed processor, and every CPU, process on the CPU.
+    ``resized``: the frames went through the processor's resize and crop already (:mod:`core.resize`),
+    (N, 3, h, w) uint8, so only its rescale and normalisation are left.
     """
     images = list(frames)
     processor = lm.processor.image_processor
     on_device = {"device": lm.device} if lm.device.type == "cuda" and processes_with_torch(processor) else {}
-    pixels = processor(images=images, return_tensors="pt", **on_device)["pixel_values"]
+    geometry = {"do_resize": False, "do_center_crop": False} if resized else {}
+    pixels = processor(images=images, return_tensors="pt", **on_device, **geometry)["pixel_values"]
     return pixels.to(lm.device, lm.dtype)
 
 
@@ -259,7 +262,7 @@ def processes_with_torch(image_processor) -> bool:
     return isinstance(image_processor, TorchvisionBackend)
 
 
-def encode_frames(lm: LoadedModel, frames, want_attentions: bool = False) -> VisualTokens:
+def encode_frames(lm: LoadedModel, frames, want_attentions: bool = False, resized: bool = False) -> VisualTokens:
     """The vision side of the model, once per frame: its output serves every question asked of the frame.
 
     >>> vt = encode_frames(lm, frames[:4], want_attentions=True)  # doctest: +SKIP
@@ -267,7 +270,7 @@ def encode_frames(lm: LoadedModel, frames, want_attentions: bool = False) -> Vis
     (torch.Size([4, 32, 128]), 2)
     """
     with torch.inference_mode():
-        return lm.family.encode(lm.model, prepare_pixels(lm, frames), want_attentions)
+        return lm.family.encode(lm.model, prepare_pixels(lm, frames, resized), want_attentions)
 
 
 def build_rows(lm: LoadedModel, visual: torch.Tensor, questions: Sequence[str], keep: torch.Tensor | None = None):
@@ -425,9 +428,10 @@ def layout_probs(lm: LoadedModel, logits: torch.Tensor) -> torch.Tensor:
     return per_class.softmax(dim=-1)
 
 
-def score_frames(lm: LoadedModel, frames, batch_size: int | None = None) -> list[FrameScore]:
+def score_frames(lm: LoadedModel, frames, batch_size: int | None = None, resized: bool = False) -> list[FrameScore]:
     """P(sludge) and layout for every frame: per chunk, one vision pass and the LM over the shared prefix and
-    each question's tail (:func:`answer_with_shared_prefix`).
+    each question's tail (:func:`answer_with_shared_prefix`). ``resized``: the frames went through
+    :func:`core.resize.resize_frames` already.
 
     >>> [s.label for s in score_frames(lm, frames)]  # doctest: +SKIP
     [True, True, False, ...]
@@ -436,7 +440,7 @@ def score_frames(lm: LoadedModel, frames, batch_size: int | None = None) -> list
     scores: list[FrameScore] = []
     for start in range(0, len(frames), batch_size):
         chunk = frames[start:start + batch_size]
-        visual = encode_frames(lm, chunk)
+        visual = encode_frames(lm, chunk, resized=resized)
         logits = answer_with_shared_prefix(lm, visual, [vocabulary.CLASSIFY, vocabulary.LAYOUT])
         scores.extend(summarise_logits(lm, logits))
     return scores

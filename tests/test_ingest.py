@@ -19,9 +19,11 @@ from ingest_helpers import (BAD_FILES, compare_stores, decode_and_tell_niceness,
 import annotations as store
 from annotations.__main__ import main
 from annotations.analyses import record_analysis
-from annotations.ingest import IngestConfig, IngestError, ingest, read_source
-from core.config import ModelSpec, load_settings
+from annotations.ingest import (IngestConfig, IngestError, _decode_in_worker, _start_worker, choose_resize, decode_video,
+                                ingest, read_source)
+from core.config import EngineConfig, ModelSpec, VideoLimits, load_settings
 from core.engine import load_model
+from core.resize import plan_resize
 from core.video import sample_frames
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,6 +85,33 @@ def test_a_folder_is_ingested_with_every_bad_file_reported_and_a_rerun_skips_it_
                    config(tmp_path / "again"))
     assert (again.stored, again.skipped, again.failed) == (0, 7, 3)
     assert {t: db[t].count for t in counts} == counts
+
+
+def test_decode_workers_resize_the_frames_of_a_model_on_the_cpu_and_of_none_on_a_gpu(lm, folder, tmp_path):
+    plan = plan_resize(lm.processor.image_processor)
+    assert plan is not None and choose_resize(IngestConfig(), lm, None) == plan
+    spec = ModelSpec(str(load_settings().model.source))
+    assert choose_resize(IngestConfig(), None, spec, EngineConfig(device="cpu")) == plan  # read, not loaded
+    assert choose_resize(IngestConfig(), None, spec, EngineConfig(device="cuda")) is None
+    assert choose_resize(IngestConfig(resize_in_workers=False), lm, None) is None
+
+    # What one worker does with a file: decode, encode the images, resize for the model.
+    _start_worker(frozenset(), decode_video, str(tmp_path / "media"), 0, plan)
+    try:
+        outcome = _decode_in_worker("k", str(folder / "clip_00.mp4"), FRAMES, VideoLimits())
+    finally:
+        _start_worker(frozenset(), decode_video, None, 0, None)
+    assert outcome.status == "decoded" and len(outcome.images) == FRAMES
+    assert outcome.resized.dtype.name == "uint8" and outcome.resized.shape == (FRAMES, 3, 224, 224)
+
+    # Resized in the workers or not, the store ends the same.
+    stores = []
+    for resize in (True, False):
+        db = open_db(tmp_path / f"resize-{resize}")
+        summary = ingest(read_source(folder), db, lm, config(tmp_path / f"resize-{resize}", resize_in_workers=resize))
+        assert summary.stored == 7
+        stores.append(store_contents(db))
+    compare_stores(stores[0], stores[1], tolerance=0)
 
 
 def test_a_folder_takes_older_containers_and_counts_the_files_it_leaves_out(lm, tmp_path):
