@@ -19,8 +19,8 @@ from ingest_helpers import (BAD_FILES, compare_stores, decode_and_tell_niceness,
 import annotations as store
 from annotations.__main__ import main
 from annotations.analyses import record_analysis
-from annotations.ingest import (IngestConfig, IngestError, _decode_in_worker, _start_worker, choose_resize, decode_video,
-                                ingest, read_source)
+from annotations.ingest import (IngestConfig, IngestError, _decode_in_worker, _start_worker, choose_resize,
+                                decode_video, ingest, read_source)
 from core.config import EngineConfig, ModelSpec, VideoLimits, load_settings
 from core.engine import load_model
 from core.resize import plan_resize
