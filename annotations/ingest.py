@@ -47,7 +47,7 @@ import sqlite_utils
 
 from annotations.imports import import_ground_truth, read_ground_truth_rows
 from annotations.schema import InvalidLabelError, StoreError, utc_now
-from annotations.writes import add_analyzed_video, encode_image, encode_value, find_media_dir, save_media
+from annotations.writes import SavedImage, add_analyzed_video, encode_value, find_media_dir, save_frame_image
 from core.config import ModelSpec, VideoLimits, check_frame_count
 from core.identity import ModelIdentity, identify_model
 from core.resize import ResizePlan, plan_resize, resize_frames
@@ -169,7 +169,10 @@ class VideoOutcome:
     message: str | None = None
     # The frames as PNG (encode_image's bytes), when the decode step encoded them already.
     images: list[bytes] | None = None
-    # The frames at the model's input size (core.engine.resize_frames), when the decode step resized them.
+    # The frames' images written under the store's media folder already, when a decode worker did it.
+    saved: list[SavedImage] | None = None
+    # The frames at the model's input size (core.resize), when the decode step resized them. A worker that
+    # saved the images and resized the frames sends no decoded frames back: nothing here needs them.
     resized: np.ndarray | None = None
 
 
@@ -533,7 +536,8 @@ def store_video(db: sqlite_utils.Database, source: str | bytes, name: str, outco
                 collection: str, frames: np.ndarray | None = None) -> list[int]:
     """Store a decoded video, its frames and one model version's predictions in one transaction.
 
-    ``frames`` replaces ``outcome.frames``; ``outcome.images``, when set, are the frames already encoded.
+    ``frames`` replaces ``outcome.frames``; ``outcome.images``, when set, are the frames already encoded, and
+    ``outcome.saved`` the images already written under the media folder.
     Returns the frame ids.
 
     >>> store_video(db, "clip.mp4", "clip.mp4", outcome, lm.identity, [0.9] * 16, scores, "crawl")  # doctest: +SKIP
@@ -543,7 +547,7 @@ def store_video(db: sqlite_utils.Database, source: str | bytes, name: str, outco
     video_id, frame_ids = add_analyzed_video(
         db, source, name, outcome.meta, frames, outcome.timestamps, outcome.indices,
         (identity.id, identity.source, identity.revision), p_sludge, layout_scores, collection=collection,
-        images=outcome.images)
+        images=outcome.images, saved=outcome.saved)
     if outcome.video_id is not None and video_id != outcome.video_id:
         raise IngestError(f"{name} changed while it was ingested (sha256 {outcome.video_id[:12]}… when decoded, "
                           f"{video_id[:12]}… when stored); run the ingest again")
@@ -678,18 +682,14 @@ def _entries(take: list[tuple[dict, int]]) -> list[dict]:
     return list(seen.values())
 
 
-def encode_frame_images(frames: np.ndarray, media_dir: str | os.PathLike | None = None) -> list[bytes]:
-    """The frames as the store keeps them (PNG, ``encode_image``), written under the media folder when one is
-    given (named by content and renamed into place, as the store writes them, so the store finds them there).
+def save_frame_images_ahead(frames: np.ndarray, media_dir: str | os.PathLike) -> list[SavedImage]:
+    """The frames' images as the store keeps them (PNG, named by content and renamed into place), written
+    under the media folder by a decode worker, so the store's writer only inserts their rows.
 
-    >>> [png[:4] for png in encode_frame_images(np.zeros((2, 4, 4, 3), np.uint8))]
-    [b'\x89PNG', b'\x89PNG']
+    >>> [i.path[-4:] for i in save_frame_images_ahead(np.zeros((2, 4, 4, 3), np.uint8), "data/media")]  # doctest: +SKIP
+    ['.png', '.png']
     """
-    images = [encode_image(frame) for frame in frames]
-    if media_dir is not None:
-        for data in images:
-            save_media(media_dir, data, ".png")
-    return images
+    return [save_frame_image(media_dir, frame) for frame in frames]
 
 
 _WORKER: dict = {"done": frozenset(), "decode": decode_video, "media_dir": None, "resize": None}
@@ -706,20 +706,23 @@ def _start_worker(done: frozenset[str], decode, media_dir: str | None, niceness:
 
 
 def _decode_in_worker(key: str, path: str, num_frames: int, limits: VideoLimits) -> VideoOutcome:
-    """One file in a worker: decode it, then encode and write its frame images, so the model's process
-    only scores and commits."""
+    """One file in a worker: decode it, write its frame images and resize its frames for the model, so the
+    model's process only scores and commits."""
     outcome = _WORKER["decode"](key, path, num_frames, limits, _WORKER["done"])
-    if outcome.status == "decoded":
+    if outcome.status != "decoded":
+        return outcome
+    if _WORKER["media_dir"] is not None:
         try:
-            outcome.images = encode_frame_images(outcome.frames, _WORKER["media_dir"])
+            outcome.saved = save_frame_images_ahead(outcome.frames, _WORKER["media_dir"])
         except OSError as error:  # the media folder refused a write: the store's own write will say why
             logger.warning("frame images of %s not written ahead: %s", path, error)
-            outcome.images = None
-        if _WORKER["resize"] is not None:
-            try:
-                outcome.resized = resize_frames(_WORKER["resize"], outcome.frames)
-            except ValueError as error:  # frames the model's process will prepare whole (and report, if bad)
-                logger.warning("frames of %s not resized ahead: %s", path, error)
+    if _WORKER["resize"] is not None:
+        try:
+            outcome.resized = resize_frames(_WORKER["resize"], outcome.frames)
+        except ValueError as error:  # frames the model's process prepares whole (and reports, if bad)
+            logger.warning("frames of %s not resized ahead: %s", path, error)
+    if outcome.saved is not None and outcome.resized is not None:
+        outcome.frames = None  # 11 MB a video of 16 phone frames, not copied across for nothing
     return outcome
 
 
@@ -769,6 +772,7 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
     summary.report_path = str(report.path)
     bar = open_progress_bar(summary.total, collection.name, config.progress)
     done = frozenset(find_done_videos(db, identity.id))
+    resize_plan = choose_resize(config, lm, spec, engine_config)  # what the workers resize frames with
     workers = config.workers or count_available_cpus()
     video_ids: dict[str, str] = {}
     stored_now: set[str] = set()
@@ -847,19 +851,25 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
         from core.engine import score_frames
 
         size = config.batch_size
-        # The workers' resized frames when every video of the batch has them, else the decoded frames.
-        resized = all(entry["outcome"].resized is not None for entry, _ in take)
-        field_ = "resized" if resized else "frames"
+        resized = resize_plan is not None
+
+        def pixels(entry: dict, positions: list[int]) -> list:
+            outcome = entry["outcome"]
+            if not resized:
+                return [outcome.frames[i] for i in positions]
+            if outcome.resized is not None:
+                return [outcome.resized[i] for i in positions]
+            return list(resize_frames(resize_plan, outcome.frames[positions]))  # a worker could not
+
         try:
-            frames = [getattr(entry["outcome"], field_)[i] for entry, i in take]
+            frames = [image for entry, i in take for image in pixels(entry, [i])]
             return score_frames(model, frames, batch_size=size, resized=resized), {}
         except Exception:  # noqa: BLE001 - one video's frames broke the batch: find it, fail it, keep the rest
             scores, errors = [], {}
             for entry in _entries(take):
                 mine = [i for e, i in take if e is entry]
                 try:
-                    frames = [getattr(entry["outcome"], field_)[i] for i in mine]
-                    scores += score_frames(model, frames, batch_size=size, resized=resized)
+                    scores += score_frames(model, pixels(entry, mine), batch_size=size, resized=resized)
                 except Exception as error:  # noqa: BLE001
                     errors[id(entry)] = f"{type(error).__name__}: {error}"
                     scores += [None] * len(mine)
@@ -918,7 +928,7 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
         if outcome.status != "decoded":
             finish(video, outcome)
             return
-        n = len(outcome.frames)
+        n = len(outcome.indices)
         entry = {"video": video, "outcome": outcome, "p": [None] * n, "layouts": [None] * n, "left": n, "error": None}
         pending.extend((entry, i) for i in range(n))
 
@@ -928,8 +938,6 @@ def ingest(collection: Collection | str | os.PathLike, db: sqlite_utils.Database
     pool = None
     in_flight: dict = {}  # future -> (video, whether it ran alone)
     limit = workers * config.in_flight_per_worker + -(-config.batch_size // config.num_frames)
-
-    resize_plan = choose_resize(config, lm, spec, engine_config)
 
     def restart_pool() -> None:
         """After a worker died: a video that ran alone is what killed it; the others are retried alone."""

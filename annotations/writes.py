@@ -26,6 +26,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import sqlite_utils
@@ -370,37 +371,79 @@ def add_frames(db: sqlite_utils.Database, video_id: str, frames: np.ndarray, tim
         return insert_frame_rows(db, video_id, rows)
 
 
-def save_frame_images(db: sqlite_utils.Database, video_id: str, frames: np.ndarray, timestamps: Sequence[float],
-                      indices: Sequence[int], image_format: str = "png",
-                      images: Sequence[bytes] | None = None) -> list[dict]:
+def save_frame_images(db: sqlite_utils.Database, video_id: str, frames: np.ndarray | None,
+                      timestamps: Sequence[float], indices: Sequence[int], image_format: str = "png",
+                      images: Sequence[bytes] | None = None,
+                      saved: Sequence[SavedImage] | None = None) -> list[dict]:
     """Write frames' images under the media folder (named by content, so rewriting one is harmless) and
     return their ``frames`` rows, not yet inserted: encoding happens outside any write transaction.
-    ``images`` are the frames already encoded (``encode_image``'s bytes, e.g. by a decode worker process)."""
+    ``images`` are the frames already encoded (``encode_image``'s bytes, e.g. by a decode worker process);
+    ``saved``, the frames' images already written under this store's media folder (:func:`save_frame_image`,
+    e.g. by a decode worker process), so ``frames`` may be None."""
+    if saved is not None:
+        return [build_frame_row(db, video_id, image, time_s, index)
+                for image, time_s, index in zip(check_counts(saved, timestamps, indices, "saved images"),
+                                                 timestamps, indices)]
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise InvalidLabelError(f"frames must be an (N, H, W, 3) uint8 array, not {frames.dtype} {frames.shape}")
-    if not (len(frames) == len(timestamps) == len(indices)):
-        raise InvalidLabelError(
-            f"{len(frames)} frames but {len(timestamps)} timestamps and {len(indices)} indices")
+    check_counts(frames, timestamps, indices, "frames")
     if images is not None and len(images) != len(frames):
         raise InvalidLabelError(f"{len(frames)} frames but {len(images)} encoded images")
     media_dir = find_media_dir(db)
-    suffix = ".png" if image_format == "png" else ".jpg"
     rows = []
     for k, (frame, time_s, index) in enumerate(zip(frames, timestamps, indices)):
         data = encode_image(frame, image_format) if images is None else bytes(images[k])
-        relative, sha = save_media(media_dir, data, suffix)
-        rows.append({
-            "video_id": video_id,
-            "frame_index": int(index),
-            "time_s": float(time_s),
-            "image_path": relative,
-            "image_sha256": sha,
-            "width": int(frame.shape[1]),
-            "height": int(frame.shape[0]),
-            "created_at": utc_now(),
-        })
+        image = SavedImage(*save_media(media_dir, data, ".png" if image_format == "png" else ".jpg"),
+                           width=int(frame.shape[1]), height=int(frame.shape[0]))
+        rows.append(build_frame_row(db, video_id, image, time_s, index, check=False))
     return rows
+
+
+class SavedImage(NamedTuple):
+    """A frame's image written under a store's media folder: where (relative to it), its sha256, its size."""
+
+    path: str
+    sha256: str
+    width: int
+    height: int
+
+
+def save_frame_image(media_dir: str | Path, frame: np.ndarray, image_format: str = "png") -> SavedImage:
+    """Encode one frame and write it under the media folder (:func:`save_media`), from any process: what
+    :func:`save_frame_images` takes as ``saved``.
+
+    >>> save_frame_image("data/media", np.zeros((4, 6, 3), np.uint8))  # doctest: +SKIP
+    SavedImage(path='3c/3c5a....png', sha256='3c5a...', width=6, height=4)
+    """
+    data = encode_image(frame, image_format)
+    relative, sha = save_media(media_dir, data, ".png" if image_format == "png" else ".jpg")
+    return SavedImage(relative, sha, width=int(frame.shape[1]), height=int(frame.shape[0]))
+
+
+def check_counts(items: Sequence, timestamps: Sequence[float], indices: Sequence[int], what: str) -> Sequence:
+    """Refuse a mismatch between a video's frames (or their images), timestamps and indices."""
+    if not (len(items) == len(timestamps) == len(indices)):
+        raise InvalidLabelError(f"{len(items)} {what} but {len(timestamps)} timestamps and {len(indices)} indices")
+    return items
+
+
+def build_frame_row(db: sqlite_utils.Database, video_id: str, image: SavedImage, time_s: float, index: int,
+                    check: bool = True) -> dict:
+    """A ``frames`` row for an image saved under the store's media folder; ``check``: refuse an image
+    whose file is not there (a row must never point at nothing)."""
+    if check and not resolve_media_path(find_media_dir(db), image.path).is_file():
+        raise InvalidLabelError(f"the frame image {image.path} is not in this store's media folder")
+    return {
+        "video_id": video_id,
+        "frame_index": int(index),
+        "time_s": float(time_s),
+        "image_path": image.path,
+        "image_sha256": image.sha256,
+        "width": int(image.width),
+        "height": int(image.height),
+        "created_at": utc_now(),
+    }
 
 
 def insert_frame_rows(db: sqlite_utils.Database, video_id: str, rows: Sequence[dict]) -> list[int]:
@@ -419,20 +462,22 @@ def add_analyzed_video(db: sqlite_utils.Database, path_or_bytes: str | os.PathLi
                        frames: np.ndarray, timestamps: Sequence[float], indices: Sequence[int],
                        model: tuple[str, str, str | None], p_sludge: Sequence[float],
                        layout_scores: Sequence[Mapping[str, float]], collection: str = UPLOADS,
-                       images: Sequence[bytes] | None = None) -> tuple[str, list[int]]:
+                       images: Sequence[bytes] | None = None,
+                       saved: Sequence[SavedImage] | None = None) -> tuple[str, list[int]]:
     """Store a video, its sampled frames and one model version's predictions in one transaction.
 
     Either all of it is in the store or none of it: a process killed half-way leaves no video without its
     frames (the frame images may stay on disk; they are named by content and reused). ``model`` is the
     (id, source, revision) the predictions are stored under. ``images``, when given, are the frames
-    already PNG-encoded by ``encode_image`` (a worker process did it). Returns (video id, frame ids).
+    already PNG-encoded by ``encode_image`` (a worker process did it); ``saved``, already written under the
+    media folder too (``save_frame_image``), and then ``frames`` may be None. Returns (video id, frame ids).
 
     >>> add_analyzed_video(db, "clip.mp4", "clip.mp4", {"fps": 30.0}, frames, [0.0, 0.5], [0, 15],
     ...                    ("tiny@1", "models/tiny", "1"), [0.9, 0.2], [{"pip": 1.0}] * 2)  # doctest: +SKIP
     ('9f86d081884c7d65...', [1, 2])
     """
     video = build_video_row(path_or_bytes, name, meta, collection)
-    rows = save_frame_images(db, video["id"], frames, timestamps, indices, images=images)
+    rows = save_frame_images(db, video["id"], frames, timestamps, indices, images=images, saved=saved)
     model_id, source, revision = model
     with write_transaction(db):
         db["videos"].insert(video, ignore=True)

@@ -101,8 +101,10 @@ def test_decode_workers_resize_the_frames_of_a_model_on_the_cpu_and_of_none_on_a
         outcome = _decode_in_worker("k", str(folder / "clip_00.mp4"), FRAMES, VideoLimits())
     finally:
         _start_worker(frozenset(), decode_video, None, 0, None)
-    assert outcome.status == "decoded" and len(outcome.images) == FRAMES
+    assert outcome.status == "decoded" and len(outcome.saved) == FRAMES
+    assert all((tmp_path / "media" / image.path).is_file() for image in outcome.saved)
     assert outcome.resized.dtype.name == "uint8" and outcome.resized.shape == (FRAMES, 3, 224, 224)
+    assert outcome.frames is None  # nothing in the model's process needs them: not sent back
 
     # Resized in the workers or not, the store ends the same.
     stores = []

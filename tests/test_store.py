@@ -142,6 +142,29 @@ def test_add_frames_content_addressed_and_idempotent(tmp_path):
         store.add_frames(db, "missing", frames, [0, 1, 2], [0, 1, 2])
 
 
+def test_images_saved_ahead_are_stored_by_reference_and_a_missing_one_is_refused(tmp_path):
+    from annotations.writes import add_analyzed_video, save_frame_image
+
+    db = store.open_store(tmp_path / "s.db", tmp_path / "media")
+    frames = make_frames(np.random.default_rng(2), 2)
+    saved = [save_frame_image(tmp_path / "media", frame) for frame in frames]  # as a decode worker does
+    model = ("tiny@1", "models/tiny", "1")
+    scores = [{"vertical": 1.0, "horizontal": 0.0, "pip": 0.0, "other": 0.0}] * 2
+    video, ids = add_analyzed_video(db, b"clip", "clip.mp4", {"fps": 30.0}, None, [0.0, 0.5], [0, 15], model,
+                                    [0.9, 0.2], scores, saved=saved)
+    from PIL import Image
+    for frame_id, frame in zip(ids, frames):
+        assert np.array_equal(np.asarray(Image.open(store.frame_image_path(db, frame_id))), frame)
+    assert db["frames"].get(ids[0])["width"] == frames.shape[2]
+
+    gone = saved[0]._replace(path="00/" + "0" * 64 + ".png")
+    before = {t: db[t].count for t in ("videos", "frames", "predictions")}
+    with pytest.raises(store.InvalidLabelError, match="not in this store's media folder"):
+        add_analyzed_video(db, b"other clip", "other.mp4", {}, None, [0.0, 0.5], [0, 15], model, [0.9, 0.2],
+                           scores, saved=[gone, saved[1]])
+    assert {t: db[t].count for t in before} == before
+
+
 def test_register_model_and_record_predictions(small):
     db, videos = small
     ids = first = next(iter(videos.values()))
