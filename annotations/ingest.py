@@ -78,8 +78,8 @@ class IngestConfig:
     # dominates a small model on CPU; 32 is two default videos, small enough for a 16 GB machine.
     batch_size: int = 32
     # Decode processes. None: one per CPU, so no core sits idle while this process waits for frames. With
-    # the embedded model on 2 cores, decoding and PNG-encoding a video (about 230 ms of CPU) cost about as
-    # much as scoring and storing it here (about 280 ms), and one or two workers ingest equally fast.
+    # the embedded model on 2 cores, decoding, PNG-encoding and resizing a video (about 275 ms of CPU) cost
+    # about as much as scoring and storing it here (about 210 ms): two workers keep this process busy.
     workers: int | None = None
     # Videos handed to each worker ahead of the model (on top of one batch's worth): enough that results
     # collected between two batches never leave a worker idle, few enough that memory holds a handful of
