@@ -78,8 +78,8 @@ class IngestConfig:
     # dominates a small model on CPU; 32 is two default videos, small enough for a 16 GB machine.
     batch_size: int = 32
     # Decode processes. None: one per CPU, so no core sits idle while this process waits for frames. With
-    # the embedded model on 2 cores, decoding, PNG-encoding and resizing a video (about 275 ms of CPU) cost
-    # about as much as scoring and storing it here (about 210 ms): two workers keep this process busy.
+    # the embedded model on 2 cores, scoring and storing a video costs this process about 210 ms of CPU, and
+    # the workers more (decoding and PNG-encoding took 225 ms before they also resized): two keep it busy.
     workers: int | None = None
     # Videos handed to each worker ahead of the model (on top of one batch's worth): enough that results
     # collected between two batches never leave a worker idle, few enough that memory holds a handful of
