@@ -1024,10 +1024,9 @@ def choose_resize(config: IngestConfig, lm, spec: ModelSpec | None, engine_confi
     """
     if config.resize_in_workers is False:
         return None
-    from core.engine import pick_device
-
     if config.resize_in_workers is None:
         from core.config import EngineConfig
+        from core.engine import pick_device
 
         device = lm.device if lm is not None else pick_device((engine_config or EngineConfig()).device)
         if device.type != "cpu":
