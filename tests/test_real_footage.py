@@ -76,25 +76,26 @@ def test_the_figures_add_up_from_the_clips(figures):
 
 
 def test_the_embedded_default_keeps_its_measured_level(figures, lm):
-    # Measured on the shipped checkpoint: video level 0.867 (renderer clips 0.9, plain 0.9, real video 0.8),
-    # single-scene frames called one scene 75 %, sludge frames found 92.7 %, layout 67 % (renderer 98 %,
-    # plain 52 %, real video 52 %), all 5 bundled examples right. Single scenes of real video are where it
-    # fails most: half of such frames are called sludge. Against the checkpoint before it, these small clips
-    # lost one video (0.9) and one single-scene frame in fifty (77 %) and gained layout (54 %); on the bench's
-    # full-size clips it gained all four (0.900 -> 0.925, 70.6 -> 72.7 %, 94.7 -> 95.6 %, 56.6 -> 63.0 %). The
-    # floors leave a clip or a few frames of margin.
-    assert figures["video_accuracy"] >= 0.83, figures["rows"]
-    assert figures["single_frames_not_sludge"] >= 0.7
+    # Measured on the shipped checkpoint: video level 0.9 (renderer clips 0.9, plain 1.0, real video 0.8),
+    # single-scene frames called one scene 77 %, sludge frames found 92.7 %, layout 68 % (renderer 100 %,
+    # plain 55 %, real video 48 %), all 5 bundled examples right. Single scenes of real video are where it
+    # fails most: half of such frames are called sludge. Against the checkpoint before it (0.867, 75 %,
+    # 92.7 %, 67 %) these small clips gained a video and a single-scene frame in fifty; on the bench's
+    # full-size clips single scenes rose most (72.7 -> 80.2 %), layout a little (63.0 -> 65.2 %), while
+    # sludge frames found (95.6 -> 92.9 %) and video level (0.925 -> 0.917) gave a little back. The floors
+    # leave a clip or a few frames of margin.
+    assert figures["video_accuracy"] >= 0.85, figures["rows"]
+    assert figures["single_frames_not_sludge"] >= 0.72
     assert figures["sludge_frames_found"] >= 0.88
     assert figures["layout_accuracy"] >= 0.62
     pictures = [row for row in figures["rows"] if row["composer"] != "footage"]
-    assert summarise_rows(pictures)["layout_accuracy"] >= 0.7
+    assert summarise_rows(pictures)["layout_accuracy"] >= 0.72
     assert check_examples(lm, num_frames=16)["right"] == 5
 
 
 @pytest.mark.xfail(strict=True, reason="the embedded default does not meet the real-footage goals yet: on these "
-                                       "clips it calls 75 % of single-scene frames one scene (real video: 50 %) "
-                                       "and gets 67 % of layouts; on the bench's full-size clips 72.7 % and 63 %")
+                                       "clips it calls 77 % of single-scene frames one scene (real video: 50 %) "
+                                       "and gets 68 % of layouts; on the bench's full-size clips 80.2 % and 65 %")
 def test_the_embedded_default_meets_the_real_footage_goals(figures, lm):
     assert figures["video_accuracy"] >= 0.9
     assert figures["single_frames_not_sludge"] >= 0.85
