@@ -682,16 +682,6 @@ def _entries(take: list[tuple[dict, int]]) -> list[dict]:
     return list(seen.values())
 
 
-def save_frame_images_ahead(frames: np.ndarray, media_dir: str | os.PathLike) -> list[SavedImage]:
-    """The frames' images as the store keeps them (PNG, named by content and renamed into place), written
-    under the media folder by a decode worker, so the store's writer only inserts their rows.
-
-    >>> [i.path[-4:] for i in save_frame_images_ahead(np.zeros((2, 4, 4, 3), np.uint8), "data/media")]  # doctest: +SKIP
-    ['.png', '.png']
-    """
-    return [save_frame_image(media_dir, frame) for frame in frames]
-
-
 _WORKER: dict = {"done": frozenset(), "decode": decode_video, "media_dir": None, "resize": None}
 
 
@@ -713,7 +703,7 @@ def _decode_in_worker(key: str, path: str, num_frames: int, limits: VideoLimits)
         return outcome
     if _WORKER["media_dir"] is not None:
         try:
-            outcome.saved = save_frame_images_ahead(outcome.frames, _WORKER["media_dir"])
+            outcome.saved = [save_frame_image(_WORKER["media_dir"], frame) for frame in outcome.frames]
         except OSError as error:  # the media folder refused a write: the store's own write will say why
             logger.warning("frame images of %s not written ahead: %s", path, error)
     if _WORKER["resize"] is not None:
