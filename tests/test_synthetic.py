@@ -281,3 +281,29 @@ def test_degrade_frame_keeps_the_frame_and_changes_its_pixels():
     outs = [synthetic.degrade_frame(rng, frame) for _ in range(8)]
     assert all(out.shape == frame.shape and out.dtype == np.uint8 for out in outs)
     assert any(np.abs(out.astype(int) - frame).mean() > 0.5 for out in outs)
+
+
+def test_a_stream_style_puts_games_in_any_tile_and_leaves_streams_ungraded_when_asked():
+    # The renderer's own habits: a game under the stack and every stream colour-graded on its own.
+    games = set(imagery.list_games("holdout")) or {"platformer"}
+
+    def draw(style, n=240):
+        rng = np.random.default_rng(21)
+        return [synthetic.draw_frame_spec(rng, "vertical", SMALL, pool="real-holdout", style=style) for _ in range(n)]
+
+    def game_share(specs, tile):
+        return np.mean([spec.truth.sources[tile] in games for spec in specs])
+
+    renderer, plain = draw(synthetic.RENDERER_STYLE), draw(synthetic.StreamStyle(0.0, 1.0))
+    assert game_share(renderer, 1) > game_share(renderer, 0) + 0.1
+    assert abs(game_share(plain, 1) - game_share(plain, 0)) < 0.1
+    ungraded = [(s.brightness, s.contrast, s.saturation, s.gains) == (0.0, 1.0, 1.0, (1.0, 1.0, 1.0))
+                for spec in plain for s in spec.streams]
+    assert all(ungraded)
+    assert not any((s.brightness, s.gains) == (0.0, (1.0, 1.0, 1.0)) for spec in renderer for s in spec.streams)
+    # Balanced batches show the ungraded streams alone as often as inside composites.
+    half = synthetic.draw_balanced_specs(np.random.default_rng(5), 300, pool="real-holdout", sizes=(SMALL,),
+                                         style=synthetic.StreamStyle(ungraded_share=0.5))
+    for sludge in (True, False):
+        streams = [s for spec, _ in half if spec.truth.sludge == sludge for s in spec.streams]
+        assert 0.35 < np.mean([s.gains == (1.0, 1.0, 1.0) for s in streams]) < 0.65

@@ -115,6 +115,9 @@ _SAME_KIND_SHARE = 0.5
 # noise, motion blur, compression: what a model that has seen only photos calls sludge), games and
 # procedural textures.
 _REAL_MIX = {"picture": 0.55, "footage": 0.2, "game": 0.125, "procedural": 0.125}
+# Share of each split layout's composites whose last stream is a game-like scene, as short-form sludge puts
+# gameplay under the talking head (scaled by StreamStyle.game_last_scale).
+_GAME_LAST = {"vertical": 0.4, "horizontal": 0.25, "pip": 0.2}
 _CAPTIONS = (
     "wait for it",
     "part 2",
@@ -193,6 +196,23 @@ class Tile:
     radius: int = 0
     outline: int = 0
     outline_colour: tuple[int, int, int] = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class StreamStyle:
+    """How a frame's streams are drawn beyond their kinds (``source_mix``): two habits of the renderer that a
+    model can read the label from instead of the seam. The defaults are the renderer's own."""
+
+    # Scale on _GAME_LAST. A game at the bottom tells a stack without looking at its seam; at 0 a game is as
+    # likely in any tile, so two photos or two videos stacked are as much a stack as a talking head over play.
+    game_last_scale: float = 1.0
+    # Share of streams drawn with no colour grading (brightness, contrast, saturation and channel gains left
+    # as the source has them). Each stream of a composite is graded on its own, so its seam is also a colour
+    # break; real footage pasted plainly has only the break its sources make.
+    ungraded_share: float = 0.0
+
+
+RENDERER_STYLE = StreamStyle()
 
 
 @dataclass(frozen=True)
@@ -731,10 +751,11 @@ def render_stream(spec: StreamSpec, width: int, height: int, t: float = 0.0) -> 
     return image.point(lut.tolist())
 
 
-def _draw_stream(rng: np.random.Generator, source: str, blur_p: float = 0.0) -> StreamSpec:
+def _draw_stream(rng: np.random.Generator, source: str, blur_p: float = 0.0,
+                 style: StreamStyle = RENDERER_STYLE) -> StreamSpec:
     is_photo = is_picture(source)
     blur = float(rng.uniform(0.5, 2.0)) if blur_p and rng.random() < blur_p else 0.0
-    return StreamSpec(
+    spec = StreamSpec(
         blur=blur,
         source=source,
         seed=int(rng.integers(1 << 31)),
@@ -753,6 +774,10 @@ def _draw_stream(rng: np.random.Generator, source: str, blur_p: float = 0.0) -> 
         saturation=float(rng.uniform(0.7, 1.4)),
         gains=tuple(float(g) for g in rng.uniform(0.88, 1.12, size=3)),
     )
+    # Drawn after the rest, and only when asked, so the renderer's own frames stay as they were.
+    if style.ungraded_share and rng.random() < style.ungraded_share:
+        spec = replace(spec, brightness=0.0, contrast=1.0, saturation=1.0, gains=(1.0, 1.0, 1.0))
+    return spec
 
 
 def _blur_share(pool: str) -> float:
@@ -883,9 +908,11 @@ def _decorate(rng: np.random.Generator, size: tuple[int, int], extras: list[str]
     return out
 
 
-def _spec_vertical(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None) -> FrameSpec:
+def _spec_vertical(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None,
+                        style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
     H, W = size
-    a, b = _pick_sources(rng, pool, 2, main, game_last=0.4, source_mix=source_mix)
+    a, b = _pick_sources(rng, pool, 2, main, game_last=_GAME_LAST["vertical"] * style.game_last_scale,
+                         source_mix=source_mix)
     r = float(rng.uniform(0.35, 0.65))
     tiles = [Tile(0, (0.0, 0.0, 1.0, r)), Tile(1, (0.0, r, 1.0, 1.0))]
     extras: list[str] = []
@@ -908,13 +935,15 @@ def _spec_vertical(rng, size, pool, main: StreamSpec | None = None, source_mix: 
     description = _cap(templates[int(rng.integers(3))].format(a=noun_of(a), b=noun_of(b), x=_with(extras)))
     explanation = f"Sludge: two unrelated streams share the frame, split horizontally at {_pct(r)} % height."
     truth = FrameTruth(True, "vertical", description, explanation, sources=(a, b))
-    streams = (main or _draw_stream(rng, a, _blur_share(pool)), _draw_stream(rng, b, _blur_share(pool)))
+    streams = (main or _draw_stream(rng, a, _blur_share(pool), style), _draw_stream(rng, b, _blur_share(pool), style))
     return FrameSpec(truth=truth, streams=streams, tiles=tuple(tiles), **kw)
 
 
-def _spec_horizontal(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None) -> FrameSpec:
+def _spec_horizontal(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None,
+                          style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
     H, W = size
-    a, b = _pick_sources(rng, pool, 2, main, game_last=0.25, source_mix=source_mix)
+    a, b = _pick_sources(rng, pool, 2, main, game_last=_GAME_LAST["horizontal"] * style.game_last_scale,
+                         source_mix=source_mix)
     c = float(rng.uniform(0.35, 0.65))
     extras: list[str] = []
     kw: dict = {}
@@ -938,7 +967,7 @@ def _spec_horizontal(rng, size, pool, main: StreamSpec | None = None, source_mix
     description = _cap(templates[int(rng.integers(3))].format(a=noun_of(a), b=noun_of(b), x=_with(extras)))
     explanation = f"Sludge: two unrelated streams share the frame, split vertically at {_pct(c)} % width."
     truth = FrameTruth(True, "horizontal", description, explanation, sources=(a, b))
-    streams = (main or _draw_stream(rng, a, _blur_share(pool)), _draw_stream(rng, b, _blur_share(pool)))
+    streams = (main or _draw_stream(rng, a, _blur_share(pool), style), _draw_stream(rng, b, _blur_share(pool), style))
     return FrameSpec(truth=truth, streams=streams, tiles=tiles, **kw)
 
 
@@ -953,9 +982,11 @@ def _inset_box(rng, size, share: float, corner: str) -> tuple[float, float, floa
     return (x0, y0, x0 + share, y0 + rel_h)
 
 
-def _spec_pip(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None) -> FrameSpec:
+def _spec_pip(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None,
+                   style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
     H, W = size
-    a, b = _pick_sources(rng, pool, 2, main, game_last=0.2, source_mix=source_mix)
+    a, b = _pick_sources(rng, pool, 2, main, game_last=_GAME_LAST["pip"] * style.game_last_scale,
+                         source_mix=source_mix)
     share = float(rng.uniform(0.15, 0.4))
     corner = _CORNERS[int(rng.integers(4))]
     box = _inset_box(rng, size, share, corner)
@@ -979,11 +1010,12 @@ def _spec_pip(rng, size, pool, main: StreamSpec | None = None, source_mix: dict 
     explanation = (f"Sludge: a second, unrelated stream is inset in the {corner} corner, "
                    f"{_pct(share)} % of the frame width.")
     truth = FrameTruth(True, "pip", description, explanation, sources=(a, b))
-    streams = (main or _draw_stream(rng, a, _blur_share(pool)), _draw_stream(rng, b, _blur_share(pool)))
+    streams = (main or _draw_stream(rng, a, _blur_share(pool), style), _draw_stream(rng, b, _blur_share(pool), style))
     return FrameSpec(truth=truth, streams=streams, tiles=tiles, **kw)
 
 
-def _spec_other(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None) -> FrameSpec:
+def _spec_other(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None,
+                     style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
     H, W = size
     variant = ("grid", "rows", "t_split", "mosaic")[int(rng.integers(4))]
     u, v = float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65))
@@ -1024,13 +1056,13 @@ def _spec_other(rng, size, pool, main: StreamSpec | None = None, source_mix: dic
     explanation = f"Sludge: {words} unrelated streams are tiled in one frame."
     truth = FrameTruth(True, "other", description, explanation, sources=tuple(sources))
     tiles = tuple(Tile(i, tuple(float(c) for c in box)) for i, box in enumerate(boxes))
-    streams = tuple(main if main and i == 0 else _draw_stream(rng, s, _blur_share(pool))
+    streams = tuple(main if main and i == 0 else _draw_stream(rng, s, _blur_share(pool), style)
                     for i, s in enumerate(sources))
     return FrameSpec(truth=truth, streams=streams, tiles=tiles, **kw)
 
 
 def _spec_single(rng, size, pool, distractor: bool, main: StreamSpec | None = None,
-                 source_mix: dict | None = None) -> FrameSpec:
+                 source_mix: dict | None = None, style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
     H, W = size
     options = _REAL_DISTRACTORS if pool in REAL_POOLS else _DISTRACTORS
     variant = options[int(rng.integers(len(options)))] if distractor else "plain"
@@ -1041,7 +1073,7 @@ def _spec_single(rng, size, pool, distractor: bool, main: StreamSpec | None = No
     else:
         source = _pick_sources(rng, pool, 1, main, photo_share=0.85 if variant != "plain" else 0.6,
                                source_mix=source_mix)[0]
-    stream = main if main and main.source == source else _draw_stream(rng, source, _blur_share(pool))
+    stream = main if main and main.source == source else _draw_stream(rng, source, _blur_share(pool), style)
     noun = noun_of(source)
     extras: list[str] = []
     kw: dict = {}
@@ -1118,13 +1150,14 @@ def _spec_single(rng, size, pool, distractor: bool, main: StreamSpec | None = No
 
 def draw_frame_spec(rng: np.random.Generator, layout: str | None = None, size: tuple[int, int] = (448, 252),
                     pool: str = "train", main: StreamSpec | None = None,
-                    source_mix: dict[str, float] | None = None) -> FrameSpec:
+                    source_mix: dict[str, float] | None = None, style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
     """Draw a frame's layout, streams, decorations and truth (no pixels yet).
 
     ``layout``: one of LAYOUTS, "none" (single stream, a distractor 30 % of the time), "single" (never a
     distractor), "distractor" (always one), or None (sludge half the time, layout weighted toward
     vertical). ``main``: a stream to keep as the first stream (a clip continuing across a layout change).
-    ``source_mix``: in a real pool, the share of each kind of stream (default _REAL_MIX).
+    ``source_mix``: in a real pool, the share of each kind of stream (default _REAL_MIX). ``style``: the
+    renderer's habits a model could lean on, dialled down (see StreamStyle).
 
     >>> draw_frame_spec(np.random.default_rng(0), "pip").truth.layout
     'pip'
@@ -1134,16 +1167,16 @@ def draw_frame_spec(rng: np.random.Generator, layout: str | None = None, size: t
     if layout is None:
         layout = pick_layout(rng, 0.5)
     if layout == "vertical":
-        spec = _spec_vertical(rng, size, pool, main, source_mix)
+        spec = _spec_vertical(rng, size, pool, main, source_mix, style)
     elif layout == "horizontal":
-        spec = _spec_horizontal(rng, size, pool, main, source_mix)
+        spec = _spec_horizontal(rng, size, pool, main, source_mix, style)
     elif layout == "pip":
-        spec = _spec_pip(rng, size, pool, main, source_mix)
+        spec = _spec_pip(rng, size, pool, main, source_mix, style)
     elif layout == "other":
-        spec = _spec_other(rng, size, pool, main, source_mix)
+        spec = _spec_other(rng, size, pool, main, source_mix, style)
     elif layout in ("none", "single", "distractor"):
         distractor = layout == "distractor" or (layout == "none" and bool(rng.random() < _DISTRACTOR_SHARE))
-        spec = _spec_single(rng, size, pool, distractor, main, source_mix)
+        spec = _spec_single(rng, size, pool, distractor, main, source_mix, style)
     else:
         raise ValueError(f"layout must be one of {LAYOUTS + FRAME_KINDS} or None, got {layout!r}")
     if pool in REAL_POOLS and spec.ui_overlay is None and rng.random() < 0.15:
@@ -1306,12 +1339,13 @@ def draw_balanced_specs(rng: np.random.Generator, n: int, pool: str = "real-trai
                         sizes: tuple[tuple[int, int], ...] = ((448, 252),),
                         size_weights: tuple[float, ...] | None = None,
                         layout_weights: dict[str, float] | None = None,
-                        source_mix: dict[str, float] | None = None) -> list[tuple[FrameSpec, tuple[int, int]]]:
+                        source_mix: dict[str, float] | None = None,
+                        style: StreamStyle = RENDERER_STYLE) -> list[tuple[FrameSpec, tuple[int, int]]]:
     """n frame specs (with their sizes) in which content cannot predict the label: every stream of every
     composite is followed by a single-stream frame of the same source (another crop, other jitter), so
     each picture appears as often alone as inside composites. About 1 frame in 3 is sludge. The composites'
     layouts are drawn by ``layout_weights`` (a share per layout; default: vertical stacks the most often), their
-    streams' kinds by ``source_mix`` (see draw_frame_spec).
+    streams' kinds by ``source_mix`` and their look by ``style`` (see draw_frame_spec).
 
     >>> specs = draw_balanced_specs(np.random.default_rng(0), 6, pool="train")
     >>> [sp.truth.sludge for sp, _ in specs][:1]
@@ -1325,17 +1359,18 @@ def draw_balanced_specs(rng: np.random.Generator, n: int, pool: str = "real-trai
 
     while len(out) < n:
         size = pick_size()
-        composite = draw_frame_spec(rng, pick_layout(rng, 1.0, layout_weights), size, pool, source_mix=source_mix)
+        composite = draw_frame_spec(rng, pick_layout(rng, 1.0, layout_weights), size, pool, source_mix=source_mix,
+                                    style=style)
         out.append((composite, size))
         for stream in composite.streams:
             if len(out) >= n:
                 break
             size = pick_size()
-            fresh = _draw_stream(rng, stream.source, _blur_share(pool))
+            fresh = _draw_stream(rng, stream.source, _blur_share(pool), style)
             layout = "distractor" if rng.random() < _DISTRACTOR_SHARE else "single"
-            single = draw_frame_spec(rng, layout, size, pool, main=fresh)
+            single = draw_frame_spec(rng, layout, size, pool, main=fresh, style=style)
             if single.streams[0].source != stream.source:  # a horizon or skyline distractor brings its own
-                single = draw_frame_spec(rng, "single", size, pool, main=fresh)
+                single = draw_frame_spec(rng, "single", size, pool, main=fresh, style=style)
             out.append((single, size))
     return out
 

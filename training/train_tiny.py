@@ -91,6 +91,12 @@ class TrainTinyConfig:
     # training.synthetic's (pictures the most often). More "footage" shows more stills of real video, whose
     # camera noise and compression a model that has seen mostly photos confuses with a seam.
     source_mix: dict[str, float] = field(default_factory=dict)
+    # Two habits of the renderer, dialled down (training.synthetic.StreamStyle): the share of stacks and
+    # splits with a game as their last stream (scaled: 1 keeps the renderer's, 0 puts games in any tile
+    # alike) and the share of streams left ungraded (no seam-long colour break). A model that leans on them
+    # reads two photos or two videos pasted plainly one above the other as a collage or as one scene.
+    game_last_scale: float = 1.0
+    ungraded_share: float = 0.0
     # Frame sizes (height, width) and their shares: portrait short-form and landscape footage alike.
     sizes: tuple[tuple[int, int], ...] = ((384, 216), (216, 384))
     size_weights: tuple[float, ...] = (0.65, 0.35)
@@ -385,17 +391,30 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
     return lm, figures
 
 
+def style_of(cfg: TrainTinyConfig) -> synthetic.StreamStyle:
+    """The streams' look the config asks for, refused out of range.
+
+    >>> style_of(TrainTinyConfig(ungraded_share=0.5)).ungraded_share
+    0.5
+    """
+    if not 0.0 <= cfg.ungraded_share <= 1.0 or cfg.game_last_scale < 0.0:
+        raise ValueError(f"ungraded_share takes 0..1 and game_last_scale >= 0, not {cfg.ungraded_share} and "
+                         f"{cfg.game_last_scale}")
+    return synthetic.StreamStyle(game_last_scale=cfg.game_last_scale, ungraded_share=cfg.ungraded_share)
+
+
 def draw_batch(rng: np.random.Generator, n: int, cfg: TrainTinyConfig):
     """n frame specs and their pixels: balanced (see TrainTinyConfig.balanced) and degraded alike, or
     independent frames of the pool (about half sludge); either way each frame's size is drawn from cfg.sizes."""
     if cfg.balanced:
         pairs = synthetic.draw_balanced_specs(rng, n, cfg.pool, cfg.sizes, cfg.size_weights, cfg.layout_weights,
-                                              cfg.source_mix or None)
+                                              cfg.source_mix or None, style_of(cfg))
     else:
         weights = np.array(cfg.size_weights, dtype=np.float64)
         picks = rng.choice(len(cfg.sizes), size=n, p=weights / weights.sum())
         pairs = [(synthetic.draw_frame_spec(rng, synthetic.pick_layout(rng, 0.5, cfg.layout_weights), cfg.sizes[k],
-                                            cfg.pool, source_mix=cfg.source_mix or None), cfg.sizes[k]) for k in picks]
+                                            cfg.pool, source_mix=cfg.source_mix or None, style=style_of(cfg)),
+                  cfg.sizes[k]) for k in picks]
     specs = [spec for spec, _ in pairs]
     frames = [synthetic.render_frame(spec, size) for spec, size in pairs]
     if cfg.pool in synthetic.REAL_POOLS:
