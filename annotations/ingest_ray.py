@@ -212,10 +212,7 @@ def merge_shards(db: sqlite_utils.Database, folder: Path, collection: Collection
 
     >>> merge_shards(db, shards, collection, identity, report, summary, {}, set(), set())  # doctest: +SKIP
     """
-    import io
-
     import pyarrow.parquet as pq
-    from PIL import Image
 
     index, files = index_shards(folder)
     videos = {v.key: v for v in collection.videos}
@@ -262,11 +259,10 @@ def merge_shards(db: sqlite_utils.Database, folder: Path, collection: Collection
                                    timestamps=[r["time_s"] for r in ordered],
                                    indices=[r["frame_index"] for r in ordered], meta=json.loads(ordered[0]["meta"]),
                                    images=[r["png"] for r in ordered])
-            pixels = np.stack([np.asarray(Image.open(io.BytesIO(r["png"])).convert("RGB")) for r in ordered])
             try:
                 ids = store_video(db, collection.store_source(video), video.name, outcome, identity,
                                   [r["p_sludge"] for r in ordered], [json.loads(r["layout_scores"]) for r in ordered],
-                                  collection.name, frames=pixels)
+                                  collection.name)
             except (StoreError, OSError) as error:
                 code = "store_error" if isinstance(error, StoreError) else "read_error"
                 report.add_failure(video.name, video.path, code, str(error), collection.name)

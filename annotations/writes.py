@@ -377,27 +377,52 @@ def save_frame_images(db: sqlite_utils.Database, video_id: str, frames: np.ndarr
                       saved: Sequence[SavedImage] | None = None) -> list[dict]:
     """Write frames' images under the media folder (named by content, so rewriting one is harmless) and
     return their ``frames`` rows, not yet inserted: encoding happens outside any write transaction.
-    ``images`` are the frames already encoded (``encode_image``'s bytes, e.g. by a decode worker process);
-    ``saved``, the frames' images already written under this store's media folder (:func:`save_frame_image`,
-    e.g. by a decode worker process), so ``frames`` may be None."""
+    ``images`` are the frames already encoded (``encode_image``'s bytes, e.g. by a decode worker process or
+    a Ray shard), and then ``frames`` may be None (the sizes come from the images' headers); ``saved``, the
+    frames' images already written under this store's media folder (:func:`save_frame_image`, e.g. by a
+    decode worker process), so ``frames`` may be None."""
     if saved is not None:
         return [build_frame_row(db, video_id, image, time_s, index)
                 for image, time_s, index in zip(check_counts(saved, timestamps, indices, "saved images"),
                                                  timestamps, indices)]
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise InvalidLabelError(f"frames must be an (N, H, W, 3) uint8 array, not {frames.dtype} {frames.shape}")
-    check_counts(frames, timestamps, indices, "frames")
-    if images is not None and len(images) != len(frames):
-        raise InvalidLabelError(f"{len(frames)} frames but {len(images)} encoded images")
+    if frames is None:  # encoded elsewhere (e.g. a Ray shard): each image's size is read from its header
+        if images is None:
+            raise InvalidLabelError("a video's frames are needed, as pixels, encoded images or saved images")
+        sizes = [read_image_size(data) for data in check_counts(images, timestamps, indices, "encoded images")]
+    else:
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise InvalidLabelError(f"frames must be an (N, H, W, 3) uint8 array, not {frames.dtype} {frames.shape}")
+        check_counts(frames, timestamps, indices, "frames")
+        if images is not None and len(images) != len(frames):
+            raise InvalidLabelError(f"{len(frames)} frames but {len(images)} encoded images")
+        sizes = [(int(frame.shape[1]), int(frame.shape[0])) for frame in frames]
     media_dir = find_media_dir(db)
     rows = []
-    for k, (frame, time_s, index) in enumerate(zip(frames, timestamps, indices)):
-        data = encode_image(frame, image_format) if images is None else bytes(images[k])
+    for k, ((width, height), time_s, index) in enumerate(zip(sizes, timestamps, indices)):
+        data = encode_image(frames[k], image_format) if images is None else bytes(images[k])
         image = SavedImage(*save_media(media_dir, data, ".png" if image_format == "png" else ".jpg"),
-                           width=int(frame.shape[1]), height=int(frame.shape[0]))
+                           width=width, height=height)
         rows.append(build_frame_row(db, video_id, image, time_s, index, check=False))
     return rows
+
+
+def read_image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of encoded RGB image bytes, from the header alone (nothing is decoded); bytes that are
+    not a PNG or JPEG image are refused.
+
+    >>> read_image_size(encode_image(np.zeros((4, 6, 3), np.uint8)))
+    (6, 4)
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(bytes(data))) as image:
+            if image.format not in ("PNG", "JPEG") or image.mode != "RGB":
+                raise InvalidLabelError(f"a frame image must be an RGB PNG or JPEG, not {image.format} {image.mode}")
+            return int(image.width), int(image.height)
+    except (UnidentifiedImageError, OSError) as error:
+        raise InvalidLabelError(f"a frame image could not be read: {error}") from error
 
 
 class SavedImage(NamedTuple):

@@ -165,6 +165,31 @@ def test_images_saved_ahead_are_stored_by_reference_and_a_missing_one_is_refused
     assert {t: db[t].count for t in before} == before
 
 
+def test_images_encoded_elsewhere_are_stored_with_their_header_sizes_and_bad_bytes_are_refused(tmp_path):
+    from annotations.writes import add_analyzed_video, encode_image
+
+    db = store.open_store(tmp_path / "s.db", tmp_path / "media")
+    frames = np.random.default_rng(3).integers(0, 256, (2, 40, 56, 3), dtype=np.uint8)  # width and height differ
+    images = [encode_image(frame) for frame in frames]  # as a Ray shard holds them
+    model = ("tiny@1", "models/tiny", "1")
+    scores = [{"vertical": 1.0, "horizontal": 0.0, "pip": 0.0, "other": 0.0}] * 2
+    video, ids = add_analyzed_video(db, b"clip", "clip.mp4", {"fps": 30.0}, None, [0.0, 0.5], [0, 15], model,
+                                    [0.9, 0.2], scores, images=images)
+    from PIL import Image
+    for frame_id, frame in zip(ids, frames):
+        assert np.array_equal(np.asarray(Image.open(store.frame_image_path(db, frame_id))), frame)
+        assert (db["frames"].get(frame_id)["width"], db["frames"].get(frame_id)["height"]) == (56, 40)
+
+    before = {t: db[t].count for t in ("videos", "frames", "predictions")}
+    for bad, message in (([images[0], b"not an image"], "could not be read"),
+                         ([images[0], encode_image(frames[0])[:20]], "could not be read"),
+                         ([images[0]], "encoded images")):
+        with pytest.raises(store.InvalidLabelError, match=message):
+            add_analyzed_video(db, b"other clip", "other.mp4", {}, None, [0.0, 0.5], [0, 15], model, [0.9, 0.2],
+                               scores, images=bad)
+    assert {t: db[t].count for t in before} == before
+
+
 def test_register_model_and_record_predictions(small):
     db, videos = small
     ids = first = next(iter(videos.values()))
