@@ -774,8 +774,9 @@ def _draw_stream(rng: np.random.Generator, source: str, blur_p: float = 0.0,
         saturation=float(rng.uniform(0.7, 1.4)),
         gains=tuple(float(g) for g in rng.uniform(0.88, 1.12, size=3)),
     )
-    # Drawn after the rest, and only when asked, so the renderer's own frames stay as they were.
-    if style.ungraded_share and rng.random() < style.ungraded_share:
+    # Drawn from the stream's own seed, not from rng: asking for it changes no other draw, so the renderer's
+    # own frames stay as they were and the same seeds draw the same frames, graded or not.
+    if style.ungraded_share and np.random.default_rng(spec.seed).random() < style.ungraded_share:
         spec = replace(spec, brightness=0.0, contrast=1.0, saturation=1.0, gains=(1.0, 1.0, 1.0))
     return spec
 
