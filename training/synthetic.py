@@ -910,7 +910,7 @@ def _decorate(rng: np.random.Generator, size: tuple[int, int], extras: list[str]
 
 
 def _spec_vertical(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None,
-                        style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
+                   style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
     H, W = size
     a, b = _pick_sources(rng, pool, 2, main, game_last=_GAME_LAST["vertical"] * style.game_last_scale,
                          source_mix=source_mix)
@@ -941,7 +941,7 @@ def _spec_vertical(rng, size, pool, main: StreamSpec | None = None, source_mix: 
 
 
 def _spec_horizontal(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None,
-                          style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
+                     style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
     H, W = size
     a, b = _pick_sources(rng, pool, 2, main, game_last=_GAME_LAST["horizontal"] * style.game_last_scale,
                          source_mix=source_mix)
@@ -984,7 +984,7 @@ def _inset_box(rng, size, share: float, corner: str) -> tuple[float, float, floa
 
 
 def _spec_pip(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None,
-                   style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
+              style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
     H, W = size
     a, b = _pick_sources(rng, pool, 2, main, game_last=_GAME_LAST["pip"] * style.game_last_scale,
                          source_mix=source_mix)
@@ -1016,7 +1016,7 @@ def _spec_pip(rng, size, pool, main: StreamSpec | None = None, source_mix: dict 
 
 
 def _spec_other(rng, size, pool, main: StreamSpec | None = None, source_mix: dict | None = None,
-                     style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
+                style: StreamStyle = RENDERER_STYLE) -> FrameSpec:
     H, W = size
     variant = ("grid", "rows", "t_split", "mosaic")[int(rng.integers(4))]
     u, v = float(rng.uniform(0.35, 0.65)), float(rng.uniform(0.35, 0.65))
