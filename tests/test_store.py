@@ -142,42 +142,48 @@ def test_add_frames_content_addressed_and_idempotent(tmp_path):
         store.add_frames(db, "missing", frames, [0, 1, 2], [0, 1, 2])
 
 
+def add_two_frame_clip(db, source: bytes, **given) -> list[int]:
+    """A two-frame clip stored with one model's predictions, its frames given as ``saved`` or ``images``."""
+    from annotations.writes import add_analyzed_video
+
+    scores = [{"vertical": 1.0, "horizontal": 0.0, "pip": 0.0, "other": 0.0}] * 2
+    return add_analyzed_video(db, source, f"{source.decode()}.mp4", {"fps": 30.0}, None, [0.0, 0.5], [0, 15],
+                              ("tiny@1", "models/tiny", "1"), [0.9, 0.2], scores, **given)[1]
+
+
+def read_stored_pixels(db, frame_id: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(store.frame_image_path(db, frame_id)))
+
+
 def test_images_saved_ahead_are_stored_by_reference_and_a_missing_one_is_refused(tmp_path):
-    from annotations.writes import add_analyzed_video, save_frame_image
+    from annotations.writes import save_frame_image
 
     db = store.open_store(tmp_path / "s.db", tmp_path / "media")
     frames = make_frames(np.random.default_rng(2), 2)
     saved = [save_frame_image(tmp_path / "media", frame) for frame in frames]  # as a decode worker does
-    model = ("tiny@1", "models/tiny", "1")
-    scores = [{"vertical": 1.0, "horizontal": 0.0, "pip": 0.0, "other": 0.0}] * 2
-    video, ids = add_analyzed_video(db, b"clip", "clip.mp4", {"fps": 30.0}, None, [0.0, 0.5], [0, 15], model,
-                                    [0.9, 0.2], scores, saved=saved)
-    from PIL import Image
+    ids = add_two_frame_clip(db, b"clip", saved=saved)
     for frame_id, frame in zip(ids, frames):
-        assert np.array_equal(np.asarray(Image.open(store.frame_image_path(db, frame_id))), frame)
+        assert np.array_equal(read_stored_pixels(db, frame_id), frame)
     assert db["frames"].get(ids[0])["width"] == frames.shape[2]
 
     gone = saved[0]._replace(path="00/" + "0" * 64 + ".png")
     before = {t: db[t].count for t in ("videos", "frames", "predictions")}
     with pytest.raises(store.InvalidLabelError, match="not in this store's media folder"):
-        add_analyzed_video(db, b"other clip", "other.mp4", {}, None, [0.0, 0.5], [0, 15], model, [0.9, 0.2],
-                           scores, saved=[gone, saved[1]])
+        add_two_frame_clip(db, b"other clip", saved=[gone, saved[1]])
     assert {t: db[t].count for t in before} == before
 
 
 def test_images_encoded_elsewhere_are_stored_with_their_header_sizes_and_bad_bytes_are_refused(tmp_path):
-    from annotations.writes import add_analyzed_video, encode_image
+    from annotations.writes import encode_image
 
     db = store.open_store(tmp_path / "s.db", tmp_path / "media")
     frames = np.random.default_rng(3).integers(0, 256, (2, 40, 56, 3), dtype=np.uint8)  # width and height differ
     images = [encode_image(frame) for frame in frames]  # as a Ray shard holds them
-    model = ("tiny@1", "models/tiny", "1")
-    scores = [{"vertical": 1.0, "horizontal": 0.0, "pip": 0.0, "other": 0.0}] * 2
-    video, ids = add_analyzed_video(db, b"clip", "clip.mp4", {"fps": 30.0}, None, [0.0, 0.5], [0, 15], model,
-                                    [0.9, 0.2], scores, images=images)
-    from PIL import Image
+    ids = add_two_frame_clip(db, b"clip", images=images)
     for frame_id, frame in zip(ids, frames):
-        assert np.array_equal(np.asarray(Image.open(store.frame_image_path(db, frame_id))), frame)
+        assert np.array_equal(read_stored_pixels(db, frame_id), frame)
         assert (db["frames"].get(frame_id)["width"], db["frames"].get(frame_id)["height"]) == (56, 40)
 
     before = {t: db[t].count for t in ("videos", "frames", "predictions")}
@@ -185,8 +191,7 @@ def test_images_encoded_elsewhere_are_stored_with_their_header_sizes_and_bad_byt
                          ([images[0], encode_image(frames[0])[:20]], "could not be read"),
                          ([images[0]], "encoded images")):
         with pytest.raises(store.InvalidLabelError, match=message):
-            add_analyzed_video(db, b"other clip", "other.mp4", {}, None, [0.0, 0.5], [0, 15], model, [0.9, 0.2],
-                               scores, images=bad)
+            add_two_frame_clip(db, b"other clip", images=bad)
     assert {t: db[t].count for t in before} == before
 
 

@@ -307,3 +307,6 @@ def test_a_stream_style_puts_games_in_any_tile_and_leaves_streams_ungraded_when_
     for sludge in (True, False):
         streams = [s for spec, _ in half if spec.truth.sludge == sludge for s in spec.streams]
         assert 0.35 < np.mean([s.gains == (1.0, 1.0, 1.0) for s in streams]) < 0.65
+    for out_of_range in ({"ungraded_share": 1.5}, {"game_last_scale": -1.0}):
+        with pytest.raises(ValueError, match="ungraded_share takes 0..1"):
+            synthetic.StreamStyle(**out_of_range)

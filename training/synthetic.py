@@ -211,6 +211,11 @@ class StreamStyle:
     # break; real footage pasted plainly has only the break its sources make.
     ungraded_share: float = 0.0
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ungraded_share <= 1.0 or self.game_last_scale < 0.0:
+            raise ValueError(f"ungraded_share takes 0..1 and game_last_scale >= 0, not {self.ungraded_share} and "
+                             f"{self.game_last_scale}")
+
 
 RENDERER_STYLE = StreamStyle()
 
