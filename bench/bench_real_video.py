@@ -6,10 +6,11 @@
 
 Per composer and size (1080x1920 portrait and 1280x720 landscape), `--per-layout` clips of a single scene
 and of each sludge layout (vertical, horizontal, pip, other), drawn from the "real-holdout" pool only
-(training.imagery: packages the embedded models never saw), cached under data/bench/<pool>-v3/ (the training
-renderer with the pool's pictures, game and video stills, none of its procedural scenes),
-data/bench/<pool>-plain/ (plain compositing of still pictures: crop, slow zoom and pan, paste) and
-data/bench/<pool>-footage/ (the same compositing of the pool's real videos, playing). Each clip goes through
+(training.imagery: packages the embedded models never saw), cached under data/bench/<pool>-v3-<fp>/ (the
+training renderer with the pool's pictures, game and video stills, none of its procedural scenes),
+data/bench/<pool>-plain-<fp>/ (plain compositing of still pictures: crop, slow zoom and pan, paste) and
+data/bench/<pool>-footage-<fp>/ (the same compositing of the pool's real videos, playing), <fp> being the
+pool's fingerprint (training.imagery.fingerprint_pool). Each clip goes through
 the app's own path (decode, sample 16 frames, score). Also checks the app's five bundled examples at video level. Prints
 the per-clip table (with the sources each clip's streams come from), the figures per composer and over
 all clips (single-scene frames also by source: which kinds of picture the model misreads) and, last,
@@ -50,14 +51,17 @@ def main(argv: list[str] | None = None) -> dict:
     from core.config import EMBEDDED_BLIP2, EngineConfig, ModelSpec
     from core.engine import load_model
     from training import synthetic
+    from training.imagery import fingerprint_pool
     from training.real_footage import (check_examples, check_real_footage, format_shares, make_footage_clips,
                                        make_plain_clips, make_real_clips)
 
     # The renderer's folder is named for its stream mix: its clips changed when real video stills joined it
-    # (v2) and when composites of one kind of stream did (v3).
-    makers = {"renderer": (make_real_clips, BENCH_DIR / f"{args.pool}-v3"),
-              "plain": (make_plain_clips, BENCH_DIR / f"{args.pool}-plain"),
-              "footage": (make_footage_clips, BENCH_DIR / f"{args.pool}-footage")}
+    # (v2) and when composites of one kind of stream did (v3). Every folder also carries the pool's fingerprint:
+    # a package joining or leaving the pool changes which pictures and videos the same seeds draw.
+    pool = fingerprint_pool(args.pool.split("-", 1)[1])
+    makers = {"renderer": (make_real_clips, BENCH_DIR / f"{args.pool}-v3-{pool}"),
+              "plain": (make_plain_clips, BENCH_DIR / f"{args.pool}-plain-{pool}"),
+              "footage": (make_footage_clips, BENCH_DIR / f"{args.pool}-footage-{pool}")}
     composers = [name.strip() for name in args.composers.split(",") if name.strip()]
     if not composers or set(composers) - set(makers):
         parser.error(f"--composers takes some of {', '.join(makers)}, got {args.composers!r}")

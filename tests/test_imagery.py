@@ -115,3 +115,15 @@ def test_held_out_footage_gives_stills_and_playing_segments():
     assert np.array_equal(np.asarray(late), np.asarray(early))
     with pytest.raises(ValueError, match="not a footage source"):
         imagery.list_videos("ukui")
+
+
+def test_a_pool_that_loses_a_package_gets_another_fingerprint(monkeypatch):
+    before = imagery.fingerprint_pool("holdout")
+    assert before == imagery.fingerprint_pool("holdout") != imagery.fingerprint_pool("train")
+    for gone in ("imageio", "sklearn"):  # a footage source and a picture source, each holding files here
+        assert imagery.list_videos(gone) if gone == "imageio" else imagery.list_files(gone)
+        monkeypatch.setattr(imagery, "SOURCES", tuple(s for s in imagery.SOURCES if s.name != gone))
+        assert imagery.fingerprint_pool("holdout") != before
+        monkeypatch.undo()
+    with pytest.raises(ValueError, match="pool must be one of"):
+        imagery.fingerprint_pool("real-holdout")

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import gzip
+import hashlib
+import importlib.util
 import io
 import re
 import zipfile
@@ -558,6 +559,23 @@ def describe_pools() -> list[dict]:
     training pool's sources first, then the held-out ones, each in the order of SOURCES."""
     return [{"source": s.name, "package": s.package, "origin": s.origin, "kind": s.kind, "pool": s.pool,
              "licence": s.licence, "images": len(list_files(s.name))} for s in sorted(SOURCES, key=_pool_rank)]
+
+
+def fingerprint_pool(pool: str) -> str:
+    """A short hash of what a pool holds: its pictures' names and its videos' file names. Clips composed from a
+    pool are cached under it, so a pool that gains or loses a package never reuses clips of the old one (a
+    cached clip's name says only its size, kind and seed, not which videos or pictures it was drawn from).
+
+    >>> len(fingerprint_pool("holdout"))
+    8
+    """
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, got {pool!r}")
+    names = [f"{source.name}/{Path(video).name}" for source in SOURCES if source.pool == pool
+             and source.kind == "footage" for video in list_videos(source.name)]
+    names += [name for source in SOURCES if source.pool == pool and source.kind != "footage"
+              for name in list_files(source.name)]
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:8]
 
 
 def _pool_rank(source: ImageSource) -> int:
