@@ -58,10 +58,10 @@ def main(argv: list[str] | None = None) -> dict:
     # The renderer's folder is named for its stream mix: its clips changed when real video stills joined it
     # (v2) and when composites of one kind of stream did (v3). Every folder also carries the pool's fingerprint:
     # a package joining or leaving the pool changes which pictures and videos the same seeds draw.
-    pool = fingerprint_pool(args.pool.split("-", 1)[1])
-    makers = {"renderer": (make_real_clips, BENCH_DIR / f"{args.pool}-v3-{pool}"),
-              "plain": (make_plain_clips, BENCH_DIR / f"{args.pool}-plain-{pool}"),
-              "footage": (make_footage_clips, BENCH_DIR / f"{args.pool}-footage-{pool}")}
+    fingerprint = fingerprint_pool(args.pool.split("-", 1)[1])
+    makers = {"renderer": (make_real_clips, BENCH_DIR / f"{args.pool}-v3-{fingerprint}"),
+              "plain": (make_plain_clips, BENCH_DIR / f"{args.pool}-plain-{fingerprint}"),
+              "footage": (make_footage_clips, BENCH_DIR / f"{args.pool}-footage-{fingerprint}")}
     composers = [name.strip() for name in args.composers.split(",") if name.strip()]
     if not composers or set(composers) - set(makers):
         parser.error(f"--composers takes some of {', '.join(makers)}, got {args.composers!r}")
