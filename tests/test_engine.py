@@ -75,7 +75,7 @@ def test_vision_runs_once_per_frame_for_all_questions(blip2, heldout):
 
 # The embedded model's measured held-out figures are in its model card (models/*/README.md); these floors sit
 # a few points under them, so a broken loader, processor or scoring path fails here while noise does not.
-BLIP2_FLOOR_CLIPS = 0.65
+BLIP2_FLOOR_CLIPS = 0.7
 BLIP2_FLOOR_UNSEEN_PHOTOS = 0.65
 
 
@@ -90,15 +90,19 @@ def test_embedded_blip2_on_encoded_clips_agrees_with_per_frame_truth(blip2, tmp_
     """Clips written with PyAV (layouts changing mid-clip), decoded by core.video, scored by the engine."""
     from core.analyze import analyze_video
 
-    agree = []
-    for seed in range(4):
+    agree, found, single = [], [], []
+    for seed in range(8):
         clip, truths = synthetic.make_clip(seed=100 + seed, num_frames=48, fps=12.0)
         path = synthetic.write_clip(tmp_path / f"clip{seed}.mp4", clip, fps=12.0)
         result = analyze_video(blip2, path, num_frames=12)
         for index, score in zip(result.video.indices, result.scores):
             agree.append(score.label == truths[index].sludge)
-    assert len(agree) == 48
+            (found if truths[index].sludge else single).append(score.label == truths[index].sludge)
+    assert len(agree) == 96 and len(found) == 76
+    # Measured: 77 % of the frames agree, 71 % of the sludge frames found, all 20 single frames called one scene.
+    # Either class on its own has a floor too, so a path that answers one way only fails as well.
     assert np.mean(agree) >= BLIP2_FLOOR_CLIPS, np.mean(agree)
+    assert np.mean(found) >= 0.6 and np.mean(single) >= 0.6, (np.mean(found), np.mean(single))
 
 
 def test_llava_path_scores(llava, heldout):
