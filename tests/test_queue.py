@@ -180,6 +180,84 @@ def test_label_issue_puts_flips_the_model_is_sure_of_first(queued, tmp_path):
     assert ids[3] not in order and order[0] == ids[17] and order[1] == ids[11]
 
 
+def judge_in_context(db, model_id: str, reach: int = 2) -> dict[int, float]:
+    """Each labelled frame's cleanlab quality under the label context, computed here from the store's rows: a
+    logistic regression of the model's log-odds and the mean +1/-1 vote of the `reach` nearest frames' sludge
+    labels on each side in the video."""
+    from cleanlab.rank import get_label_quality_scores
+    from sklearn.linear_model import LogisticRegression
+
+    p = dict(db.execute("SELECT frame_id, p_sludge FROM predictions WHERE model_id = ?", [model_id]).fetchall())
+    label = dict(db.execute("SELECT frame_id, sludge FROM current_labels WHERE sludge IS NOT NULL").fetchall())
+    videos: dict[str, list[int]] = {}
+    for frame_id, video, _ in db.execute("SELECT id, video_id, frame_index FROM frames ORDER BY video_id, frame_index"):
+        videos.setdefault(video, []).append(frame_id)
+    rows = []
+    for frames in videos.values():
+        for i, f in enumerate(frames):
+            if f in label and f in p:
+                near = frames[max(0, i - reach):i] + frames[i + 1:i + 1 + reach]
+                vote = sum(2 * label[g] - 1 for g in near if g in label) / (2 * reach)
+                q = min(max(p[f], 1e-4), 1 - 1e-4)
+                rows.append((f, np.log(q / (1 - q)), vote, label[f]))
+    x = np.array([r[1:3] for r in rows])
+    y = np.array([r[3] for r in rows])
+    fitted = LogisticRegression().fit(x, y).predict_proba(x)[:, 1]
+    quality = get_label_quality_scores(y, np.stack([1 - fitted, fitted], axis=1))
+    return {r[0]: float(q) for r, q in zip(rows, quality)}
+
+
+def test_label_issue_weighs_what_the_rest_of_the_video_says(tmp_path):
+    """With enough labels, the queue refits P(sludge) on the store's own labels with each frame's neighbours'
+    vote: a slip the model is unsure of, amid neighbours labelled the other way, comes before a frame whose
+    label the model doubts as much but whose neighbours agree with it."""
+    from annotations.queue import QueueConfig, get_label_index
+
+    rng = np.random.default_rng(5)
+    db, videos = build_store(tmp_path, videos=30, frames_per_video=6, seed=5)
+    truth = {f: v % 2 == 0 for v, frames in enumerate(videos.values()) for f in frames}
+    # The model leans the right way with noise; two frames get the same doubtful 0.45.
+    p = {f: float(np.clip((0.7 if s else 0.3) + rng.normal(0, 0.15), 0.01, 0.99)) for f, s in truth.items()}
+    sludge_videos = [frames for v, frames in enumerate(videos.values()) if v % 2 == 0]
+    slip, kept = sludge_videos[0][2], sludge_videos[1][2]
+    p[slip] = p[kept] = 0.45
+    labels = dict(truth)
+    labels[slip] = False  # raw-gt's slip: its five neighbours in the video say sludge
+    # A few more slips, so the fit sees what a slip looks like.
+    for frames in sludge_videos[2:8]:
+        labels[frames[3]] = False
+    set_scores(db, p)
+    import_raw(db, tmp_path, labels)
+
+    order = [f["frame_id"] for f in store.next_frames(db, "ana", "label-issue", n=len(p))]
+    assert order.index(slip) < order.index(kept)
+    expected = judge_in_context(db, "tiny@1")
+    assert order == sorted(expected, key=lambda f: (round(expected[f], 6), f))
+    store.release_frames(db, "ana")
+
+    # Correcting the slip rescores its neighbours (their vote changed), in place, without a refit.
+    scores = get_label_index(db).models["tiny@1"]
+    weights = scores.context
+    got = {f["frame_id"]: f["score"] for f in store.next_frames(db, "bob", "label-issue", n=len(p))}
+    store.correct_label(db, slip, "sludge", True, "ana", store.frame_revision(db, slip))
+    store.release_frames(db, "bob")
+    after = {f["frame_id"]: f["score"] for f in store.next_frames(db, "bob", "label-issue", n=len(p))}
+    assert scores.context == weights
+    neighbour = sludge_videos[0][1]
+    assert after[neighbour] > got[neighbour]
+    assert {f for f in got if after.get(f) != got[f]} <= set(sludge_videos[0])
+
+    # With the context off, or with too few labels of a class to fit it, the model's P is used as it is.
+    plain = store.open_store(tmp_path / "store.db", tmp_path / "media")
+    get_label_index(plain).config = QueueConfig(label_context=0)
+    first = store.next_frames(plain, "vic", "label-issue", n=3)
+    get_label_index(plain).config = QueueConfig(context_min_labels=10_000)
+    get_label_index(plain).models.clear()
+    assert store.next_frames(plain, "vic", "label-issue", n=3) == first
+    assert [f["p_sludge"] if not f["sludge"] else 1 - f["p_sludge"] for f in first] == [f["score"] for f in first]
+    plain.close()
+
+
 def test_label_issue_ties_go_to_the_lower_frame_id(queued, tmp_path):
     db, videos = queued
     ids = sorted(f for fs in videos.values() for f in fs)
@@ -288,7 +366,11 @@ def test_walking_the_sorted_orders_ranks_as_one_pass_does(tmp_path):
     set_scores(db, {f: round(float(rng.random()), 1) for f in ids})  # coarse scores: many ties
     import_raw(db, tmp_path, {f: bool(rng.random() < 0.5) for f in ids if rng.random() < 0.8})
     walking = store.open_store(tmp_path / "store.db", tmp_path / "media")
-    get_label_index(walking).config = QueueConfig(dense_frames=0, dense_share=0.0, resort_after=5)
+    # Both weigh each label's neighbours (a fit on this small store's few labels); a label written rescores
+    # its frame and its neighbours in both.
+    get_label_index(db).config = QueueConfig(context_min_labels=3)
+    get_label_index(walking).config = QueueConfig(dense_frames=0, dense_share=0.0, resort_after=5,
+                                                  context_min_labels=3)
     for step in range(60):
         f = int(rng.choice(ids))
         who = ["ana", "bob", "rita"][step % 3]
@@ -315,4 +397,5 @@ def test_walking_the_sorted_orders_ranks_as_one_pass_does(tmp_path):
                     assert [(f["frame_id"], f["score"], f["reason"]) for f in walked] == [
                         (f["frame_id"], f["score"], f["reason"]) for f in one_pass], (step, strategy, labeler)
                     store.release_frames(db, labeler)
+    assert get_label_index(walking).models["tiny@1"].context is not None
     walking.close()

@@ -23,9 +23,9 @@ Reads top to bottom: seed -> model -> data -> (per repeat) oracle -> per noise k
    LoRA on the vision tower's last 2 blocks) on the training export of the raw labels. X scores every
    stored frame; its predictions feed the queue.
 4. Corrections. A scripted labeler takes frames from the store's queue (``next_frames``, by default the
-   ``label-issue`` strategy: cleanlab's label quality of each frame's label under X, lowest first) and sets
-   each to the truth through ``correct_label``, the call a person's correction makes, until ``budget``
-   frames have been looked at.
+   ``label-issue`` strategy: cleanlab's label quality of each frame's label under X and the labels beside
+   it in its video, lowest first) and sets each to the truth through ``correct_label``, the call a
+   person's correction makes, until ``budget`` frames have been looked at.
 5. Model Y. The same base, fine-tuned with the same seed on the export after the corrections. With
    ``rounds`` > 1 the loop goes round again: that model scores the pool, the queue re-ranks the frames not
    looked at yet, ``budget`` more are looked at, and the base is fine-tuned on the new export. Y is the last

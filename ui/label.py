@@ -50,7 +50,7 @@ STRATEGIES = {
     "disagreement": "disagreement — labelers or model disagree",
     "unlabeled": "unlabeled — never labelled, oldest first",
     "random": "random — unbiased spot checks",
-    "label-issue": "label issue — the label the model finds least likely (cleanlab)",
+    "label-issue": "label issue — the label the model and the rest of its video find least likely (cleanlab)",
 }
 
 KEY_HELP = (
