@@ -474,7 +474,8 @@ class LabelIndex:
         context = self.config.label_context > 0
         if context and (not scores.context_fitted or scores.context_changes > self.config.refit_after):
             scores.context, scores.context_fitted, scores.context_changes = self.fit_context(scores), True, 0
-            scores.quality = None  # every frame's P moved with the weights
+            scores.quality = None  # every frame's P moved with the weights: rescore and sort them all again
+            scores.orders.pop(("label-issue",), None)
         if scores.quality is None:
             scores.quality = np.full(len(self.ids), np.nan)
             dirty = np.arange(len(self.ids))
@@ -506,7 +507,7 @@ class LabelIndex:
             order = np.lexsort((self.frame_index, self.video))
             rank = np.empty(n, np.int64)
             rank[order] = np.arange(n)
-            table = np.full((n, 2 * reach), -1, np.int64)
+            table = np.full((n, 2 * reach), -1, np.int32 if n < 2**31 else np.int64)
             for column, step in enumerate([-d for d in range(reach, 0, -1)] + list(range(1, reach + 1))):
                 at = rank + step
                 inside = (at >= 0) & (at < n)
