@@ -18,7 +18,9 @@ Strategies:
                     video (``QueueConfig.label_context``; the model's P as it is while either class has too
                     few labels). Candidates have a current sludge label and a prediction of the model
                     version; settled labels and frames whose latest event is the asking labeler's own are left
-                    out, as above.
+                    out, as above. Neighbours share a slip when raw labels were given per video (a whole
+                    video misjudged), and then they vouch for it: for such collections,
+- ``label-issue-model`` the same, by the model's P(sludge) alone.
 
 Every strategy can be limited to one collection of videos (``collection``; None: all of them). Ties go to
 the lower frame id.
@@ -64,7 +66,9 @@ from annotations.schema import (
 from annotations.writes import check_collection, find_media_dir, sole_model_id
 from core.vocabulary import LABEL_LAYOUTS, NO_LAYOUT
 
-STRATEGIES = ("uncertain", "disagreement", "unlabeled", "random", "label-issue")
+STRATEGIES = ("uncertain", "disagreement", "unlabeled", "random", "label-issue", "label-issue-model")
+# The label-issue strategies, and whether each weighs the labels of a frame's neighbours in its video.
+_ISSUE_STRATEGIES = {"label-issue": True, "label-issue-model": False}
 # Long enough to look at a frame's heatmaps and decide, short enough that a closed tab frees its frames soon.
 DEFAULT_LEASE_S = 180.0
 
@@ -190,11 +194,11 @@ class ModelScores:
     model_id: str
     p: np.ndarray  # float64, NaN where the version has not scored the frame
     layout: np.ndarray  # int8 index in LABEL_LAYOUTS, -1 where not scored
-    # cleanlab label quality of the frame's current sludge label (NaN: no label or no score); None until the
-    # label-issue strategy first asks for it.
-    quality: np.ndarray | None = None
-    # Positions whose label or score changed since `quality` was last brought up to date.
-    quality_dirty: list[np.ndarray] = field(default_factory=list)
+    # Per label-issue strategy, cleanlab label quality of each frame's current sludge label (NaN: no label or
+    # no score); absent until that strategy first asks for it.
+    quality: dict[str, np.ndarray] = field(default_factory=dict)
+    # Per strategy, positions whose label or score changed since its quality was last brought up to date.
+    quality_dirty: dict[str, list[np.ndarray]] = field(default_factory=dict)
     # The label-context fit (weights of the log-odds and the neighbours' vote, intercept; None: the model's P
     # as it is), whether it was made, and how many frames' labels or scores changed since.
     context: tuple[float, float, float] | None = None
@@ -208,7 +212,7 @@ class ModelScores:
         """Note that the frames' scores changed; an order with more than `limit` changes is dropped (sorted
         afresh when next asked for), as is the label quality."""
         for key, order in list(self.orders.items()):
-            if key[0] != "label-issue":
+            if key[0] not in _ISSUE_STRATEGIES:
                 order.touch(slots)
                 if order.changed > limit:
                     del self.orders[key]
@@ -217,11 +221,17 @@ class ModelScores:
     def touch_labels(self, slots: np.ndarray, limit: int) -> None:
         """Note that the frames' sludge labels changed: their label quality is out of date."""
         self.context_changes += len(slots)
-        if self.quality is not None:
-            self.quality_dirty.append(slots)
-            if sum(len(d) for d in self.quality_dirty) > limit:
-                self.quality, self.quality_dirty = None, []
-                self.orders.pop(("label-issue",), None)
+        for strategy in list(self.quality):
+            dirty = self.quality_dirty.setdefault(strategy, [])
+            dirty.append(slots)
+            if sum(len(d) for d in dirty) > limit:
+                self.drop_quality(strategy)
+
+    def drop_quality(self, strategy: str) -> None:
+        """Forget a label-issue strategy's quality and order: the next call scores and sorts every frame."""
+        self.quality.pop(strategy, None)
+        self.quality_dirty.pop(strategy, None)
+        self.orders.pop((strategy,), None)
 
 
 class LabelIndex:
@@ -349,8 +359,8 @@ class LabelIndex:
         for scores in self.models.values():
             scores.p = np.concatenate([scores.p, np.full(n, np.nan)])
             scores.layout = np.concatenate([scores.layout, np.full(n, -1, np.int8)])
-            if scores.quality is not None:
-                scores.quality = np.concatenate([scores.quality, np.full(n, np.nan)])
+            for strategy, quality in scores.quality.items():
+                scores.quality[strategy] = np.concatenate([quality, np.full(n, np.nan)])
             for order in scores.orders.values():
                 order.stale = np.concatenate([order.stale, np.zeros(n, bool)])
             # A new frame has no label, but it may now stand between labelled neighbours: their vote changed.
@@ -466,38 +476,38 @@ class LabelIndex:
             self.models.pop(next(iter(self.models)))
         return scores
 
-    def score_labels(self, scores: ModelScores) -> np.ndarray:
-        """cleanlab's label quality per frame, rescoring those whose label or score changed since last time
-        (and, with the label context, their neighbours, whose vote changed)."""
+    def score_labels(self, scores: ModelScores, strategy: str = "label-issue") -> np.ndarray:
+        """cleanlab's label quality per frame for a label-issue strategy, rescoring those whose label or score
+        changed since last time (and, in context, their neighbours, whose vote changed)."""
         from cleanlab.rank import get_label_quality_scores
 
-        context = self.config.label_context > 0
+        context = _ISSUE_STRATEGIES[strategy] and self.config.label_context > 0
         if context and (not scores.context_fitted or scores.context_changes > self.config.refit_after):
             scores.context, scores.context_fitted, scores.context_changes = self.fit_context(scores), True, 0
-            scores.quality = None  # every frame's P moved with the weights: rescore and sort them all again
-            scores.orders.pop(("label-issue",), None)
-        if scores.quality is None:
-            scores.quality = np.full(len(self.ids), np.nan)
+            scores.drop_quality(strategy)  # every frame's P moved with the weights: rescore and sort them all
+        quality = scores.quality.get(strategy)
+        if quality is None:
+            quality = scores.quality[strategy] = np.full(len(self.ids), np.nan)
             dirty = np.arange(len(self.ids))
-        elif scores.quality_dirty:
-            dirty = np.concatenate(scores.quality_dirty)
+        elif scores.quality_dirty.get(strategy):
+            dirty = np.concatenate(scores.quality_dirty[strategy])
             if context:
                 around = self.list_neighbours()[dirty].ravel()
                 dirty = np.concatenate([dirty, around[around >= 0]])
             dirty = _dedupe(dirty, len(self.ids))
         else:
-            return scores.quality
-        scores.quality_dirty = []
+            return quality
+        scores.quality_dirty[strategy] = []
         labels, p = self.cur_val[_SLUDGE][dirty], scores.p[dirty]
         ok = (labels >= 0) & ~np.isnan(p)
-        scores.quality[dirty] = np.nan
+        quality[dirty] = np.nan
         if ok.any():
-            p = p[ok] if scores.context is None else self.predict_in_context(scores, dirty[ok])
-            scores.quality[dirty[ok]] = get_label_quality_scores(
+            p = self.predict_in_context(scores, dirty[ok]) if context and scores.context else p[ok]
+            quality[dirty[ok]] = get_label_quality_scores(
                 labels[ok].astype(np.int64), np.stack([1.0 - p, p], axis=1), method=self.config.label_quality)
-        if ("label-issue",) in scores.orders:
-            scores.orders[("label-issue",)].touch(dirty)
-        return scores.quality
+        if (strategy,) in scores.orders:
+            scores.orders[(strategy,)].touch(dirty)
+        return quality
 
     def list_neighbours(self) -> np.ndarray:
         """Per position, the positions of the ``label_context`` nearest frames on each side in its video, in
@@ -708,7 +718,7 @@ def next_frames(db: sqlite_utils.Database, labeler: str, strategy: str = "uncert
     spare = 3 * int(n) + 10
     index = get_label_index(db)
     with index.lock:
-        wants_model = strategy in ("uncertain", "disagreement", "label-issue") and model_id is not None
+        wants_model = strategy in ("uncertain", "disagreement", *_ISSUE_STRATEGIES) and model_id is not None
         scores = index.refresh(db, model_id if wants_model else None)
         candidates = _rank(db, index, scores, strategy, labeler, spare, float(threshold), seed, now, collection)
     expires = now + float(lease_s)
@@ -770,8 +780,8 @@ def _rank(db, index: LabelIndex, scores: ModelScores | None, strategy: str, labe
         picked = _pick_best(index, scores, ("uncertain", threshold), build, accept, key, dense, k,
                        gone=lambda slots: index.h_ev[_SLUDGE][slots] > 0)
         return rows(picked, key(picked), "uncertain")
-    if strategy == "label-issue":
-        quality = index.score_labels(scores)
+    if strategy in _ISSUE_STRATEGIES:
+        quality = index.score_labels(scores, strategy)
 
         def accept(slots):
             return (open_to_all(slots) & ~np.isnan(quality[slots]) & ~index.find_settled(_SLUDGE, slots)
@@ -784,7 +794,7 @@ def _rank(db, index: LabelIndex, scores: ModelScores | None, strategy: str, labe
             candidates = np.flatnonzero(~np.isnan(quality))
             return candidates, key(candidates)
 
-        picked = _pick_best(index, scores, ("label-issue",), build, accept, key, dense, k)
+        picked = _pick_best(index, scores, (strategy,), build, accept, key, dense, k)
         return rows(picked, key(picked), "label issue")
 
     # disagreement: labelers first (score 1 + the model's confidence where it disagrees too), then the model

@@ -1,12 +1,14 @@
 """How fast each queue strategy finds wrong labels: a synthetic collection with uniform label flips.
 
-    python -m bench.bench_queue [--clips 60] [--frames-per-clip 8] [--noise 0.12]
+    python -m bench.bench_queue [--clips 60] [--frames-per-clip 8] [--noise 0.12] [--noise-kind uniform|video]
 
 The collection: ``--clips`` synthetic clips (``training.synthetic.make_clip``), ``--frames-per-clip`` frames
 each, scored by the embedded model (``core.engine.score_frames``), stored with its predictions, and raw
 ground truth imported as raw-gt with ``--noise`` of the sludge labels flipped, drawn uniformly over all
 frames (``training.loop_experiment.flip_labels``: a flipped sludge frame reads "none", a flipped single
-stream a random layout).
+stream a random layout). ``--noise-kind video`` flips whole clips instead, as when raw labels come per video:
+the case where a frame's neighbours share its slip, which ``label-issue`` weighs and ``label-issue-model``
+does not.
 
 Each strategy then starts from the same store (a copy) and a scripted labeler walks its queue as a person
 would: a batch at a time, setting every frame it is shown to the truth (which is what takes it out of the
@@ -31,18 +33,21 @@ from core.engine import load_model, score_frames
 from training import synthetic
 from training.loop_experiment import flip_labels, import_raw_labels
 
-STRATEGIES = ("label-issue", "disagreement", "uncertain", "random")
+STRATEGIES = ("label-issue", "label-issue-model", "disagreement", "uncertain", "random")
 BUDGETS = (0.05, 0.10, 0.20, 0.30)
 WALKER = "walker"
 
 
-def build_collection(root: Path, clips: int, frames_per_clip: int, noise: float, seed: int) -> dict:
-    """The store under root: frames, the embedded model's predictions, raw-gt with uniform flips."""
+def build_collection(root: Path, clips: int, frames_per_clip: int, noise: float, seed: int,
+                     per_video: bool = False) -> dict:
+    """The store under root: frames, the embedded model's predictions, raw-gt with uniform flips (of whole
+    clips with `per_video`)."""
     db = store.open_store(root / "base.db", root / "media")
     lm = load_model(load_settings().model)
     model_id = lm.identity.id
     store.register_model(db, model_id, lm.identity.source, lm.identity.revision)
     truth: dict[int, synthetic.FrameTruth] = {}
+    video_of: dict[int, int] = {}
     render_s = score_s = 0.0
     for k in range(clips):
         t = time.perf_counter()
@@ -56,7 +61,8 @@ def build_collection(root: Path, clips: int, frames_per_clip: int, noise: float,
         score_s += time.perf_counter() - t
         store.record_predictions(db, model_id, ids, [s.p_sludge for s in scores], [s.layout_scores for s in scores])
         truth.update(zip(ids, truths))
-    raw = flip_labels(truth, noise, seed)
+        video_of.update((f, k) for f in ids)
+    raw = flip_labels(truth, noise, seed, clips=video_of if per_video else None)
     import_raw_labels(db, raw, root / "raw.jsonl")
     store.add_labeler(db, WALKER, "labeler")
     flipped = {f for f in truth if raw[f][0] != truth[f].sludge}
@@ -105,17 +111,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--clips", type=int, default=60)
     parser.add_argument("--frames-per-clip", type=int, default=8)
     parser.add_argument("--noise", type=float, default=0.12, help="share of sludge labels flipped, uniformly")
+    parser.add_argument("--noise-kind", choices=("uniform", "video"), default="uniform",
+                        help="flip frames drawn uniformly, or whole clips (raw labels given per video)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        built = build_collection(root, args.clips, args.frames_per_clip, args.noise, args.seed)
+        built = build_collection(root, args.clips, args.frames_per_clip, args.noise, args.seed,
+                                 per_video=args.noise_kind == "video")
         n = len(built["truth"])
         flips = built["flipped"]
         print(f"{args.clips} clips x {args.frames_per_clip} frames = {n} frames (rendered in "
               f"{built['render_s']:.0f} s, scored in {built['score_s']:.0f} s); model accuracy on the truth "
-              f"{built['model_accuracy']:.1%}; {len(flips)} sludge labels flipped ({len(flips) / n:.1%}, uniform)")
+              f"{built['model_accuracy']:.1%}; {len(flips)} sludge labels flipped ({len(flips) / n:.1%}, "
+              f"{'whole clips' if args.noise_kind == 'video' else 'uniform'})")
         budgets = [max(1, round(b * n)) for b in BUDGETS]
         recall: dict[str, list[float]] = {}
         for strategy in STRATEGIES:
@@ -123,9 +133,9 @@ def main(argv: list[str] | None = None) -> dict:
             recall[strategy] = [len(flips & set(looked[:b])) / len(flips) for b in budgets]
 
     print("\nshare of the flipped labels found in the first N frames looked at")
-    print(f"{'strategy':<14}" + "".join(f"{f'{b:.0%} ({m})':>14}" for b, m in zip(BUDGETS, budgets)))
+    print(f"{'strategy':<19}" + "".join(f"{f'{b:.0%} ({m})':>14}" for b, m in zip(BUDGETS, budgets)))
     for strategy, values in recall.items():
-        print(f"{strategy:<14}" + "".join(f"{v:>14.1%}" for v in values))
+        print(f"{strategy:<19}" + "".join(f"{v:>14.1%}" for v in values))
     at = BUDGETS.index(0.10)
     for strategy in STRATEGIES[1:]:
         base = recall[strategy][at]

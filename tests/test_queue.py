@@ -235,6 +235,18 @@ def test_label_issue_weighs_what_the_rest_of_the_video_says(tmp_path):
     assert order == sorted(expected, key=lambda f: (round(expected[f], 6), f))
     store.release_frames(db, "ana")
 
+    # label-issue-model (for raw labels given per video, where neighbours share a slip) judges by the model's
+    # P alone, as label-issue does with the context off or too few labels of a class to fit it.
+    model_only = store.next_frames(db, "vic", "label-issue-model", n=len(p))
+    assert [f["frame_id"] for f in model_only].index(kept) < [f["frame_id"] for f in model_only].index(slip)
+    assert [f["score"] for f in model_only] == [round(f["p_sludge"] if f["sludge"] else 1 - f["p_sludge"], 6)
+                                                for f in model_only]
+    for config in (QueueConfig(label_context=0), QueueConfig(context_min_labels=10_000)):
+        plain = store.open_store(tmp_path / "store.db", tmp_path / "media")
+        get_label_index(plain).config = config
+        assert store.next_frames(plain, "vic", "label-issue", n=len(p)) == model_only
+        plain.close()
+
     # Correcting the slip rescores its neighbours (their vote changed), in place, without a refit.
     scores = get_label_index(db).models["tiny@1"]
     weights = scores.context
@@ -246,16 +258,6 @@ def test_label_issue_weighs_what_the_rest_of_the_video_says(tmp_path):
     neighbour = sludge_videos[0][1]
     assert after[neighbour] > got[neighbour]
     assert {f for f in got if after.get(f) != got[f]} <= set(sludge_videos[0])
-
-    # With the context off, or with too few labels of a class to fit it, the model's P is used as it is.
-    plain = store.open_store(tmp_path / "store.db", tmp_path / "media")
-    get_label_index(plain).config = QueueConfig(label_context=0)
-    first = store.next_frames(plain, "vic", "label-issue", n=3)
-    get_label_index(plain).config = QueueConfig(context_min_labels=10_000)
-    get_label_index(plain).models.clear()
-    assert store.next_frames(plain, "vic", "label-issue", n=3) == first
-    assert [f["p_sludge"] if not f["sludge"] else 1 - f["p_sludge"] for f in first] == [f["score"] for f in first]
-    plain.close()
 
 
 def test_label_issue_ties_go_to_the_lower_frame_id(queued, tmp_path):
@@ -390,7 +392,7 @@ def test_walking_the_sorted_orders_ranks_as_one_pass_does(tmp_path):
         except (store.InvalidLabelError, IndexError):
             pass
         if step % 6 == 5:
-            for strategy in ("uncertain", "disagreement", "unlabeled", "label-issue"):
+            for strategy in ("uncertain", "disagreement", "unlabeled", "label-issue", "label-issue-model"):
                 for labeler, collection in (("ana", None), ("bob", "crawl-2024"), ("rita", store.UPLOADS)):
                     one_pass = store.next_frames(db, labeler, strategy, n=12, collection=collection)
                     walked = store.next_frames(walking, labeler, strategy, n=12, collection=collection)

@@ -51,6 +51,7 @@ STRATEGIES = {
     "unlabeled": "unlabeled — never labelled, oldest first",
     "random": "random — unbiased spot checks",
     "label-issue": "label issue — the label the model and the rest of its video find least likely (cleanlab)",
+    "label-issue-model": "label issue, model only — for raw labels given per video (cleanlab)",
 }
 
 KEY_HELP = (
