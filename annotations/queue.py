@@ -19,7 +19,7 @@ Strategies:
                     few labels). Candidates have a current sludge label and a prediction of the model
                     version; settled labels and frames whose latest event is the asking labeler's own are left
                     out, as above. Neighbours share a slip when raw labels were given per video (a whole
-                    video misjudged), and then they vouch for it: for such collections,
+                    video misjudged), and then they vouch for it; such collections want:
 - ``label-issue-model`` the same, by the model's P(sludge) alone.
 
 Every strategy can be limited to one collection of videos (``collection``; None: all of them). Ties go to
@@ -82,12 +82,14 @@ class QueueConfig:
     label_quality: str = "self_confidence"
     # The P(sludge) a label is judged under: the model's alone misses what the rest of the video says. Sampled
     # frames of one video mostly share their label, and a label that its neighbours contradict is a likely slip
-    # (on a synthetic collection with 12 % uniform flips, the first 10 % of the frames held 60 % of the flips
-    # by the model's P alone, 74 % with this; bench/bench_queue.py). So P(sludge) is refitted on the store's own
-    # labels by a logistic regression of two numbers per frame: the model's log-odds and the vote of the current
-    # sludge labels of the `label_context` nearest frames on each side in its video (+1 sludge, -1 not, 0 none,
-    # averaged). 0 uses the model's P as it is. Three weights fitted on hundreds of labels cannot learn any one
-    # frame's label, so the fit need not be cross-validated as a model's own probabilities must be.
+    # (on a synthetic collection with 12 % uniform flips, the first 10 % of the frames looked at held 64 % of
+    # the flips by the model's P alone, 76 % with this; bench/bench_queue.py). So P(sludge) is refitted on the
+    # store's own labels by a logistic regression of two numbers per frame: the model's log-odds and the vote
+    # of the current sludge labels of the `label_context` nearest frames on each side in its video (+1 sludge,
+    # -1 not, 0 none; averaged). 0 uses the model's P as it is. Where raw labels were given per video, the
+    # neighbours share a slip and vouch for it: the label-issue-model strategy leaves them out. Three weights
+    # fitted on hundreds of labels cannot learn any one frame's label, so the fit need not be cross-validated
+    # as a model's own probabilities must be.
     label_context: int = 2
     # Fewer labels than this of either class leave the model's P as it is: too few to weigh the two numbers.
     context_min_labels: int = 50
