@@ -204,12 +204,12 @@ def main(argv: list[str] | None = None) -> None:
                     corrections.append((time.perf_counter() - t) * 1000)
                 store.release_frames(db, who)
     print(f"\nnext_frames latency (ms, n = 20, {args.rounds} calls each; a correction between calls)")
-    print(f"{'strategy':<14}{'scope':<18}{'p50':>8}{'p95':>8}{'max':>8}")
+    print(f"{'strategy':<19}{'scope':<18}{'p50':>8}{'p95':>8}{'max':>8}")
     worst = 0.0
     for (strategy, scope), values in latency.items():
         p95 = percentile(values, 0.95)
         worst = max(worst, p95)
-        print(f"{strategy:<14}{scope or 'all collections':<18}{statistics.median(values):>8.1f}{p95:>8.1f}"
+        print(f"{strategy:<19}{scope or 'all collections':<18}{statistics.median(values):>8.1f}{p95:>8.1f}"
               f"{max(values):>8.1f}")
 
     ids = list(range(1, frames + 1))
