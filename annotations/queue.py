@@ -86,13 +86,21 @@ class QueueConfig:
     # the flips by the model's P alone, 76 % with this; bench/bench_queue.py). So P(sludge) is refitted on the
     # store's own labels by a logistic regression of two numbers per frame: the model's log-odds and the vote
     # of the current sludge labels of the `label_context` nearest frames on each side in its video (+1 sludge,
-    # -1 not, 0 none; averaged). 0 uses the model's P as it is. Where raw labels were given per video, the
-    # neighbours share a slip and vouch for it: the label-issue-model strategy leaves them out. Three weights
-    # fitted on hundreds of labels cannot learn any one frame's label, so the fit need not be cross-validated
-    # as a model's own probabilities must be.
+    # -1 not, 0 none; averaged). 0 uses the model's P as it is. Three weights fitted on hundreds of labels
+    # cannot learn any one frame's label, so the fit need not be cross-validated as a model's own probabilities
+    # must be.
     label_context: int = 2
     # Fewer labels than this of either class leave the model's P as it is: too few to weigh the two numbers.
     context_min_labels: int = 50
+    # Where raw labels were given per video (a whole video misjudged at once), a frame's neighbours share its
+    # slip and vouch for it (bench_queue --noise-kind video: 34 % of the flips in the first 10 % with the vote,
+    # 67 % without). Such labels leave few frames labelled unlike every frame next to them, no more than the
+    # truth does (1.5-4.4 % on the bench's 8-frame clips, where the truth changes mid-clip), and slips frame by
+    # frame leave many (14-17 % there with 12 % uniform flips); below this share the vote would only repeat
+    # each frame's own judgement, and the model's P is used as it is. A collection whose truth changes often
+    # between sampled frames reads higher (9-10 % on the loop experiment's 2-frame clips): per-video labels
+    # there still want the label-issue-model strategy.
+    context_min_isolated: float = 0.08
     # The fit reads at most this many labelled frames, spread evenly over the store: ~0.1 s; weights stop
     # moving long before.
     context_fit_frames: int = 200_000
@@ -547,11 +555,24 @@ class LabelIndex:
         labels = self.cur_val[_SLUDGE][slots]
         if min(int((labels == 1).sum()), int((labels == 0).sum())) < self.config.context_min_labels:
             return None
+        if self.count_isolated_share() < self.config.context_min_isolated:
+            return None
         if len(slots) > self.config.context_fit_frames:
             spread = np.linspace(0, len(slots) - 1, self.config.context_fit_frames).astype(np.int64)
             slots, labels = slots[spread], labels[spread]
         fit = LogisticRegression().fit(self.describe_context(scores, slots), labels)
         return float(fit.coef_[0, 0]), float(fit.coef_[0, 1]), float(fit.intercept_[0])
+
+    def count_isolated_share(self) -> float:
+        """Of the labelled frames with a labelled frame next to them in the video, the share labelled unlike
+        every such frame: the trace slips frame by frame leave, and labels given per video do not."""
+        reach, current = self.config.label_context, self.cur_val[_SLUDGE]
+        around = self.list_neighbours()[:, reach - 1:reach + 1]
+        beside = np.where(around >= 0, current[np.maximum(around, 0)], -1)
+        known = beside >= 0
+        judged = (current >= 0) & known.any(axis=1)
+        unlike = (~known | (beside != current[:, None])).all(axis=1)
+        return float(unlike[judged].mean()) if judged.any() else 0.0
 
     def predict_in_context(self, scores: ModelScores, slots: np.ndarray) -> np.ndarray:
         """P(sludge) of the frames under the label context's weights."""

@@ -223,9 +223,12 @@ def test_label_issue_weighs_what_the_rest_of_the_video_says(tmp_path):
     p[slip] = p[kept] = 0.45
     labels = dict(truth)
     labels[slip] = False  # raw-gt's slip: its five neighbours in the video say sludge
-    # A few more slips, so the fit sees what a slip looks like.
+    # More slips frame by frame (17 in all, 9 % of the frames: what per-video labels never leave), so the
+    # fit sees what a slip looks like.
     for frames in sludge_videos[2:8]:
         labels[frames[3]] = False
+    for frames in [frames for v, frames in enumerate(videos.values()) if v % 2][:10]:
+        labels[frames[3]] = True
     set_scores(db, p)
     import_raw(db, tmp_path, labels)
 
@@ -258,6 +261,32 @@ def test_label_issue_weighs_what_the_rest_of_the_video_says(tmp_path):
     neighbour = sludge_videos[0][1]
     assert after[neighbour] > got[neighbour]
     assert {f for f in got if after.get(f) != got[f]} <= set(sludge_videos[0])
+
+
+def test_label_issue_leaves_the_neighbours_out_where_labels_came_per_video(tmp_path):
+    """Raw labels given per video (some videos misjudged whole) leave no frame labelled unlike its neighbours:
+    their vote would only repeat each label, so label-issue ranks by the model's P, as label-issue-model does."""
+    import json
+
+    from annotations.queue import get_label_index
+
+    rng = np.random.default_rng(8)
+    db, videos = build_store(tmp_path, videos=30, frames_per_video=6, seed=8)
+    truth = {v: i % 2 == 0 for i, v in enumerate(videos)}
+    p = {f: float(np.clip((0.75 if truth[v] else 0.25) + rng.normal(0, 0.2), 0.01, 0.99))
+         for v, frames in videos.items() for f in frames}
+    set_scores(db, p)
+    misjudged = list(videos)[:4]
+    rows = [{"video": v, "sludge": truth[v] != (v in misjudged)} for v in videos]
+    (tmp_path / "per-video.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store.import_ground_truth(db, tmp_path / "per-video.jsonl")
+
+    ranked = store.next_frames(db, "vic", "label-issue", n=len(p))
+    assert get_label_index(db).count_isolated_share() == 0.0
+    assert get_label_index(db).models["tiny@1"].context is None
+    assert ranked == store.next_frames(db, "vic", "label-issue-model", n=len(p))
+    first = {f["frame_id"] for f in ranked[:12]}
+    assert len(first & {f for v in misjudged for f in videos[v]}) >= 9
 
 
 def test_label_issue_ties_go_to_the_lower_frame_id(queued, tmp_path):
