@@ -16,10 +16,11 @@ Strategies:
                     label gets), lowest first, ties by frame id. The probability is the model's refitted on
                     the store's own labels with the vote of each frame's nearest neighbours' labels in its
                     video (``QueueConfig.label_context``; the model's P as it is while either class has too
-                    few labels). Candidates have a current sludge label and a prediction of the model
+                    few labels, or while hardly any label differs from its neighbours, as with raw labels
+                    given per video). Candidates have a current sludge label and a prediction of the model
                     version; settled labels and frames whose latest event is the asking labeler's own are left
-                    out, as above. Neighbours share a slip when raw labels were given per video (a whole
-                    video misjudged), and then they vouch for it; such collections want:
+                    out, as above. Where per-video labels sit among frames whose truth changes often, the
+                    neighbours still vouch for a misjudged video's frames; such collections want:
 - ``label-issue-model`` the same, by the model's P(sludge) alone.
 
 Every strategy can be limited to one collection of videos (``collection``; None: all of them). Ties go to
