@@ -7,8 +7,8 @@ each, scored by the embedded model (``core.engine.score_frames``), stored with i
 ground truth imported as raw-gt with ``--noise`` of the sludge labels flipped, drawn uniformly over all
 frames (``training.loop_experiment.flip_labels``: a flipped sludge frame reads "none", a flipped single
 stream a random layout). ``--noise-kind video`` flips whole clips instead, as when raw labels come per video:
-the case where a frame's neighbours share its slip, which ``label-issue`` weighs and ``label-issue-model``
-does not.
+the case where a frame's neighbours share its slip, so their vote must not count (``label-issue`` finds no
+frames labelled unlike their neighbours and leaves it out; ``label-issue-model`` never counts it).
 
 Each strategy then starts from the same store (a copy) and a scripted labeler walks its queue as a person
 would: a batch at a time, setting every frame it is shown to the truth (which is what takes it out of the
