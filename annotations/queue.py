@@ -19,7 +19,8 @@ Strategies:
                     few labels, or while hardly any label differs from its neighbours, as with raw labels
                     given per video). Candidates have a current sludge label and a prediction of the model
                     version; settled labels and frames whose latest event is the asking labeler's own are left
-                    out, as above. Where per-video labels sit among frames whose truth changes often, the
+                    out, as above. Its reason says how many of the frame's labelled neighbours say
+                    otherwise. Where per-video labels sit among frames whose truth changes often, the
                     neighbours still vouch for a misjudged video's frames; such collections want:
 - ``label-issue-model`` the same, by the model's P(sludge) alone.
 
@@ -819,7 +820,15 @@ def _rank(db, index: LabelIndex, scores: ModelScores | None, strategy: str, labe
             return candidates, key(candidates)
 
         picked = _pick_best(index, scores, (strategy,), build, accept, key, dense, k)
-        return rows(picked, key(picked), "label issue")
+        if not (_ISSUE_STRATEGIES[strategy] and index.config.label_context > 0 and scores.context):
+            return rows(picked, key(picked), "label issue")
+        # Say what the neighbours' vote was, beside the frame: how many of them a labeler would contradict.
+        around = index.list_neighbours()[picked]
+        beside = np.where(around >= 0, index.cur_val[_SLUDGE][np.maximum(around, 0)], -1)
+        known = (beside >= 0).sum(axis=1)
+        unlike = ((beside >= 0) & (beside != index.cur_val[_SLUDGE][picked][:, None])).sum(axis=1)
+        return rows(picked, key(picked), lambda i: f"label issue · {unlike[i]} of {known[i]} labelled frames beside "
+                    "it say otherwise" if known[i] else "label issue")
 
     # disagreement: labelers first (score 1 + the model's confidence where it disagrees too), then the model
     def for_asker(slots):

@@ -232,8 +232,12 @@ def test_label_issue_weighs_what_the_rest_of_the_video_says(tmp_path):
     set_scores(db, p)
     import_raw(db, tmp_path, labels)
 
-    order = [f["frame_id"] for f in store.next_frames(db, "ana", "label-issue", n=len(p))]
+    ranked = store.next_frames(db, "ana", "label-issue", n=len(p))
+    order = [f["frame_id"] for f in ranked]
     assert order.index(slip) < order.index(kept)
+    # The reason beside the frame says what its neighbours' labels said.
+    assert ranked[order.index(slip)]["reason"] == "label issue · 4 of 4 labelled frames beside it say otherwise"
+    assert ranked[order.index(kept)]["reason"] == "label issue · 0 of 4 labelled frames beside it say otherwise"
     expected = judge_in_context(db, "tiny@1")
     assert order == sorted(expected, key=lambda f: (round(expected[f], 6), f))
     store.release_frames(db, "ana")
