@@ -14,14 +14,15 @@ Strategies:
                     what the rest of the video says: cleanlab's label quality score
                     (``cleanlab.rank.get_label_quality_scores``, self-confidence: the probability the frame's
                     label gets), lowest first, ties by frame id. The probability is the model's refitted on
-                    the store's own labels with the vote of each frame's nearest neighbours' labels in its
-                    video (``QueueConfig.label_context``; the model's P as it is while either class has too
-                    few labels, or while hardly any label differs from its neighbours, as with raw labels
-                    given per video). Candidates have a current sludge label and a prediction of the model
-                    version; settled labels and frames whose latest event is the asking labeler's own are left
-                    out, as above. Its reason says how many of the frame's labelled neighbours say
-                    otherwise. Where per-video labels sit among frames whose truth changes often, the
-                    neighbours still vouch for a misjudged video's frames; such collections want:
+                    each collection's own labels with the vote of each frame's nearest neighbours' labels in
+                    its video (``QueueConfig.label_context``; the model's P as it is while either class has
+                    too few labels in the collection, or while hardly any of its labels differs from its
+                    neighbours, as with raw labels given per video). Candidates have a current sludge label
+                    and a prediction of the model version; settled labels and frames whose latest event is the
+                    asking labeler's own are left out, as above. Its reason says how many of the frame's
+                    labelled neighbours say otherwise. Where per-video labels sit among frames whose truth
+                    changes often, the neighbours still vouch for a misjudged video's frames; such
+                    collections want:
 - ``label-issue-model`` the same, by the model's P(sludge) alone.
 
 Every strategy can be limited to one collection of videos (``collection``; None: all of them). Ties go to
@@ -85,8 +86,8 @@ class QueueConfig:
     # The P(sludge) a label is judged under: the model's alone misses what the rest of the video says. Sampled
     # frames of one video mostly share their label, and a label that its neighbours contradict is a likely slip
     # (on a synthetic collection with 12 % uniform flips, the first 10 % of the frames looked at held 64 % of
-    # the flips by the model's P alone, 76 % with this; bench/bench_queue.py). So P(sludge) is refitted on the
-    # store's own labels by a logistic regression of two numbers per frame: the model's log-odds and the vote
+    # the flips by the model's P alone, 76 % with this; bench/bench_queue.py). So P(sludge) is refitted on each
+    # collection's own labels by a logistic regression of two numbers per frame: the model's log-odds and the vote
     # of the current sludge labels of the `label_context` nearest frames on each side in its video (+1 sludge,
     # -1 not, 0 none; averaged). 0 uses the model's P as it is. Three weights fitted on hundreds of labels
     # cannot learn any one frame's label, so the fit need not be cross-validated as a model's own probabilities
@@ -211,9 +212,11 @@ class ModelScores:
     quality: dict[str, np.ndarray] = field(default_factory=dict)
     # Per strategy, positions whose label or score changed since its quality was last brought up to date.
     quality_dirty: dict[str, list[np.ndarray]] = field(default_factory=dict)
-    # The label-context fit (weights of the log-odds and the neighbours' vote, intercept; None: the model's P
-    # as it is), whether it was made, and how many frames' labels or scores changed since.
-    context: tuple[float, float, float] | None = None
+    # The label-context fit per collection code (weights of the log-odds and the neighbours' vote, intercept;
+    # None or absent: the model's P as it is), whether it was made, and how many frames' labels or scores
+    # changed since. Each collection gets its own: one may hold raw labels given per video, another slips
+    # frame by frame, and their footage and their labels' noise differ.
+    context: dict[int, tuple[float, float, float] | None] = field(default_factory=dict)
     context_fitted: bool = False
     context_changes: int = 0
     orders: dict[tuple, RankedOrder] = field(default_factory=dict)
@@ -514,7 +517,7 @@ class LabelIndex:
         ok = (labels >= 0) & ~np.isnan(p)
         quality[dirty] = np.nan
         if ok.any():
-            p = self.predict_in_context(scores, dirty[ok]) if context and scores.context else p[ok]
+            p = self.predict_in_context(scores, dirty[ok]) if context else p[ok]
             quality[dirty[ok]] = get_label_quality_scores(
                 labels[ok].astype(np.int64), np.stack([1.0 - p, p], axis=1), method=self.config.label_quality)
         if (strategy,) in scores.orders:
@@ -548,40 +551,59 @@ class LabelIndex:
         vote = np.where(labels >= 0, 2.0 * labels - 1.0, 0.0).sum(axis=1) / around.shape[1]
         return np.stack([np.log(p / (1 - p)), vote], axis=1)
 
-    def fit_context(self, scores: ModelScores) -> tuple[float, float, float] | None:
-        """Weights of the label context, fitted on the frames with a current sludge label and a score; None
-        where either class has fewer than ``context_min_labels`` of them."""
+    def fit_context(self, scores: ModelScores) -> dict[int, tuple[float, float, float] | None]:
+        """Weights of the label context per collection, each fitted on its frames with a current sludge label
+        and a score; None where either class has fewer than ``context_min_labels`` of them, or where fewer
+        than ``context_min_isolated`` of its labels differ from the frames next to them."""
         from sklearn.linear_model import LogisticRegression
 
-        slots = np.flatnonzero((self.cur_val[_SLUDGE] >= 0) & ~np.isnan(scores.p))
-        labels = self.cur_val[_SLUDGE][slots]
-        if min(int((labels == 1).sum()), int((labels == 0).sum())) < self.config.context_min_labels:
-            return None
-        if self.count_isolated_share() < self.config.context_min_isolated:
-            return None
-        if len(slots) > self.config.context_fit_frames:
-            spread = np.linspace(0, len(slots) - 1, self.config.context_fit_frames).astype(np.int64)
-            slots, labels = slots[spread], labels[spread]
-        fit = LogisticRegression().fit(self.describe_context(scores, slots), labels)
-        return float(fit.coef_[0, 0]), float(fit.coef_[0, 1]), float(fit.intercept_[0])
+        fits: dict[int, tuple[float, float, float] | None] = {}
+        judged = np.flatnonzero((self.cur_val[_SLUDGE] >= 0) & ~np.isnan(scores.p))
+        for code in np.unique(self.collection[judged]).tolist():
+            slots = judged[self.collection[judged] == code]
+            labels = self.cur_val[_SLUDGE][slots]
+            fits[code] = None
+            if min(int((labels == 1).sum()), int((labels == 0).sum())) < self.config.context_min_labels:
+                continue
+            if self.count_isolated_share(slots) < self.config.context_min_isolated:
+                continue
+            if len(slots) > self.config.context_fit_frames:
+                spread = np.linspace(0, len(slots) - 1, self.config.context_fit_frames).astype(np.int64)
+                slots, labels = slots[spread], labels[spread]
+            fit = LogisticRegression().fit(self.describe_context(scores, slots), labels)
+            fits[code] = float(fit.coef_[0, 0]), float(fit.coef_[0, 1]), float(fit.intercept_[0])
+        return fits
 
-    def count_isolated_share(self) -> float:
-        """Of the labelled frames with a labelled frame next to them in the video, the share labelled unlike
-        every such frame: the trace slips frame by frame leave, and labels given per video do not."""
+    def count_isolated_share(self, slots: np.ndarray | None = None) -> float:
+        """Of the labelled frames (of `slots`, or all) with a labelled frame next to them in the video, the
+        share labelled unlike every such frame: the trace slips frame by frame leave, and labels given per
+        video do not."""
+        slots = np.arange(len(self.ids)) if slots is None else slots
         reach, current = self.config.label_context, self.cur_val[_SLUDGE]
-        around = self.list_neighbours()[:, reach - 1:reach + 1]
+        around = self.list_neighbours()[slots, reach - 1:reach + 1]
         beside = np.where(around >= 0, current[np.maximum(around, 0)], -1)
         known = beside >= 0
-        judged = (current >= 0) & known.any(axis=1)
-        unlike = (~known | (beside != current[:, None])).all(axis=1)
+        own = current[slots]
+        judged = (own >= 0) & known.any(axis=1)
+        unlike = (~known | (beside != own[:, None])).all(axis=1)
         return float(unlike[judged].mean()) if judged.any() else 0.0
 
+    def weigh_in_context(self, scores: ModelScores, slots: np.ndarray) -> np.ndarray:
+        """Per frame, the weights of its collection's fit (log-odds, vote, intercept); NaN where it has none."""
+        table = np.full((len(self.collections) + 1, 3), np.nan)
+        for code, fit in scores.context.items():
+            if fit is not None:
+                table[code] = fit
+        return table[self.collection[slots]]
+
     def predict_in_context(self, scores: ModelScores, slots: np.ndarray) -> np.ndarray:
-        """P(sludge) of the frames under the label context's weights."""
-        odds, vote, intercept = scores.context
+        """P(sludge) of the frames under their collection's label-context weights (the model's P where the
+        collection has none)."""
+        weights = self.weigh_in_context(scores, slots)
         x = self.describe_context(scores, slots)
         # Term by term (not a matrix product), so a frame gets the same bits in any batch.
-        return 1.0 / (1.0 + np.exp(-(x[:, 0] * odds + x[:, 1] * vote + intercept)))
+        fitted = 1.0 / (1.0 + np.exp(-(x[:, 0] * weights[:, 0] + x[:, 1] * weights[:, 1] + weights[:, 2])))
+        return np.where(np.isnan(weights[:, 0]), scores.p[slots], fitted)
 
     # ------------------------------------------------------------ reading
 
@@ -820,12 +842,13 @@ def _rank(db, index: LabelIndex, scores: ModelScores | None, strategy: str, labe
             return candidates, key(candidates)
 
         picked = _pick_best(index, scores, (strategy,), build, accept, key, dense, k)
-        if not (_ISSUE_STRATEGIES[strategy] and index.config.label_context > 0 and scores.context):
+        if not (_ISSUE_STRATEGIES[strategy] and index.config.label_context > 0):
             return rows(picked, key(picked), "label issue")
         # Say what the neighbours' vote was, beside the frame: how many of them a labeler would contradict.
+        weighed = ~np.isnan(index.weigh_in_context(scores, picked)[:, 0])
         around = index.list_neighbours()[picked]
         beside = np.where(around >= 0, index.cur_val[_SLUDGE][np.maximum(around, 0)], -1)
-        known = (beside >= 0).sum(axis=1)
+        known = np.where(weighed, (beside >= 0).sum(axis=1), 0)
         unlike = ((beside >= 0) & (beside != index.cur_val[_SLUDGE][picked][:, None])).sum(axis=1)
         return rows(picked, key(picked), lambda i: f"label issue · {unlike[i]} of {known[i]} labelled frames beside "
                     "it say otherwise" if known[i] else "label issue")

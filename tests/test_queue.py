@@ -269,28 +269,43 @@ def test_label_issue_weighs_what_the_rest_of_the_video_says(tmp_path):
 
 def test_label_issue_leaves_the_neighbours_out_where_labels_came_per_video(tmp_path):
     """Raw labels given per video (some videos misjudged whole) leave no frame labelled unlike its neighbours:
-    their vote would only repeat each label, so label-issue ranks by the model's P, as label-issue-model does."""
+    their vote would only repeat each label, so label-issue ranks that collection by the model's P, as
+    label-issue-model does, while a collection in the same store whose labels slip frame by frame keeps it."""
     import json
 
     from annotations.queue import get_label_index
 
     rng = np.random.default_rng(8)
     db, videos = build_store(tmp_path, videos=30, frames_per_video=6, seed=8)
-    truth = {v: i % 2 == 0 for i, v in enumerate(videos)}
+    crawl = {}
+    for v in range(30):
+        video = store.add_video(db, f"crawled-{v}".encode(), f"crawled_{v}.mp4", collection="crawl-2024")
+        crawl[video] = store.add_frames(db, video, rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8),
+                                        [i / 2 for i in range(6)], list(range(6)))
+    truth = {v: i % 2 == 0 for i, v in enumerate(videos)} | {v: i % 2 == 0 for i, v in enumerate(crawl)}
     p = {f: float(np.clip((0.75 if truth[v] else 0.25) + rng.normal(0, 0.2), 0.01, 0.99))
-         for v, frames in videos.items() for f in frames}
+         for v, frames in (videos | crawl).items() for f in frames}
     set_scores(db, p)
     misjudged = list(videos)[:4]
     rows = [{"video": v, "sludge": truth[v] != (v in misjudged)} for v in videos]
     (tmp_path / "per-video.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     store.import_ground_truth(db, tmp_path / "per-video.jsonl")
+    # The crawl's labels: per frame, one in eight flipped.
+    import_raw(db, tmp_path, {f: truth[v] != (rng.random() < 0.125) for v, frames in crawl.items() for f in frames})
 
-    ranked = store.next_frames(db, "vic", "label-issue", n=len(p))
-    assert get_label_index(db).count_isolated_share() == 0.0
-    assert get_label_index(db).models["tiny@1"].context is None
-    assert ranked == store.next_frames(db, "vic", "label-issue-model", n=len(p))
-    first = {f["frame_id"] for f in ranked[:12]}
+    uploads = store.next_frames(db, "vic", "label-issue", n=len(p), collection=store.UPLOADS)
+    index = get_label_index(db)
+    slots = index.find_slots([f for frames in videos.values() for f in frames])
+    assert index.count_isolated_share(slots) == 0.0
+    fits = index.models["tiny@1"].context
+    assert fits[index.collections[store.UPLOADS]] is None and fits[index.collections["crawl-2024"]] is not None
+    assert uploads == store.next_frames(db, "vic", "label-issue-model", n=len(p), collection=store.UPLOADS)
+    first = {f["frame_id"] for f in uploads[:12]}
     assert len(first & {f for v in misjudged for f in videos[v]}) >= 9
+    assert {f["reason"] for f in uploads} == {"label issue"}
+    crawled = store.next_frames(db, "vic", "label-issue", n=len(p), collection="crawl-2024")
+    assert crawled != store.next_frames(db, "vic", "label-issue-model", n=len(p), collection="crawl-2024")
+    assert all(f["reason"].startswith("label issue · ") for f in crawled)
 
 
 def test_label_issue_ties_go_to_the_lower_frame_id(queued, tmp_path):
@@ -432,5 +447,5 @@ def test_walking_the_sorted_orders_ranks_as_one_pass_does(tmp_path):
                     assert [(f["frame_id"], f["score"], f["reason"]) for f in walked] == [
                         (f["frame_id"], f["score"], f["reason"]) for f in one_pass], (step, strategy, labeler)
                     store.release_frames(db, labeler)
-    assert get_label_index(walking).models["tiny@1"].context is not None
+    assert any(fit is not None for fit in get_label_index(walking).models["tiny@1"].context.values())
     walking.close()
