@@ -213,11 +213,10 @@ class ModelScores:
     # Per strategy, positions whose label or score changed since its quality was last brought up to date.
     quality_dirty: dict[str, list[np.ndarray]] = field(default_factory=dict)
     # The label-context fit per collection code (weights of the log-odds and the neighbours' vote, intercept;
-    # None or absent: the model's P as it is), whether it was made, and how many frames' labels or scores
-    # changed since. Each collection gets its own: one may hold raw labels given per video, another slips
-    # frame by frame, and their footage and their labels' noise differ.
-    context: dict[int, tuple[float, float, float] | None] = field(default_factory=dict)
-    context_fitted: bool = False
+    # None or absent: the model's P as it is; the whole dict None until the first fit), and how many frames'
+    # labels or scores changed since. Each collection gets its own: one may hold raw labels given per video,
+    # another slips frame by frame, and their footage and their labels' noise differ.
+    context: dict[int, tuple[float, float, float] | None] | None = None
     context_changes: int = 0
     orders: dict[tuple, RankedOrder] = field(default_factory=dict)
     last_rowid: int = 0
@@ -497,8 +496,8 @@ class LabelIndex:
         from cleanlab.rank import get_label_quality_scores
 
         context = _ISSUE_STRATEGIES[strategy] and self.config.label_context > 0
-        if context and (not scores.context_fitted or scores.context_changes > self.config.refit_after):
-            scores.context, scores.context_fitted, scores.context_changes = self.fit_context(scores), True, 0
+        if context and (scores.context is None or scores.context_changes > self.config.refit_after):
+            scores.context, scores.context_changes = self.fit_context(scores), 0
             scores.drop_quality(strategy)  # every frame's P moved with the weights: rescore and sort them all
         quality = scores.quality.get(strategy)
         if quality is None:
@@ -542,14 +541,28 @@ class LabelIndex:
             self._neighbours = table
         return self._neighbours
 
+    def read_neighbour_labels(self, slots: np.ndarray) -> np.ndarray:
+        """Per frame, the current sludge labels of its neighbours (columns as ``list_neighbours``; -1: no
+        neighbour there, or one without a label)."""
+        around = self.list_neighbours()[slots]
+        return np.where(around >= 0, self.cur_val[_SLUDGE][np.maximum(around, 0)], -1)
+
     def describe_context(self, scores: ModelScores, slots: np.ndarray) -> np.ndarray:
         """The two numbers the label context weighs per frame: the model's log-odds of sludge and the vote of
         the neighbours' current sludge labels (+1 sludge, -1 not, 0 no label or no neighbour; averaged)."""
         p = np.clip(scores.p[slots], 1e-4, 1 - 1e-4)
-        around = self.list_neighbours()[slots]
-        labels = np.where(around >= 0, self.cur_val[_SLUDGE][np.maximum(around, 0)], -1)
-        vote = np.where(labels >= 0, 2.0 * labels - 1.0, 0.0).sum(axis=1) / around.shape[1]
+        labels = self.read_neighbour_labels(slots)
+        vote = np.where(labels >= 0, 2.0 * labels - 1.0, 0.0).sum(axis=1) / labels.shape[1]
         return np.stack([np.log(p / (1 - p)), vote], axis=1)
+
+    def count_neighbours_against(self, scores: ModelScores, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per frame, how many of its labelled neighbours are labelled otherwise, and how many are labelled;
+        (0, 0) where its collection's ranking leaves the neighbours out."""
+        labels = self.read_neighbour_labels(slots)
+        weighed = ~np.isnan(self.weigh_in_context(scores, slots)[:, 0])
+        known = np.where(weighed, (labels >= 0).sum(axis=1), 0)
+        against = np.where(weighed, ((labels >= 0) & (labels != self.cur_val[_SLUDGE][slots][:, None])).sum(axis=1), 0)
+        return against, known
 
     def fit_context(self, scores: ModelScores) -> dict[int, tuple[float, float, float] | None]:
         """Weights of the label context per collection, each fitted on its frames with a current sludge label
@@ -579,11 +592,10 @@ class LabelIndex:
         share labelled unlike every such frame: the trace slips frame by frame leave, and labels given per
         video do not."""
         slots = np.arange(len(self.ids)) if slots is None else slots
-        reach, current = self.config.label_context, self.cur_val[_SLUDGE]
-        around = self.list_neighbours()[slots, reach - 1:reach + 1]
-        beside = np.where(around >= 0, current[np.maximum(around, 0)], -1)
+        reach = self.config.label_context
+        beside = self.read_neighbour_labels(slots)[:, reach - 1:reach + 1]  # the frames right next to it
         known = beside >= 0
-        own = current[slots]
+        own = self.cur_val[_SLUDGE][slots]
         judged = (own >= 0) & known.any(axis=1)
         unlike = (~known | (beside != own[:, None])).all(axis=1)
         return float(unlike[judged].mean()) if judged.any() else 0.0
@@ -591,7 +603,7 @@ class LabelIndex:
     def weigh_in_context(self, scores: ModelScores, slots: np.ndarray) -> np.ndarray:
         """Per frame, the weights of its collection's fit (log-odds, vote, intercept); NaN where it has none."""
         table = np.full((len(self.collections) + 1, 3), np.nan)
-        for code, fit in scores.context.items():
+        for code, fit in (scores.context or {}).items():
             if fit is not None:
                 table[code] = fit
         return table[self.collection[slots]]
@@ -845,13 +857,9 @@ def _rank(db, index: LabelIndex, scores: ModelScores | None, strategy: str, labe
         if not (_ISSUE_STRATEGIES[strategy] and index.config.label_context > 0):
             return rows(picked, key(picked), "label issue")
         # Say what the neighbours' vote was, beside the frame: how many of them a labeler would contradict.
-        weighed = ~np.isnan(index.weigh_in_context(scores, picked)[:, 0])
-        around = index.list_neighbours()[picked]
-        beside = np.where(around >= 0, index.cur_val[_SLUDGE][np.maximum(around, 0)], -1)
-        known = np.where(weighed, (beside >= 0).sum(axis=1), 0)
-        unlike = ((beside >= 0) & (beside != index.cur_val[_SLUDGE][picked][:, None])).sum(axis=1)
-        return rows(picked, key(picked), lambda i: f"label issue · {unlike[i]} of {known[i]} labelled frames beside "
-                    "it say otherwise" if known[i] else "label issue")
+        against, known = index.count_neighbours_against(scores, picked)
+        return rows(picked, key(picked), lambda i: f"label issue · {against[i]} of {known[i]} labelled frames "
+                    "beside it say otherwise" if known[i] else "label issue")
 
     # disagreement: labelers first (score 1 + the model's confidence where it disagrees too), then the model
     def for_asker(slots):
