@@ -38,8 +38,9 @@ append-only and numbered, frames are numbered, predictions carry a rowid and a t
 keeps its frames sorted by its key (:class:`RankedOrder`); a call walks that order from the top until it
 has enough frames that pass the strategy's filters, and scores the few frames whose key changed since the
 sort apart. So a call reads a few thousand array entries, however many frames the store holds. A new label
-rescores its frame and its neighbours; the label context's three weights are refitted only after many
-changes.
+rescores its frame and its neighbours; a collection's three label-context weights are refitted only once
+about as many of its frames changed as the fit read (a collection ingested later is fitted once it has
+labels).
 
     next_frames(db, "ana", "label-issue", n=10, collection="crawl-2024")
     [{'frame_id': 812, 'p_sludge': 0.97, 'sludge': False, 'reason': 'label issue', 'score': 0.03, …}, …]
@@ -107,8 +108,10 @@ class QueueConfig:
     # The fit reads at most this many labelled frames, spread evenly over the store: ~0.1 s; weights stop
     # moving long before.
     context_fit_frames: int = 200_000
-    # The weights are fitted again once this many frames' labels or scores changed since the fit (which
-    # rescores every frame); between fits a new label rescores its frame and its neighbours only.
+    # A collection's weights are fitted again (and its frames rescored) once as many of its frames' labels or
+    # scores changed since its fit as the fit read, at least context_min_labels and at most this many: a
+    # collection ingested while the app runs is weighed once it has the labels, a large one is not refitted
+    # at every few corrections. Between fits a new label rescores its frame and its neighbours only.
     refit_after: int = 20_000
     # Up to this many frames in scope (the store, or one collection) are ranked in one vectorised pass; a
     # larger scope walks the sorted orders, which costs the same however large the store grows.
@@ -213,29 +216,39 @@ class ModelScores:
     # Per strategy, positions whose label or score changed since its quality was last brought up to date.
     quality_dirty: dict[str, list[np.ndarray]] = field(default_factory=dict)
     # The label-context fit per collection code (weights of the log-odds and the neighbours' vote, intercept;
-    # None or absent: the model's P as it is; the whole dict None until the first fit), and how many frames'
-    # labels or scores changed since. Each collection gets its own: one may hold raw labels given per video,
-    # another slips frame by frame, and their footage and their labels' noise differ.
+    # None or absent: the model's P as it is; the whole dict None until the first fit). Each collection gets
+    # its own: one may hold raw labels given per video, another slips frame by frame, and their footage and
+    # their labels' noise differ. Per collection code too: how many labelled frames its fit read, and how many
+    # of its frames' labels or scores changed since (a collection ingested later counts its new frames).
     context: dict[int, tuple[float, float, float] | None] | None = None
-    context_changes: int = 0
+    context_sizes: dict[int, int] = field(default_factory=dict)
+    context_changes: dict[int, int] = field(default_factory=dict)
     orders: dict[tuple, RankedOrder] = field(default_factory=dict)
     last_rowid: int = 0
     last_created: str = ""
 
-    def touch_scores(self, slots: np.ndarray, limit: int) -> None:
-        """Note that the frames' scores changed; an order with more than `limit` changes is dropped (sorted
-        afresh when next asked for), as is the label quality."""
+    def touch_scores(self, slots: np.ndarray, limit: int, collections: np.ndarray) -> None:
+        """Note that the frames' scores changed (`collections`: their collection codes); an order with more
+        than `limit` changes is dropped (sorted afresh when next asked for), as is the label quality."""
         for key, order in list(self.orders.items()):
             if key[0] not in _ISSUE_STRATEGIES:
                 order.touch(slots)
                 if order.changed > limit:
                     del self.orders[key]
-        self.touch_labels(slots, limit)
+        self.touch_labels(slots, limit, collections)
 
-    def touch_labels(self, slots: np.ndarray, limit: int) -> None:
-        """Note that the frames' sludge labels changed: their label quality is out of date."""
-        self.context_changes += len(slots)
-        for strategy in list(self.quality):
+    def touch_labels(self, slots: np.ndarray, limit: int, collections: np.ndarray) -> None:
+        """Note that the frames' sludge labels changed (`collections`: their collection codes): their label
+        quality is out of date, and their collections' label context one change nearer its refit."""
+        counts = np.bincount(collections)
+        for code in np.flatnonzero(counts).tolist():
+            self.context_changes[code] = self.context_changes.get(code, 0) + int(counts[code])
+        self.touch_quality(slots, limit, list(self.quality))
+
+    def touch_quality(self, slots: np.ndarray, limit: int, strategies: list[str]) -> None:
+        """Mark the frames' label quality out of date for these strategies; one with more than `limit` frames
+        marked is dropped whole (scored afresh when next asked for)."""
+        for strategy in strategies:
             dirty = self.quality_dirty.setdefault(strategy, [])
             dirty.append(slots)
             if sum(len(d) for d in dirty) > limit:
@@ -378,7 +391,7 @@ class LabelIndex:
             for order in scores.orders.values():
                 order.stale = np.concatenate([order.stale, np.zeros(n, bool)])
             # A new frame has no label, but it may now stand between labelled neighbours: their vote changed.
-            scores.touch_labels(np.arange(first_new, first_new + n), self.config.resort_after)
+            scores.touch_labels(np.arange(first_new, first_new + n), self.config.resort_after, codes)
         self.last_frame = int(ids[-1])
         self._cache.clear()
 
@@ -426,7 +439,7 @@ class LabelIndex:
             if f == _SLUDGE:
                 self.any_sludge[touched] = True
                 for scores in self.models.values():
-                    scores.touch_labels(touched, self.config.resort_after)
+                    scores.touch_labels(touched, self.config.resort_after, self.collection[touched])
         self.last_event = int(eid[-1])
 
     def _settle(self, f: int, touched: np.ndarray) -> None:
@@ -484,7 +497,8 @@ class LabelIndex:
             slots = self.find_slots(packed // 8)
             scores.p[slots] = p
             scores.layout[slots] = packed % 8 - 1
-            scores.touch_scores(_dedupe(slots, len(self.ids)), self.config.resort_after)
+            slots = _dedupe(slots, len(self.ids))
+            scores.touch_scores(slots, self.config.resort_after, self.collection[slots])
         self.models[model_id] = scores
         while len(self.models) > self.config.models_kept:
             self.models.pop(next(iter(self.models)))
@@ -496,9 +510,18 @@ class LabelIndex:
         from cleanlab.rank import get_label_quality_scores
 
         context = _ISSUE_STRATEGIES[strategy] and self.config.label_context > 0
-        if context and (scores.context is None or scores.context_changes > self.config.refit_after):
-            scores.context, scores.context_changes = self.fit_context(scores), 0
+        if context and scores.context is None:
+            scores.context, scores.context_sizes = self.fit_context(scores)
+            scores.context_changes = {}
             scores.drop_quality(strategy)  # every frame's P moved with the weights: rescore and sort them all
+        elif context and (due := self.list_due_contexts(scores)):
+            fits, sizes = self.fit_context(scores, due)
+            for code in due:
+                scores.context[code], scores.context_sizes[code] = fits.get(code), sizes.get(code, 0)
+                scores.context_changes.pop(code, None)
+            refitted = np.flatnonzero(np.isin(self.collection, due))  # their frames' P moved with the weights
+            scores.touch_quality(refitted, self.config.resort_after,
+                                 [s for s in scores.quality if _ISSUE_STRATEGIES[s]])
         quality = scores.quality.get(strategy)
         if quality is None:
             quality = scores.quality[strategy] = np.full(len(self.ids), np.nan)
@@ -564,18 +587,32 @@ class LabelIndex:
         against = np.where(weighed, ((labels >= 0) & (labels != self.cur_val[_SLUDGE][slots][:, None])).sum(axis=1), 0)
         return against, known
 
-    def fit_context(self, scores: ModelScores) -> dict[int, tuple[float, float, float] | None]:
-        """Weights of the label context per collection, each fitted on its frames with a current sludge label
-        and a score; None where either class has fewer than ``context_min_labels`` of them, or where fewer
-        than ``context_min_isolated`` of its labels differ from the frames next to them."""
+    def list_due_contexts(self, scores: ModelScores) -> list[int]:
+        """Collections whose label context is due to be fitted again: as many of their frames changed since
+        their fit as it read labelled frames, at least ``context_min_labels`` and at most ``refit_after``.
+        A collection ingested or labelled after the first fit is due as soon as it has that many."""
+        low, high = self.config.context_min_labels, self.config.refit_after
+        return [code for code, changed in scores.context_changes.items()
+                if changed >= min(max(scores.context_sizes.get(code, 0), low), high)]
+
+    def fit_context(self, scores: ModelScores, codes: list[int] | None = None
+                    ) -> tuple[dict[int, tuple[float, float, float] | None], dict[int, int]]:
+        """Weights of the label context per collection (of `codes`, or all), each fitted on its frames with a
+        current sludge label and a score; None where either class has fewer than ``context_min_labels`` of
+        them, or where fewer than ``context_min_isolated`` of its labels differ from the frames next to them.
+        Also how many such frames each collection has."""
         from sklearn.linear_model import LogisticRegression
 
         fits: dict[int, tuple[float, float, float] | None] = {}
-        judged = np.flatnonzero((self.cur_val[_SLUDGE] >= 0) & ~np.isnan(scores.p))
+        sizes: dict[int, int] = {}
+        judged = (self.cur_val[_SLUDGE] >= 0) & ~np.isnan(scores.p)
+        if codes is not None:
+            judged &= np.isin(self.collection, codes)
+        judged = np.flatnonzero(judged)
         for code in np.unique(self.collection[judged]).tolist():
             slots = judged[self.collection[judged] == code]
             labels = self.cur_val[_SLUDGE][slots]
-            fits[code] = None
+            fits[code], sizes[code] = None, len(slots)
             if min(int((labels == 1).sum()), int((labels == 0).sum())) < self.config.context_min_labels:
                 continue
             if self.count_isolated_share(slots) < self.config.context_min_isolated:
@@ -585,7 +622,7 @@ class LabelIndex:
                 slots, labels = slots[spread], labels[spread]
             fit = LogisticRegression().fit(self.describe_context(scores, slots), labels)
             fits[code] = float(fit.coef_[0, 0]), float(fit.coef_[0, 1]), float(fit.intercept_[0])
-        return fits
+        return fits, sizes
 
     def count_isolated_share(self, slots: np.ndarray | None = None) -> float:
         """Of the labelled frames (of `slots`, or all) with a labelled frame next to them in the video, the

@@ -308,6 +308,49 @@ def test_label_issue_leaves_the_neighbours_out_where_labels_came_per_video(tmp_p
     assert all(f["reason"].startswith("label issue · ") for f in crawled)
 
 
+def test_a_collection_labelled_after_the_first_fit_gets_its_own_label_context(tmp_path):
+    """A collection ingested and given raw labels while the app runs (after the queue first fitted the label
+    context) is weighed with its neighbours as soon as it has the labels, and ranks as a freshly opened store
+    ranks it; a few corrections in a fitted collection do not refit it."""
+    from annotations.queue import get_label_index
+
+    rng = np.random.default_rng(11)
+    db, videos = build_store(tmp_path, videos=30, frames_per_video=6, seed=11)
+
+    def add_labels(frames_by_video: dict[str, list[int]], folder) -> None:
+        truth = {f: i % 2 == 0 for i, frames in enumerate(frames_by_video.values()) for f in frames}
+        set_scores(db, {f: float(np.clip((0.7 if s else 0.3) + rng.normal(0, 0.15), 0.01, 0.99))
+                        for f, s in truth.items()})
+        folder.mkdir()
+        import_raw(db, folder, {f: s != (rng.random() < 0.12) for f, s in truth.items()})  # slips frame by frame
+
+    add_labels(videos, tmp_path / "uploads")
+    store.next_frames(db, "vic", "label-issue", n=10)  # the first fit: one collection
+    crawl = {}
+    for v in range(30):
+        video = store.add_video(db, f"crawled-{v}".encode(), f"crawled_{v}.mp4", collection="crawl-2024")
+        crawl[video] = store.add_frames(db, video, rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8),
+                                        [i / 2 for i in range(6)], list(range(6)))
+    add_labels(crawl, tmp_path / "crawl")
+
+    ranked = store.next_frames(db, "vic", "label-issue", n=180, collection="crawl-2024")
+    index = get_label_index(db)
+    scores = index.models["tiny@1"]
+    assert scores.context.get(index.collections["crawl-2024"]) is not None
+    assert all(f["reason"].startswith("label issue · ") for f in ranked)
+    fresh = store.open_store(tmp_path / "store.db", tmp_path / "media")
+    afresh = store.next_frames(fresh, "vic", "label-issue", n=180, collection="crawl-2024")
+    fresh.close()
+    assert [(f["frame_id"], f["score"], f["reason"]) for f in afresh] == [
+        (f["frame_id"], f["score"], f["reason"]) for f in ranked]
+
+    weights = dict(scores.context)
+    for f in ranked[:5]:
+        store.correct_label(db, f["frame_id"], "sludge", not f["sludge"], "ana", f["revision"])
+    store.next_frames(db, "bob", "label-issue", n=10, collection="crawl-2024")
+    assert scores.context == weights
+
+
 def test_label_issue_ties_go_to_the_lower_frame_id(queued, tmp_path):
     db, videos = queued
     ids = sorted(f for fs in videos.values() for f in fs)
