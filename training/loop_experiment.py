@@ -132,6 +132,9 @@ class LoopConfig:
     # (CARD_ADAPT: LoRA on the LM + the projector) X ended 2.6 pp under the oracle and the corrections
     # won back 1 pp. LoRA on the tower's last 2 blocks as well lets the labels reach the features.
     adapt: tuple[str, ...] = CARD_ADAPT + ("vision",)
+    # The tower's last blocks that "vision" adapts. All 4 were tried: the flips then cost X less, not more
+    # (training/README.md).
+    vision_blocks: int = 2
     epochs: float = 10.0
     # 0 = epochs decide; > 0 caps each fine-tune (tests, quick trials).
     max_steps: int = 0
@@ -498,10 +501,10 @@ class Finetuner:
         cfg = self.cfg
         return FinetuneConfig(
             export=str(export), base=cfg.base, name=name, out_dir=cfg.checkpoints_dir, seed=seed,
-            threads=cfg.threads, adapt=cfg.adapt, epochs=cfg.epochs, max_steps=cfg.max_steps,
-            batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, lr=cfg.lr, projector_lr=cfg.projector_lr,
-            eval_every=cfg.eval_every, log_every=0, progress=cfg.progress, db=str(db_path),
-            media=str(db_path.parent / "media"), register=True)
+            threads=cfg.threads, adapt=cfg.adapt, vision_blocks=cfg.vision_blocks, epochs=cfg.epochs,
+            max_steps=cfg.max_steps, batch_size=cfg.batch_size, grad_accum=cfg.grad_accum, lr=cfg.lr,
+            projector_lr=cfg.projector_lr, eval_every=cfg.eval_every, log_every=0, progress=cfg.progress,
+            db=str(db_path), media=str(db_path.parent / "media"), register=True)
 
     def finetune(self, export: Path, name: str, db, db_path: Path, seed: int, timings: dict):
         """Fine-tune the base on an export; returns the FinetuneResult and the saved model, loaded."""
