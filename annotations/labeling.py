@@ -193,11 +193,31 @@ class LabelSession:
         self.pending = None
         self._fetch_more(db)
         if self.items:
-            self.say(f"{len(self.items)} frames queued by '{self.strategy}'; the next ones load as you go.")
+            self.say(f"{len(self.items)} frames queued by '{self.strategy}'{self.describe_weighing()}; the next ones "
+                     "load as you go.")
         else:
             self.say(f"Nothing to label by '{self.strategy}': analyze a video first, or pick another strategy.")
         self._refresh(db)
         return self
+
+    def describe_weighing(self) -> str:
+        """For the label-issue queue, how its frames' labels were judged: with the labels beside them in their
+        video (their reason counts those neighbours) or by the model's P alone (labels given per video, or too
+        few labels in the collection to weigh neighbours); "" for other strategies.
+
+        >>> LabelSession("ana").describe_weighing()
+        ''
+        """
+        if self.strategy != "label-issue" or not self.items:
+            return ""
+        weighed = sum(" · " in item.get("reason", "") for item in self.items)
+        if weighed == len(self.items):
+            return ", each label weighed with the labels beside it in its video"
+        if not weighed:
+            return (", by the model's P alone: labels given per video, or too few labels yet to weigh each with "
+                    "the labels beside it")
+        return (f", {weighed} of them weighed with the labels beside them in their video, the rest by the model's "
+                "P alone")
 
     def _fetch_more(self, db) -> int:
         """Append the next batch by the strategy, leaving out frames already in this queue; returns how many."""

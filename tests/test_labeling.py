@@ -233,3 +233,32 @@ def test_the_strip_moves_in_steps_around_the_current_frame(tmp_path):
         assert len(strip) == 9 and (current >= 2 or strip[0] == 0) and (len(strip) - current > 2 or strip[-1] == 29)
         s.move(db, 1)
     assert len(set(windows)) == 6  # the window moved 5 times in 30 frames
+
+
+@pytest.mark.parametrize("per_video", [False, True])
+def test_the_label_issue_queue_says_how_it_weighed_the_labels(tmp_path, per_video):
+    """Loading the label-issue queue tells the labeler whether each label was weighed with the labels beside
+    it in its video (slips frame by frame) or by the model's P alone (raw labels given per video)."""
+    import json
+
+    rng = np.random.default_rng(4)
+    db, videos = build_store(tmp_path, videos=30, frames_per_video=6, seed=4)
+    truth = {v: i % 2 == 0 for i, v in enumerate(videos)}
+    frames = {f: v for v, fs in videos.items() for f in fs}
+    p = [float(np.clip((0.7 if truth[v] else 0.3) + rng.normal(0, 0.15), 0.01, 0.99)) for v in frames.values()]
+    store.record_predictions(db, "tiny@1", list(frames), p, [{"pip": 1.0}] * len(p))
+    if per_video:  # a video's label for all its frames, a few videos misjudged whole
+        rows = [{"video": v, "sludge": truth[v] != (i < 4)} for i, v in enumerate(videos)]
+    else:  # one frame label in eight slipped
+        rows = [{"video": v, "frame_index": store.get_frame(db, f)["frame_index"],
+                 "sludge": truth[v] != (rng.random() < 0.125)} for f, v in frames.items()]
+    (tmp_path / "raw.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store.import_ground_truth(db, tmp_path / "raw.jsonl")
+
+    s = LabelSession("ana").load(db, "label-issue", n=20)
+    assert s.message.startswith("20 frames queued by 'label-issue', ")
+    if per_video:
+        assert "by the model's P alone" in s.message and all(i["reason"] == "label issue" for i in s.items)
+    else:
+        assert "each label weighed with the labels beside it in its video" in s.message
+    assert "weighed" not in LabelSession("bob").load(db, "uncertain", n=5).message
