@@ -39,6 +39,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import annotations as store
+from annotations.queue import WEIGHED_REASON
 from core.vocabulary import LAYOUTS, NO_LAYOUT
 
 # The Label tab's keys (KeyboardEvent.key names) and what each does.
@@ -210,7 +211,7 @@ class LabelSession:
         """
         if self.strategy != "label-issue" or not self.items:
             return ""
-        weighed = sum(" · " in item.get("reason", "") for item in self.items)
+        weighed = sum(item.get("reason", "").startswith(WEIGHED_REASON) for item in self.items)
         if weighed == len(self.items):
             return ", each label weighed with the labels beside it in its video"
         if not weighed:

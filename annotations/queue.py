@@ -73,6 +73,9 @@ from core.vocabulary import LABEL_LAYOUTS, NO_LAYOUT
 STRATEGIES = ("uncertain", "disagreement", "unlabeled", "random", "label-issue", "label-issue-model")
 # The label-issue strategies, and whether each weighs the labels of a frame's neighbours in its video.
 _ISSUE_STRATEGIES = {"label-issue": True, "label-issue-model": False}
+# How the reason of a frame judged with its neighbours' labels begins (then what they said); a frame judged by
+# the model's P alone reads "label issue".
+WEIGHED_REASON = "label issue · "
 # Long enough to look at a frame's heatmaps and decide, short enough that a closed tab frees its frames soon.
 DEFAULT_LEASE_S = 180.0
 
@@ -510,12 +513,9 @@ class LabelIndex:
         from cleanlab.rank import get_label_quality_scores
 
         context = _ISSUE_STRATEGIES[strategy] and self.config.label_context > 0
-        if context and scores.context is None:
-            scores.context, scores.context_sizes = self.fit_context(scores)
-            scores.context_changes = {}
-            scores.drop_quality(strategy)  # every frame's P moved with the weights: rescore and sort them all
-        elif context and (due := self.list_due_contexts(scores)):
+        if context and (due := self.list_due_contexts(scores)):
             fits, sizes = self.fit_context(scores, due)
+            scores.context = scores.context or {}
             for code in due:
                 scores.context[code], scores.context_sizes[code] = fits.get(code), sizes.get(code, 0)
                 scores.context_changes.pop(code, None)
@@ -578,37 +578,38 @@ class LabelIndex:
         vote = np.where(labels >= 0, 2.0 * labels - 1.0, 0.0).sum(axis=1) / labels.shape[1]
         return np.stack([np.log(p / (1 - p)), vote], axis=1)
 
-    def count_neighbours_against(self, scores: ModelScores, slots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per frame, how many of its labelled neighbours are labelled otherwise, and how many are labelled;
-        (0, 0) where its collection's ranking leaves the neighbours out."""
+    def count_neighbours_against(self, scores: ModelScores, slots: np.ndarray
+                                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per frame, how many of its labelled neighbours are labelled otherwise, how many are labelled, and
+        whether its collection's ranking weighs them at all."""
         labels = self.read_neighbour_labels(slots)
         weighed = ~np.isnan(self.weigh_in_context(scores, slots)[:, 0])
-        known = np.where(weighed, (labels >= 0).sum(axis=1), 0)
-        against = np.where(weighed, ((labels >= 0) & (labels != self.cur_val[_SLUDGE][slots][:, None])).sum(axis=1), 0)
-        return against, known
+        known = (labels >= 0).sum(axis=1)
+        against = ((labels >= 0) & (labels != self.cur_val[_SLUDGE][slots][:, None])).sum(axis=1)
+        return against, known, weighed
 
     def list_due_contexts(self, scores: ModelScores) -> list[int]:
-        """Collections whose label context is due to be fitted again: as many of their frames changed since
-        their fit as it read labelled frames, at least ``context_min_labels`` and at most ``refit_after``.
-        A collection ingested or labelled after the first fit is due as soon as it has that many."""
+        """Collections whose label context is due to be fitted: every one before the first fit; then those
+        with as many of their frames changed since their fit as it read labelled frames, at least
+        ``context_min_labels`` and at most ``refit_after``. A collection ingested or labelled after the first
+        fit is due as soon as it has that many."""
+        if scores.context is None:
+            return list(self.collections.values())
         low, high = self.config.context_min_labels, self.config.refit_after
         return [code for code, changed in scores.context_changes.items()
                 if changed >= min(max(scores.context_sizes.get(code, 0), low), high)]
 
-    def fit_context(self, scores: ModelScores, codes: list[int] | None = None
+    def fit_context(self, scores: ModelScores, codes: list[int]
                     ) -> tuple[dict[int, tuple[float, float, float] | None], dict[int, int]]:
-        """Weights of the label context per collection (of `codes`, or all), each fitted on its frames with a
-        current sludge label and a score; None where either class has fewer than ``context_min_labels`` of
-        them, or where fewer than ``context_min_isolated`` of its labels differ from the frames next to them.
-        Also how many such frames each collection has."""
+        """Weights of the label context per collection of `codes`, each fitted on its frames with a current
+        sludge label and a score; None where either class has fewer than ``context_min_labels`` of them, or
+        where fewer than ``context_min_isolated`` of its labels differ from the frames next to them. Also how
+        many such frames each collection has."""
         from sklearn.linear_model import LogisticRegression
 
         fits: dict[int, tuple[float, float, float] | None] = {}
         sizes: dict[int, int] = {}
-        judged = (self.cur_val[_SLUDGE] >= 0) & ~np.isnan(scores.p)
-        if codes is not None:
-            judged &= np.isin(self.collection, codes)
-        judged = np.flatnonzero(judged)
+        judged = np.flatnonzero((self.cur_val[_SLUDGE] >= 0) & ~np.isnan(scores.p) & np.isin(self.collection, codes))
         for code in np.unique(self.collection[judged]).tolist():
             slots = judged[self.collection[judged] == code]
             labels = self.cur_val[_SLUDGE][slots]
@@ -624,11 +625,10 @@ class LabelIndex:
             fits[code] = float(fit.coef_[0, 0]), float(fit.coef_[0, 1]), float(fit.intercept_[0])
         return fits, sizes
 
-    def count_isolated_share(self, slots: np.ndarray | None = None) -> float:
-        """Of the labelled frames (of `slots`, or all) with a labelled frame next to them in the video, the
-        share labelled unlike every such frame: the trace slips frame by frame leave, and labels given per
-        video do not."""
-        slots = np.arange(len(self.ids)) if slots is None else slots
+    def count_isolated_share(self, slots: np.ndarray) -> float:
+        """Of the labelled frames among `slots` with a labelled frame next to them in the video, the share
+        labelled unlike every such frame: the trace slips frame by frame leave, and labels given per video do
+        not."""
         reach = self.config.label_context
         beside = self.read_neighbour_labels(slots)[:, reach - 1:reach + 1]  # the frames right next to it
         known = beside >= 0
@@ -894,9 +894,10 @@ def _rank(db, index: LabelIndex, scores: ModelScores | None, strategy: str, labe
         if not (_ISSUE_STRATEGIES[strategy] and index.config.label_context > 0):
             return rows(picked, key(picked), "label issue")
         # Say what the neighbours' vote was, beside the frame: how many of them a labeler would contradict.
-        against, known = index.count_neighbours_against(scores, picked)
-        return rows(picked, key(picked), lambda i: f"label issue · {against[i]} of {known[i]} labelled frames "
-                    "beside it say otherwise" if known[i] else "label issue")
+        against, known, weighed = index.count_neighbours_against(scores, picked)
+        return rows(picked, key(picked), lambda i: (
+            "label issue" if not weighed[i] else f"{WEIGHED_REASON}{against[i]} of {known[i]} labelled frames beside "
+            "it say otherwise" if known[i] else f"{WEIGHED_REASON}no labelled frames beside it"))
 
     # disagreement: labelers first (score 1 + the model's confidence where it disagrees too), then the model
     def for_asker(slots):
