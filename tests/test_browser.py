@@ -9,7 +9,6 @@ where they fail.
 from __future__ import annotations
 
 import os
-import shutil
 import sqlite3
 import time
 from pathlib import Path
@@ -17,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from app_process import REPO, USERS, running_app
+from labeler import CHROMIUM, CHROMIUM_ARGS, KEYS, MEASURE, STAGE, Labeler, sign_in_and_load
 
 import annotations as store
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
 REQUIRED = os.environ.get("SLUDGELENS_REQUIRE_BROWSER") == "1"
 # Analysis of the 60 s clip runs on a CPU shared with other tests: generous, it is not a benchmark.
@@ -57,8 +56,7 @@ def browser():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
 
@@ -159,9 +157,6 @@ def test_upload_verdict_timeline_gallery_and_heatmap(app, page):
     page.wait_for_timeout(800)
     assert page.locator("#heatmap img").count() == 1
     shoot(page, "analyze")
-
-
-STAGE = "document.querySelector('#label-stage .sl-stage')"
 
 
 def press(page, key: str) -> str:
@@ -299,44 +294,6 @@ LABEL_RUN = 200
 LABEL_CLIPS, CLIP_FRAMES = 13, 16
 # One landscape clip stored last, in a collection of its own: the wide workspace and the collection filter.
 LANDSCAPE = "landscape-footage"
-KEYS = ("y", "n", "1", "2", "3", "4", "Enter", "u", "r", "ArrowLeft", "ArrowRight")
-LAYOUT_KEYS = {"1": "vertical", "2": "horizontal", "3": "pip", "4": "other"}
-
-# Installed in the page: for every key the page takes, the time until the answer's frame is on screen (new
-# stage tick, image loaded) and until that frame's heatmap and mask are (both images loaded).
-MEASURE = """
-(keys) => {
-  window.__sl = {pending: null, results: []};
-  window.addEventListener('keydown', (ev) => {
-    if (!keys.includes(ev.key) || window.__sl.pending) return;
-    const stage = document.querySelector('#label-stage .sl-stage');
-    const p = {key: ev.key, t0: performance.now(), tick: stage.dataset.tick, from: stage.dataset.frame,
-               frameAt: null, heatAt: null, frame: null};
-    window.__sl.pending = p;
-    const loaded = (img) => img.complete && img.naturalWidth > 0;
-    const loop = () => {
-      const s = document.querySelector('#label-stage .sl-stage');
-      const now = performance.now();
-      if (p.frameAt === null && s.dataset.tick !== p.tick) {
-        const img = s.querySelector('img.sl-frame');
-        if (!img || loaded(img)) { p.frameAt = now; p.frame = s.dataset.frame; }
-      }
-      if (p.frameAt !== null && p.heatAt === null) {
-        const e = document.querySelector('#label-explain .sl-explain');
-        const pics = e ? Array.from(e.querySelectorAll('img')) : [];
-        if (!p.frame || (e.dataset.frame === p.frame && pics.length === 2 && pics.every(loaded))) p.heatAt = now;
-      }
-      if ((p.frameAt !== null && p.heatAt !== null) || now - p.t0 > 60000) {
-        window.__sl.results.push(p);
-        window.__sl.pending = null;
-        return;
-      }
-      requestAnimationFrame(loop);
-    };
-    requestAnimationFrame(loop);
-  }, true);
-}
-"""
 
 
 def prefill_store(root: Path, clips: int, frames: int) -> None:
@@ -367,70 +324,8 @@ def labeling_app(tmp_path_factory):
         yield running
 
 
-def sign_in_and_load(page, url: str, strategy: str = "unlabeled", collection: str | None = None) -> None:
-    page.goto(url)
-    page.wait_for_selector("#upload")
-    page.get_by_role("tab", name="Label").click()
-    page.fill("#login-user :is(input, textarea)", "alice")
-    page.fill("#login-password :is(input, textarea)", USERS["alice"][0])
-    page.click("#login-button")
-    page.wait_for_function("document.querySelector('#identity').innerText.includes('alice (labeler)')")
-    page.locator("#strategy input").click()
-    page.get_by_role("option", name=strategy).click()
-    if collection:
-        page.locator("#label-collection input").click()
-        page.get_by_role("option", name=collection).click()
-    page.click("#load-queue")
-    page.wait_for_function(f"{STAGE} && {STAGE}.dataset.frame")
 
 
-class Labeler:
-    """Presses keys as a labeler does: one at a time, each once the previous answer and its heatmap are on
-    screen; keeps the measurements and the label each frame is meant to end with."""
-
-    def __init__(self, page):
-        self.page = page
-        self.intended: dict[int, tuple[bool, str | None]] = {}
-        self.timings: list[dict] = []
-
-    def on_screen(self) -> int:
-        return int(self.page.evaluate(f"{STAGE}.dataset.frame"))
-
-    def model_answer(self) -> tuple[bool, str | None]:
-        """The model's answer as the facts beside the frame show it ("sludge · P 0.62 · pip")."""
-        row = self.page.locator("[data-testid=label-facts] tr", has_text="model")
-        sludge = "not sludge" not in " ".join(row.inner_text().split())
-        layout = row.locator(".sl-chip").inner_text().strip()
-        return sludge, (layout if sludge else None)
-
-    def key(self, key: str) -> dict:
-        count = self.page.evaluate("window.__sl.results.length")
-        self.page.keyboard.press(key)
-        self.page.wait_for_function("n => window.__sl.results.length > n && window.__sl.pending === null", arg=count,
-                                    polling=50, timeout=90_000)
-        result = self.page.evaluate("window.__sl.results[window.__sl.results.length - 1]")
-        assert "timedOut" not in result
-        self.timings.append(result)
-        # The keys are free again before the next one.
-        self.page.wait_for_function("!document.querySelector('#label-workspace').classList.contains('sl-busy')")
-        return result
-
-    def label(self, key: str) -> int:
-        """Label the frame on screen with one key (or "y2": y, then 2) and record what it should end with."""
-        frame = self.on_screen()
-        if key == "Enter":
-            self.intended[frame] = self.model_answer()
-        elif key == "n":
-            self.intended[frame] = (False, None)
-        elif key == "y2":
-            self.key("y")
-            assert self.on_screen() == frame  # y waits for a layout
-            key = "2"
-            self.intended[frame] = (True, "horizontal")
-        else:
-            self.intended[frame] = (True, LAYOUT_KEYS[key])
-        self.key(key)
-        return frame
 
 
 def test_a_landscape_collection_gets_the_wide_workspace(labeling_app, browser):
