@@ -1,6 +1,7 @@
 """How fast each queue strategy finds wrong labels: a synthetic collection with uniform label flips.
 
     python -m bench.bench_queue [--clips 60] [--frames-per-clip 8] [--noise 0.12] [--noise-kind uniform|video]
+                                [--source synthetic|real-holdout|real-train]
 
 The collection: ``--clips`` synthetic clips (``training.synthetic.make_clip``), ``--frames-per-clip`` frames
 each, scored by the embedded model (``core.engine.score_frames``), stored with its predictions, and raw
@@ -9,6 +10,10 @@ frames (``training.loop_experiment.flip_labels``: a flipped sludge frame reads "
 stream a random layout). ``--noise-kind video`` flips whole clips instead, as when raw labels come per video:
 the case where a frame's neighbours share its slip, so their vote must not count (``label-issue`` finds no
 frames labelled unlike their neighbours and leaves it out; ``label-issue-model`` never counts it).
+
+``--source real-holdout`` stores the real-footage check's 120 clips instead (bench.bench_real_video: single
+scenes and every layout composed from packages the model never saw, real video among them), each through the
+app's own analysis, every frame of a clip true to the clip.
 
 Each strategy then starts from the same store (a copy) and a scripted labeler walks its queue as a person
 would: a batch at a time, setting every frame it is shown to the truth (which is what takes it out of the
@@ -39,9 +44,10 @@ WALKER = "walker"
 
 
 def build_collection(root: Path, clips: int, frames_per_clip: int, noise: float, seed: int,
-                     per_video: bool = False) -> dict:
+                     per_video: bool = False, source: str = "synthetic") -> dict:
     """The store under root: frames, the embedded model's predictions, raw-gt with uniform flips (of whole
-    clips with `per_video`)."""
+    clips with `per_video`). `source` "synthetic" renders `clips` clips; a real pool ("real-holdout",
+    "real-train") stores the real-footage check's clips instead, through the app's own analysis."""
     db = store.open_store(root / "base.db", root / "media")
     lm = load_model(load_settings().model)
     model_id = lm.identity.id
@@ -49,7 +55,20 @@ def build_collection(root: Path, clips: int, frames_per_clip: int, noise: float,
     truth: dict[int, synthetic.FrameTruth] = {}
     video_of: dict[int, int] = {}
     render_s = score_s = 0.0
-    for k in range(clips):
+    if source != "synthetic":
+        from annotations.analyses import record_analysis
+        from bench.bench_real_video import make_clip_set
+
+        t = time.perf_counter()
+        real = make_clip_set(source)
+        render_s = time.perf_counter() - t
+        for k, clip in enumerate(real):
+            t = time.perf_counter()
+            stored = record_analysis(lm, db, clip.path, num_frames=frames_per_clip, collection="bench-queue")
+            score_s += time.perf_counter() - t
+            truth.update((f, synthetic.FrameTruth(clip.sludge, clip.layout, "", "")) for f in stored.frame_ids)
+            video_of.update((f, k) for f in stored.frame_ids)
+    for k in range(clips if source == "synthetic" else 0):
         t = time.perf_counter()
         frames, truths = synthetic.make_clip(seed * 10_000 + k, num_frames=frames_per_clip, fps=4.0)
         render_s += time.perf_counter() - t
@@ -71,6 +90,7 @@ def build_collection(root: Path, clips: int, frames_per_clip: int, noise: float,
     sludge = np.array([truth[f].sludge for f in sorted(truth)])
     db.close()
     return {"truth": truth, "flipped": flipped, "model_id": model_id, "render_s": render_s, "score_s": score_s,
+            "video_of": video_of,
             "model_accuracy": float((said == sludge).mean())}
 
 
@@ -114,15 +134,18 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--noise-kind", choices=("uniform", "video"), default="uniform",
                         help="flip frames drawn uniformly, or whole clips (raw labels given per video)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--source", choices=("synthetic", "real-holdout", "real-train"), default="synthetic",
+                        help="synthetic clips, or the real-footage check's 120 clips of a pool (--clips unused)")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         built = build_collection(root, args.clips, args.frames_per_clip, args.noise, args.seed,
-                                 per_video=args.noise_kind == "video")
+                                 per_video=args.noise_kind == "video", source=args.source)
         n = len(built["truth"])
         flips = built["flipped"]
-        print(f"{args.clips} clips x {args.frames_per_clip} frames = {n} frames (rendered in "
+        clips = len(set(built["video_of"].values()))
+        print(f"{clips} {args.source} clips x {args.frames_per_clip} frames = {n} frames (made in "
               f"{built['render_s']:.0f} s, scored in {built['score_s']:.0f} s); model accuracy on the truth "
               f"{built['model_accuracy']:.1%}; {len(flips)} sludge labels flipped ({len(flips) / n:.1%}, "
               f"{'whole clips' if args.noise_kind == 'video' else 'uniform'})")

@@ -29,6 +29,26 @@ import json
 from bench.clips import BENCH_DIR
 
 
+COMPOSERS = ("renderer", "plain", "footage")
+
+
+def make_clip_set(pool: str, per_layout: int = 4, clip_frames: int = 24, composers: tuple[str, ...] = COMPOSERS):
+    """The check's clips (training.real_footage.RealClip) from `pool`, each composer's cached in its own folder:
+    only missing clips are made."""
+    from training.imagery import fingerprint_pool
+    from training.real_footage import make_footage_clips, make_plain_clips, make_real_clips
+
+    # The renderer's folder is named for its stream mix: its clips changed when real video stills joined it
+    # (v2) and when composites of one kind of stream did (v3). Every folder also carries the pool's fingerprint:
+    # a package joining or leaving the pool changes which pictures and videos the same seeds draw.
+    fingerprint = fingerprint_pool(pool.split("-", 1)[1])
+    makers = {"renderer": (make_real_clips, BENCH_DIR / f"{pool}-v3-{fingerprint}"),
+              "plain": (make_plain_clips, BENCH_DIR / f"{pool}-plain-{fingerprint}"),
+              "footage": (make_footage_clips, BENCH_DIR / f"{pool}-footage-{fingerprint}")}
+    return [clip for name in composers
+            for clip in makers[name][0](makers[name][1], per_layout=per_layout, num_frames=clip_frames, pool=pool)]
+
+
 def main(argv: list[str] | None = None) -> dict:
     from training.synthetic import REAL_POOLS
 
@@ -51,28 +71,17 @@ def main(argv: list[str] | None = None) -> dict:
     from core.config import EMBEDDED_BLIP2, EngineConfig, ModelSpec
     from core.engine import load_model
     from training import synthetic
-    from training.imagery import fingerprint_pool
-    from training.real_footage import (check_examples, check_real_footage, format_shares, make_footage_clips,
-                                       make_plain_clips, make_real_clips)
+    from training.real_footage import check_examples, check_real_footage, format_shares
 
-    # The renderer's folder is named for its stream mix: its clips changed when real video stills joined it
-    # (v2) and when composites of one kind of stream did (v3). Every folder also carries the pool's fingerprint:
-    # a package joining or leaving the pool changes which pictures and videos the same seeds draw.
-    fingerprint = fingerprint_pool(args.pool.split("-", 1)[1])
-    makers = {"renderer": (make_real_clips, BENCH_DIR / f"{args.pool}-v3-{fingerprint}"),
-              "plain": (make_plain_clips, BENCH_DIR / f"{args.pool}-plain-{fingerprint}"),
-              "footage": (make_footage_clips, BENCH_DIR / f"{args.pool}-footage-{fingerprint}")}
-    composers = [name.strip() for name in args.composers.split(",") if name.strip()]
-    if not composers or set(composers) - set(makers):
-        parser.error(f"--composers takes some of {', '.join(makers)}, got {args.composers!r}")
+    composers = tuple(name.strip() for name in args.composers.split(",") if name.strip())
+    if not composers or set(composers) - set(COMPOSERS):
+        parser.error(f"--composers takes some of {', '.join(COMPOSERS)}, got {args.composers!r}")
     try:
         synthetic.pool_sources(args.pool)  # a pool with a package missing would make other clips
     except ValueError as error:
         parser.error(str(error))
     torch.set_num_threads(2)
-    clips = [clip for name in composers
-             for clip in makers[name][0](makers[name][1], per_layout=args.per_layout, num_frames=args.clip_frames,
-                                         pool=args.pool)]
+    clips = make_clip_set(args.pool, args.per_layout, args.clip_frames, composers)
     engine = EngineConfig() if args.threshold is None else EngineConfig(threshold=args.threshold)
     lm = load_model(ModelSpec(args.model or str(EMBEDDED_BLIP2)), engine)
     figures = check_real_footage(lm, clips, num_frames=args.frames)
