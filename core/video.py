@@ -151,6 +151,9 @@ class VideoMeta:
     rotation: int  # counter-clockwise degrees the stored picture is turned for display: 0, 90, 180, 270
     frame_count: int
     decoder: str  # "decord" or "pyav": who decoded the frames (the probe itself always uses PyAV)
+    # False for a bare elementary stream: its timestamps are the parser's guesses (an MPEG-1 stream's are a
+    # picture ahead, or at another rate than its header's), so its pictures are told apart by count.
+    timed: bool = True
 
 
 @dataclass
@@ -195,6 +198,11 @@ _CONTAINER_MAGIC = (
     (0, b"\x00\x00\x01\xba", "MPEG"),
     (0, b"\x30\x26\xb2\x75", "WMV/ASF"),
 )
+# Demuxers of bare elementary streams (MPEG-1/2 video alone in an .mpg or .m1v, an .h264, an .m4v of MPEG-4
+# part 2): no index and no duration, so FFmpeg estimates one from the header's bit rate, often a placeholder (an
+# MPEG-1 header's 104 Mbit/s made a 6 s clip read 18 ms, and one frame was sampled). Their pictures are counted.
+_ELEMENTARY_DEMUXERS = {"mpegvideo", "h261", "h263", "h264", "hevc", "vvc", "m4v", "cavsvideo", "avs2", "avs3",
+                        "vc1", "dirac"}
 # PyAV demuxers that read a single still image.
 _IMAGE_DEMUXERS = {"image2", "png_pipe", "jpeg_pipe", "bmp_pipe", "webp_pipe", "tiff_pipe", "gif_pipe",
                    "jpegxl_pipe", "qoi_pipe", "dpx_pipe", "exr_pipe", "psd_pipe", "svg_pipe"}
@@ -442,6 +450,21 @@ def _normalise_rotation(degrees: float) -> int:
     return int(round(degrees / 90.0)) * 90 % 360
 
 
+def _count_pictures(packets_in, stream, counted: int, limits: VideoLimits, keyframes: list[float]) -> int:
+    """A bare elementary stream's pictures: the rest of its packets counted (demuxed, not decoded), `counted`
+    of them already read. Stops once the count passes the duration limit at 120 fps: such a file is refused
+    as too long all the same."""
+    cap = int(limits.max_duration_s * 120) + 2
+    for packet in packets_in:
+        if packet.size == 0:
+            continue
+        counted += 1
+        _note_keyframe(packet, stream, keyframes)
+        if counted >= cap:
+            break
+    return max(counted, 1)
+
+
 def _duration_of(container, stream) -> float | None:
     if stream.duration and stream.time_base:
         return float(stream.duration * stream.time_base)
@@ -535,6 +558,10 @@ def _inspect(path, limits: VideoLimits, with_keyframes: bool = False) -> tuple[V
         if not fps:
             # Nothing in the file says how fast it plays; 30 fps is what phones record.
             fps = 30.0
+        timed = fmt not in _ELEMENTARY_DEMUXERS
+        if not timed:
+            frame_count = _count_pictures(packets_in, stream, packets, limits, keyframes)
+            duration = frame_count / fps
         if not frame_count:
             frame_count = max(1, int(round(duration * fps)))
         turned = rotation in (90, 270)
@@ -542,6 +569,7 @@ def _inspect(path, limits: VideoLimits, with_keyframes: bool = False) -> tuple[V
             path=path, size_bytes=size, duration_s=max(duration, 1.0 / fps), fps=fps,
             width=coded_h if turned else coded_w, height=coded_w if turned else coded_h,
             codec=stream.codec_context.name, rotation=rotation, frame_count=frame_count, decoder="pyav",
+            timed=timed,
         )
         _check_meta(meta, limits)
         if not with_keyframes:
@@ -1006,9 +1034,9 @@ def _decode_run_pyav(path: str, indices: list[int], meta: VideoMeta, limits: Vid
                     logger.warning("decoding %s stopped after %.2f s: %s", path, last[0] if last else 0.0, err)
                     exhausted = True
                 else:
-                    if frame.pts is not None:
+                    if frame.pts is not None and meta.timed:
                         seconds = (frame.pts - start) * tb
-                    else:  # no timestamp (some AVI files): count frames
+                    else:  # no timestamp (some AVI files) or none to trust (a bare stream): count frames
                         seconds = last[0] + 1 / meta.fps if last else 0.0
                     last = (seconds, frame)
             if last is None:
@@ -1051,6 +1079,9 @@ def sample_frames(
     if limits.decoder not in DECODERS:
         raise ValueError(f"limits.decoder must be one of {DECODERS}, got {limits.decoder!r}")
     meta, keyframes = _inspect(path, limits, with_keyframes=limits.keyframe_snap_s > 0)
+    if not meta.timed:
+        # Pictures told apart by count are reached by decoding from the start: no seeks, no keyframe times.
+        limits, keyframes = replace(limits, seek_gap_s=math.inf), None
     times = plan_timestamps(meta.duration_s, num_frames=num_frames, fps=fps, max_frames=limits.max_sampled_frames)
     if keyframes is not None:
         times = snap_to_keyframes(times, keyframes, limits.keyframe_snap_s)
@@ -1060,7 +1091,7 @@ def sample_frames(
         decoded = _sample_with_decord(meta.path, indices, meta, limits, keyframes)
         decoder = "decord"
     if decoded is None:
-        if keyframes is None and limits.decode_threads > 1:  # where runs may be cut
+        if keyframes is None and limits.decode_threads > 1 and meta.timed:  # where runs may be cut
             keyframes = read_keyframe_times(meta.path)
         decoded = _sample_with_pyav(meta.path, indices, meta, limits, keyframes)
         decoder = "pyav"

@@ -73,7 +73,8 @@ def red_corner(frame: np.ndarray) -> str:
 
 
 def encode_clip(path, frames: int, fps: int = 10, size=(96, 64), codec: str = "libx264", turn: int = 0,
-                options: dict | None = None, container_options: dict | None = None, painter=scene):
+                options: dict | None = None, container_options: dict | None = None, painter=scene,
+                fmt: str | None = None):
     """Write a clip whose displayed picture is `painter(i, *size)`.
 
     `turn` (counter-clockwise degrees) is what the display matrix says; the stored picture is the
@@ -81,7 +82,7 @@ def encode_clip(path, frames: int, fps: int = 10, size=(96, 64), codec: str = "l
     """
     width, height = size
     stored_w, stored_h = (height, width) if turn in (90, 270) else (width, height)
-    with av.open(str(path), "w", options=container_options or {}) as container:
+    with av.open(str(path), "w", format=fmt, options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=fps, options=options or {})
         stream.width, stream.height, stream.pix_fmt = stored_w, stored_h, "yuv420p"
         if turn:
@@ -253,6 +254,20 @@ def test_a_file_that_decodes_wrongly_after_a_seek_is_decoded_front_to_back():
     assert np.abs(sampled.frames.astype(int) - clean.frames.astype(int)).mean(axis=(1, 2, 3)).max() < 1.0
     green = (sampled.frames[..., 1] > 200) & (sampled.frames[..., 0] < 80) & (sampled.frames[..., 2] < 80)
     assert green.mean(axis=(1, 2)).max() < 0.05
+
+
+@pytest.mark.parametrize("name, fmt, codec", [("mpeg1.mpg", "mpeg1video", "mpeg1video"), ("bare.h264", "h264", "libx264")])
+@pytest.mark.parametrize("limits", [DECORD, PYAV], ids=["decord", "pyav"])
+def test_a_bare_elementary_stream_is_sampled_over_its_whole_length(tmp_path, name, fmt, codec, limits):
+    # Video with no container around it: FFmpeg estimates its length from the header's bit rate, an MPEG-1
+    # placeholder among them (Gem's alea.mpg, 5 s, read as 18 ms: one frame sampled), and a bare .h264 cannot
+    # seek. Its pictures are counted, and a stream that refuses a seek is decoded front to back.
+    path = encode_clip(tmp_path / name, frames=250, fps=25, codec=codec, fmt=fmt)  # 10 s
+    assert check_video_file(path).duration_s == pytest.approx(10.0, abs=0.1)
+    video = sample_frames(path, num_frames=8, limits=limits)
+    assert video.meta.frame_count == 250 and video.meta.decoder == "pyav"  # decord cannot measure it either
+    assert video.indices == [15, 46, 78, 109, 140, 171, 203, 234]
+    assert [read_index(f) for f in video.frames] == [i % 32 for i in video.indices]  # the painted index wraps
 
 
 def test_asking_for_nothing_is_a_programming_error(clips):
