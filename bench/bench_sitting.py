@@ -79,7 +79,7 @@ def format_row(row: dict) -> str:
 
 
 def check_store(db_path: Path, intended: dict[int, tuple[bool, str | None]]) -> list[str]:
-    """What differs between the store and the labels keyed: frames touched, human events, current labels."""
+    """What differs between the store and the labels keyed: the frames the labeler touched, their current labels."""
     with sqlite3.connect(db_path) as db:
         touched = {r[0] for r in db.execute("SELECT DISTINCT frame_id FROM label_events WHERE labeler = 'alice'")}
         current = {r[0]: (None if r[1] is None else bool(r[1]), r[2]) for r in db.execute(

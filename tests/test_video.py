@@ -256,7 +256,8 @@ def test_a_file_that_decodes_wrongly_after_a_seek_is_decoded_front_to_back():
     assert green.mean(axis=(1, 2)).max() < 0.05
 
 
-@pytest.mark.parametrize("name, fmt, codec", [("mpeg1.mpg", "mpeg1video", "mpeg1video"), ("bare.h264", "h264", "libx264")])
+@pytest.mark.parametrize("name, fmt, codec", [("mpeg1.mpg", "mpeg1video", "mpeg1video"),
+                                               ("bare.h264", "h264", "libx264")])
 @pytest.mark.parametrize("limits", [DECORD, PYAV], ids=["decord", "pyav"])
 def test_a_bare_elementary_stream_is_sampled_over_its_whole_length(tmp_path, name, fmt, codec, limits):
     # Video with no container around it: FFmpeg estimates its length from the header's bit rate, an MPEG-1
