@@ -994,6 +994,48 @@ def _sample_with_pyav(path: str, indices: list[int], meta: VideoMeta, limits: Vi
     return out[:len(picked)], times, picked
 
 
+def _stamp_pictures(decoded, start: int, tb: float, timed: bool = True):
+    """The decoded pictures with their times in seconds from `start`, as (seconds or None, frame); None where
+    the file gives no time to trust (none at all, or a bare stream's: the caller counts pictures).
+
+    FFmpeg's best-effort rule: a picture's pts, unless the pts have gone backwards more often than the dts,
+    then its dts. Some files' pts come out of the decoder in decode order (AVIs of MPEG-4 with packed B-frames:
+    1, 3, 2, 5, 4...), so by pts alone pictures were skipped and named a picture off. Each picture is stamped
+    once the next one is decoded, so the first backward step already counts for the picture before it.
+    """
+    faulty = {"pts": 0, "dts": 0}
+    seen: dict[str, int | None] = {"pts": None, "dts": None}
+
+    def stamp(frame) -> float | None:
+        if not timed:
+            return None
+        value = frame.pts if frame.pts is not None and (faulty["pts"] <= faulty["dts"] or frame.dts is None) \
+            else frame.dts
+        return None if value is None else float((value - start) * tb)
+
+    held = None
+    pictures = iter(decoded)
+    while True:
+        try:
+            frame = next(pictures)
+        except StopIteration:
+            break
+        except av.error.FFmpegError:
+            if held is not None:
+                yield stamp(held), held
+            raise
+        for name in ("pts", "dts"):
+            value = getattr(frame, name)
+            if value is not None:
+                faulty[name] += seen[name] is not None and value <= seen[name]
+                seen[name] = value
+        if held is not None:
+            yield stamp(held), held
+        held = frame
+    if held is not None:
+        yield stamp(held), held
+
+
 def _decode_run_pyav(path: str, indices: list[int], meta: VideoMeta, limits: VideoLimits, threads: int,
                      out: np.ndarray) -> tuple[list[float], list[int], bool]:
     """Decode one run of `indices` into `out`: seek to the keyframe before far targets, decode on to near
@@ -1016,27 +1058,25 @@ def _decode_run_pyav(path: str, indices: list[int], meta: VideoMeta, limits: Vid
         tb = float(stream.time_base)
         start = stream.start_time or 0
         half_frame = 0.5 / meta.fps
-        frames = iter(container.decode(stream))
+        frames = _stamp_pictures(container.decode(stream), start, tb, meta.timed)
         last = None  # (seconds from start, frame) of the last decoded picture
         exhausted = sought = damaged = False
         for index in indices:
             target = index / meta.fps
             if not exhausted and target - (last[0] if last else 0.0) > limits.seek_gap_s:
                 container.seek(int(start + target / tb), stream=stream, backward=True)
-                frames = iter(container.decode(stream))
+                frames = _stamp_pictures(container.decode(stream), start, tb, meta.timed)
                 sought = True
             while not exhausted and (last is None or last[0] < target - half_frame):
                 try:
-                    frame = next(frames)
+                    seconds, frame = next(frames)
                 except StopIteration:
                     exhausted = True
                 except av.error.FFmpegError as err:
                     logger.warning("decoding %s stopped after %.2f s: %s", path, last[0] if last else 0.0, err)
                     exhausted = True
                 else:
-                    if frame.pts is not None and meta.timed:
-                        seconds = (frame.pts - start) * tb
-                    else:  # no timestamp (some AVI files) or none to trust (a bare stream): count frames
+                    if seconds is None:  # no timestamp (some AVI files) or none to trust (a bare stream): count
                         seconds = last[0] + 1 / meta.fps if last else 0.0
                     last = (seconds, frame)
             if last is None:
