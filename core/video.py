@@ -32,7 +32,10 @@ Decoding, and why it is done this way (medians from ``python -m bench.bench_vide
   by side, one container and one decoder thread each. It runs in the app's process, with no frames to
   hand across: 0.60 s and 0.92 CPU s against decord's 0.85 s and 1.29 CPU s in the bench above. Some
   streams decode wrongly from a keyframe reached by a seek (the decoder flags the pictures corrupt); such a
-  file is decoded again front to back, never seeking.
+  file is decoded again front to back, never seeking. A picture's time is its pts, or its dts where the pts
+  come out of order (FFmpeg's best-effort rule, :func:`_stamp_pictures`); a bare elementary stream (no
+  container: an MPEG-1 ``.mpg``, an ``.h264``) has its pictures counted at the probe and is decoded front to
+  back, pictures told apart by count (``VideoMeta.timed``).
 * decord (``VideoReader.get_batch``, ``limits.decoder="decord"``) is the alternative. It is unmaintained
   and known to hang or crash in C code on some files. A thread cannot be stopped once it is stuck inside
   C, and a crash there takes the whole app down, so decord runs in a long-lived child process
