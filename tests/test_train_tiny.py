@@ -155,3 +155,14 @@ def test_a_frozen_tower_stays_as_the_checkpoint_has_it_while_the_rest_trains():
     assert not torch.equal(before["query_tokens"], after["query_tokens"])
     moved = [n for n in after if not n.startswith("vision_model.") and not torch.equal(before[n], after[n])]
     assert any(n.startswith("qformer.") for n in moved) and any(n.startswith("language_model.") for n in moved)
+
+
+@pytest.mark.parametrize("workers", [0, 1], ids=["arrays", "loader-tensors"])
+def test_the_vision_stage_can_turn_its_frames_about_their_diagonal(workers):
+    # Frames reach the vision stage as arrays, or as tensors from the loader process; both are turned, and a
+    # turned stack is taught as a side-by-side split (TRANSPOSED_LAYOUT; transpose_borders's doctest).
+    cfg = TrainTinyConfig(kinds=("blip2",), init_from="embedded", steps=1, batch_size=4, vision_steps=2,
+                          eval_frames=2, pool="train", sizes=((96, 54),), size_weights=(1,), threads=1,
+                          loader_workers=workers, transpose_share=1.0, dense_orientation=True)
+    lm, figures = train_family("blip2", None, cfg)
+    assert figures["train_seconds"] > 0 and lm.model.training is False

@@ -97,6 +97,11 @@ class TrainTinyConfig:
     # reads two photos or two videos pasted plainly one above the other as a collage or as one scene.
     game_last_scale: float = 1.0
     ungraded_share: float = 0.0
+    # Share of the vision stage's frames turned about their diagonal (rows become columns: a stack becomes a
+    # side-by-side split, and every stream's content lies on its side). A tower that must find the same seams
+    # in content it has never seen that way up leans less on how familiar packages look; the task-mix stage
+    # never turns a frame, since its descriptions say which stream is on top.
+    transpose_share: float = 0.0
     # Frame sizes (height, width) and their shares: portrait short-form and landscape footage alike.
     sizes: tuple[tuple[int, int], ...] = ((384, 216), (216, 384))
     size_weights: tuple[float, ...] = (0.65, 0.35)
@@ -212,6 +217,42 @@ def boundary_map(spec, grid: int, oriented: bool = False) -> torch.Tensor:
     return torch.from_numpy(flat if oriented else flat[0])
 
 
+# What a frame turned about its diagonal shows: stacks and side-by-side splits trade places.
+TRANSPOSED_LAYOUT = {"vertical": "horizontal", "horizontal": "vertical"}
+
+
+def transpose_frame(frame):
+    """The frame (an (H, W, C) array or tensor, as the batch loader hands it over) turned about its diagonal:
+    row r becomes column r (a portrait frame becomes a landscape one).
+
+    >>> transpose_frame(np.arange(6).reshape(2, 3, 1))[..., 0].tolist()
+    [[0, 3], [1, 4], [2, 5]]
+    >>> transpose_frame(torch.zeros(2, 3, 3)).shape
+    torch.Size([3, 2, 3])
+    """
+    if torch.is_tensor(frame):
+        return frame.permute(1, 0, 2).contiguous()
+    return np.ascontiguousarray(frame.transpose(1, 0, 2))
+
+
+def transpose_borders(borders: torch.Tensor, grid: int) -> torch.Tensor:
+    """boundary_map's maps for the frame turned about its diagonal: each map turned with it, and the seams
+    between rows and those between columns (the oriented maps) trading places.
+
+    >>> from training.synthetic import FrameSpec, Tile
+    >>> stacked = FrameSpec(truth=None, streams=(None, None), tiles=(Tile(0, (0, 0, 1, .5)), Tile(1, (0, .5, 1, 1))))
+    >>> split = FrameSpec(truth=None, streams=(None, None), tiles=(Tile(0, (0, 0, .5, 1)), Tile(1, (.5, 0, 1, 1))))
+    >>> bool((transpose_borders(boundary_map(stacked, 4, True), 4) == boundary_map(split, 4, True)).all())
+    True
+    >>> bool((transpose_borders(boundary_map(stacked, 4), 4) == boundary_map(split, 4)).all())
+    True
+    """
+    maps = borders.reshape(-1, grid, grid).transpose(1, 2)
+    if len(maps) == 2:
+        maps = maps.flip(0)
+    return maps.reshape(borders.shape)
+
+
 def find_vision_layers(model) -> tuple[str, torch.nn.ModuleList]:
     """The vision tower's list of encoder layers, by name (both families name it "...encoder.layers")."""
     for name, module in model.named_modules():
@@ -306,8 +347,8 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
     model.train()
     started = time.time()
 
-    def aux_loss(visual: VisualTokens, specs, hits: list[float]) -> torch.Tensor:
-        target = torch.tensor([aux_classes.index(sp.truth.layout) for sp in specs])
+    def aux_loss(visual: VisualTokens, layouts: list[str], hits: list[float]) -> torch.Tensor:
+        target = torch.tensor([aux_classes.index(layout) for layout in layouts])
         logits = aux_head(visual.embeds.mean(1))
         hits.append((logits.argmax(-1) == target).float().mean().item())
         return torch.nn.functional.cross_entropy(logits, target, weight=class_weight)
@@ -327,16 +368,22 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
     batches = stream_batches(cfg.seed + 1, cfg)
     for step in range(0 if cfg.freeze_vision else cfg.vision_steps):
         specs, frames = next(batches)
+        # Drawn only when asked for, so that a recipe without it draws the same numbers as before it existed.
+        turned = rng.random(len(frames)) < cfg.transpose_share if cfg.transpose_share else [False] * len(frames)
+        frames = [transpose_frame(f) if t else f for f, t in zip(frames, turned)]
         pixels = processor.image_processor(images=frames, return_tensors="pt")["pixel_values"]
         visual = family.encode(model, pixels)
         patches = family.patch_states(visual)
         grid = int(round(patches.shape[1] ** 0.5))
-        borders = torch.stack([boundary_map(sp, grid, cfg.dense_orientation) for sp in specs])
+        borders = torch.stack([transpose_borders(boundary_map(sp, grid, cfg.dense_orientation), grid) if t
+                               else boundary_map(sp, grid, cfg.dense_orientation) for sp, t in zip(specs, turned)])
+        layouts = [TRANSPOSED_LAYOUT.get(sp.truth.layout, sp.truth.layout) if t else sp.truth.layout
+                   for sp, t in zip(specs, turned)]
         logits = dense_head(patches).reshape(len(specs), -1, seam_maps, 2).transpose(1, 2)  # (B, maps, P, 2)
         dense = torch.nn.functional.cross_entropy(
             logits.reshape(-1, 2), borders.reshape(-1), weight=torch.tensor([1.0, 4.0])
         ) * seam_maps  # each map's loss at the weight one map had
-        loss = aux_loss(visual, specs, hits) + cfg.dense_weight * dense
+        loss = aux_loss(visual, layouts, hits) + cfg.dense_weight * dense
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in vision_params + heads], 1.0)
@@ -369,7 +416,7 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
         ids, att, labels = build_training_rows(lm, qa)
         visual = family.encode(model, pixels)
         loss = answer_loss(lm, visual.embeds, torch.tensor(rows), ids, att, labels)
-        loss = loss + cfg.aux_weight * aux_loss(visual, specs, hits)
+        loss = loss + cfg.aux_weight * aux_loss(visual, [t.layout for t in truths], hits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
