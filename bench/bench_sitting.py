@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,7 +32,8 @@ from core.config import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 from app_process import running_app  # noqa: E402  (tests/app_process.py: start the app, capture its log)
-from labeler import CHROMIUM, CHROMIUM_ARGS, KEYS, MEASURE, Labeler, sign_in_and_load  # noqa: E402
+from labeler import (CHROMIUM, CHROMIUM_ARGS, KEYS, MEASURE, Labeler, read_keyed_labels,  # noqa: E402
+                     sign_in_and_load)
 
 FRAMES_PER_CLIP = 16
 # The keys of a plain sitting, in turn: a no, each layout, accept the model, a yes then a layout.
@@ -80,11 +80,7 @@ def format_row(row: dict) -> str:
 
 def check_store(db_path: Path, intended: dict[int, tuple[bool, str | None]]) -> list[str]:
     """What differs between the store and the labels keyed: the frames the labeler touched, their current labels."""
-    with sqlite3.connect(db_path) as db:
-        touched = {r[0] for r in db.execute("SELECT DISTINCT frame_id FROM label_events WHERE labeler = 'alice'")}
-        current = {r[0]: (None if r[1] is None else bool(r[1]), r[2]) for r in db.execute(
-            "SELECT frame_id, sludge, layout FROM current_labels WHERE frame_id IN (SELECT frame_id FROM label_events"
-            " WHERE labeler = 'alice')")}
+    touched, current = read_keyed_labels(db_path)
     problems = []
     if touched != set(intended):
         problems.append(f"{len(touched ^ set(intended))} frames touched or keyed but not both")

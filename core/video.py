@@ -202,8 +202,8 @@ _CONTAINER_MAGIC = (
     (0, b"\x30\x26\xb2\x75", "WMV/ASF"),
 )
 # Demuxers of bare elementary streams (MPEG-1/2 video alone in an .mpg or .m1v, an .h264, an .m4v of MPEG-4
-# part 2): no index and no duration, so FFmpeg estimates one from the header's bit rate, often a placeholder (an
-# MPEG-1 header's 104 Mbit/s made a 6 s clip read 18 ms, and one frame was sampled). Their pictures are counted.
+# part 2): no index and no duration, so FFmpeg estimates one from the header's bit rate, often a stand-in value
+# (an MPEG-1 header's 104 Mbit/s made a 6 s clip read 18 ms, and one frame was sampled). Their pictures are counted.
 _ELEMENTARY_DEMUXERS = {"mpegvideo", "h261", "h263", "h264", "hevc", "vvc", "m4v", "cavsvideo", "avs2", "avs3",
                         "vc1", "dirac"}
 # PyAV demuxers that read a single still image.
@@ -453,16 +453,13 @@ def _normalise_rotation(degrees: float) -> int:
     return int(round(degrees / 90.0)) * 90 % 360
 
 
-def _count_pictures(packets_in, stream, counted: int, limits: VideoLimits, keyframes: list[float]) -> int:
+def _count_pictures(packets_in, counted: int, limits: VideoLimits) -> int:
     """A bare elementary stream's pictures: the rest of its packets counted (demuxed, not decoded), `counted`
     of them already read. Stops once the count passes the duration limit at 120 fps: such a file is refused
     as too long all the same."""
     cap = int(limits.max_duration_s * 120) + 2
     for packet in packets_in:
-        if packet.size == 0:
-            continue
-        counted += 1
-        _note_keyframe(packet, stream, keyframes)
+        counted += packet.size > 0
         if counted >= cap:
             break
     return max(counted, 1)
@@ -563,7 +560,7 @@ def _inspect(path, limits: VideoLimits, with_keyframes: bool = False) -> tuple[V
             fps = 30.0
         timed = fmt not in _ELEMENTARY_DEMUXERS
         if not timed:
-            frame_count = _count_pictures(packets_in, stream, packets, limits, keyframes)
+            frame_count = _count_pictures(packets_in, packets, limits)
             duration = frame_count / fps
         if not frame_count:
             frame_count = max(1, int(round(duration * fps)))
@@ -1123,8 +1120,9 @@ def sample_frames(
         raise ValueError(f"limits.decoder must be one of {DECODERS}, got {limits.decoder!r}")
     meta, keyframes = _inspect(path, limits, with_keyframes=limits.keyframe_snap_s > 0)
     if not meta.timed:
-        # Pictures told apart by count are reached by decoding from the start: no seeks, no keyframe times.
-        limits, keyframes = replace(limits, seek_gap_s=math.inf), None
+        # Pictures told apart by count are reached by decoding from the start: no seeks, and no keyframe times
+        # to snap to or to cut runs at.
+        limits, keyframes = replace(limits, seek_gap_s=math.inf), []
     times = plan_timestamps(meta.duration_s, num_frames=num_frames, fps=fps, max_frames=limits.max_sampled_frames)
     if keyframes is not None:
         times = snap_to_keyframes(times, keyframes, limits.keyframe_snap_s)
@@ -1134,7 +1132,7 @@ def sample_frames(
         decoded = _sample_with_decord(meta.path, indices, meta, limits, keyframes)
         decoder = "decord"
     if decoded is None:
-        if keyframes is None and limits.decode_threads > 1 and meta.timed:  # where runs may be cut
+        if keyframes is None and limits.decode_threads > 1:  # where runs may be cut
             keyframes = read_keyframe_times(meta.path)
         decoded = _sample_with_pyav(meta.path, indices, meta, limits, keyframes)
         decoder = "pyav"

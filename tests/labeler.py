@@ -6,6 +6,7 @@ Shared by the browser tests and `python -m bench.bench_sitting`.
 from __future__ import annotations
 
 import shutil
+import sqlite3
 
 from app_process import USERS
 
@@ -118,3 +119,15 @@ class Labeler:
             self.intended[frame] = (True, LAYOUT_KEYS[key])
         self.key(key)
         return frame
+
+
+def read_keyed_labels(db_path, labeler: str = "alice") -> tuple[set[int], dict[int, tuple[bool | None, str | None]]]:
+    """From the store file: the frames the labeler's events touched, and each such frame's current (sludge,
+    layout) label, to set beside what the labeler keyed."""
+    with sqlite3.connect(db_path) as db:
+        touched = {r[0] for r in db.execute("SELECT DISTINCT frame_id FROM label_events WHERE labeler = ?",
+                                            [labeler])}
+        current = {r[0]: (None if r[1] is None else bool(r[1]), r[2]) for r in db.execute(
+            "SELECT frame_id, sludge, layout FROM current_labels WHERE frame_id IN (SELECT frame_id FROM label_events"
+            " WHERE labeler = ?)", [labeler])}
+    return touched, current

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from app_process import REPO, USERS, running_app
-from labeler import CHROMIUM, CHROMIUM_ARGS, KEYS, MEASURE, STAGE, Labeler, sign_in_and_load
+from labeler import CHROMIUM, CHROMIUM_ARGS, KEYS, MEASURE, STAGE, Labeler, read_keyed_labels, sign_in_and_load
 
 import annotations as store
 
@@ -453,11 +453,8 @@ def test_a_labeler_labels_200_frames_by_keyboard_alone(labeling_app, browser):
 
     # The store holds exactly the intended labels: alice's events touch these frames and no other, and each
     # frame's current label is the one meant for it.
+    touched, current = read_keyed_labels(labeling_app.db_path)
     with sqlite3.connect(labeling_app.db_path) as db:
-        touched = {r[0] for r in db.execute("SELECT DISTINCT frame_id FROM label_events WHERE labeler = 'alice'")}
-        current = {r[0]: (None if r[1] is None else bool(r[1]), r[2]) for r in db.execute(
-            "SELECT frame_id, sludge, layout FROM current_labels WHERE frame_id IN (SELECT frame_id FROM label_events"
-            " WHERE labeler = 'alice')")}
         human = db.execute("SELECT count(DISTINCT frame_id) FROM label_events WHERE source = 'human'").fetchone()[0]
         notes = db.execute("SELECT frame_id, note FROM label_events WHERE note = 'two feeds, one muted'").fetchall()
     assert len(labeler.intended) == LABEL_RUN

@@ -261,7 +261,7 @@ def test_a_file_that_decodes_wrongly_after_a_seek_is_decoded_front_to_back():
 @pytest.mark.parametrize("limits", [DECORD, PYAV], ids=["decord", "pyav"])
 def test_a_bare_elementary_stream_is_sampled_over_its_whole_length(tmp_path, name, fmt, codec, limits):
     # Video with no container around it: FFmpeg estimates its length from the header's bit rate, an MPEG-1
-    # placeholder among them (Gem's alea.mpg, 5 s, read as 18 ms: one frame sampled), and a bare .h264 cannot
+    # stand-in among them (Gem's alea.mpg, 6.5 s, read as 18 ms: one frame sampled), and a bare .h264 cannot
     # seek. Its pictures are counted, and a stream that refuses a seek is decoded front to back.
     path = encode_clip(tmp_path / name, frames=250, fps=25, codec=codec, fmt=fmt)  # 10 s
     assert check_video_file(path).duration_s == pytest.approx(10.0, abs=0.1)

@@ -375,10 +375,10 @@ def train_family(kind: str, tok, cfg: TrainTinyConfig, tiny: TinyConfig = TinyCo
         visual = family.encode(model, pixels)
         patches = family.patch_states(visual)
         grid = int(round(patches.shape[1] ** 0.5))
-        borders = torch.stack([transpose_borders(boundary_map(sp, grid, cfg.dense_orientation), grid) if t
-                               else boundary_map(sp, grid, cfg.dense_orientation) for sp, t in zip(specs, turned)])
-        layouts = [TRANSPOSED_LAYOUT.get(sp.truth.layout, sp.truth.layout) if t else sp.truth.layout
-                   for sp, t in zip(specs, turned)]
+        borders = [boundary_map(sp, grid, cfg.dense_orientation) for sp in specs]
+        borders = torch.stack([transpose_borders(b, grid) if t else b for b, t in zip(borders, turned)])
+        layouts = [sp.truth.layout for sp in specs]
+        layouts = [TRANSPOSED_LAYOUT.get(name, name) if t else name for name, t in zip(layouts, turned)]
         logits = dense_head(patches).reshape(len(specs), -1, seam_maps, 2).transpose(1, 2)  # (B, maps, P, 2)
         dense = torch.nn.functional.cross_entropy(
             logits.reshape(-1, 2), borders.reshape(-1), weight=torch.tensor([1.0, 4.0])
