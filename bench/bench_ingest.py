@@ -50,9 +50,10 @@ def ensure_clips(count: int, num_frames: int = 36, size: tuple[int, int] = (640,
 
 
 def run_loop(lm, paths: list[Path], root: Path, num_frames: int, limits,
-             threads: int | None = None) -> tuple[float, float]:
+             threads: int | None = None) -> tuple[float, float, dict[str, float]]:
     """record_analysis per file into a fresh store (with ``threads`` torch threads, if given); returns wall
-    seconds and the CPU seconds of the process (every thread: decoder, model, encoder, SQLite)."""
+    seconds, the CPU seconds of the process (every thread: decoder, model, encoder, SQLite) and the wall
+    seconds of each of its steps summed over the files (``Analysis.timings``: decode, score, store)."""
     import torch
 
     import annotations as store
@@ -62,16 +63,20 @@ def run_loop(lm, paths: list[Path], root: Path, num_frames: int, limits,
     before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    steps: dict[str, float] = {}
     started, cpu_started = time.perf_counter(), time.process_time()
     try:
         for path in paths:
-            record_analysis(lm, db, path, num_frames=num_frames, limits=limits, collection="bench")
+            timings = record_analysis(lm, db, path, num_frames=num_frames, limits=limits,
+                                      collection="bench").analysis.timings
+            for step in ("decode", "score", "store"):
+                steps[step] = steps.get(step, 0.0) + timings[step]
     finally:
         torch.set_num_threads(before)
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     assert db["videos"].count == len(paths)
     db.close()
-    return seconds, cpu_seconds
+    return seconds, cpu_seconds, steps
 
 
 def run_ingest(lm, folder: Path, count: int, root: Path, num_frames: int, batch_size: int, workers: int | None,
@@ -123,26 +128,29 @@ def main(argv=None) -> None:
     from core.video import sample_frames
 
     score_frames(lm, sample_frames(paths[0], num_frames=4, limits=settings.video).frames)  # warm-up
-    loops, loop_cpus, ingests = [], [], []
+    loops, loop_cpus, loop_steps, ingests = [], [], [], []
     for round_ in range(args.rounds):
         order = ("loop", "ingest") if round_ % 2 == 0 else ("ingest", "loop")
         for kind in order:
             with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
                 if kind == "loop":
-                    seconds, cpu_seconds = run_loop(lm, paths, Path(tmp), args.frames, settings.video,
-                                                    args.loop_threads)
+                    seconds, cpu_seconds, steps = run_loop(lm, paths, Path(tmp), args.frames, settings.video,
+                                                           args.loop_threads)
                     loops.append(seconds)
                     loop_cpus.append(cpu_seconds)
+                    loop_steps.append(steps)
                 else:
                     ingests.append(run_ingest(lm, folder, len(paths), Path(tmp), args.frames, args.batch_size,
                                               args.workers, settings.video, args.model_threads).seconds)
             print(f"round {round_ + 1} {kind}: {len(paths) / (loops if kind == 'loop' else ingests)[-1]:.2f} videos/s",
                   flush=True)
-    work_s = None
+    work_s = one_thread_steps = None
     if args.work_clips:
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
             some = paths[:args.work_clips]
-            work_s = run_loop(lm, some, Path(tmp), args.frames, settings.video, threads=1)[1] / len(some)
+            _, work_cpu, one_thread_steps = run_loop(lm, some, Path(tmp), args.frames, settings.video, threads=1)
+            work_s = work_cpu / len(some)
+            one_thread_steps = {step: seconds / len(some) for step, seconds in one_thread_steps.items()}
     loop_s, ingest_s = statistics.median(loops), statistics.median(ingests)
     print(f"clips: {len(paths)} x {args.clip_frames} frames {args.width}x{args.height}, {args.frames} sampled per "
           f"video, model {lm.version} on {lm.device.type}, {os.cpu_count()} CPUs")
@@ -162,7 +170,27 @@ def main(argv=None) -> None:
               f"{packed:.1f} s: packing bound {loop_s / packed:.2f}x")
     else:
         print()
+    if one_thread_steps is not None:
+        print(describe_steps(one_thread_steps, {step: statistics.median(s[step] for s in loop_steps) / len(paths)
+                                                for step in one_thread_steps}, threads))
     print(f"ingest_speedup: {loop_s / ingest_s:.2f}")
+
+
+def describe_steps(one_thread: dict[str, float], loop: dict[str, float], threads: str) -> str:
+    """Where a video's time goes in the loop, with one torch thread and as the loop ran: an overlap of decoding,
+    scoring and storing can only win back the steps that run on one core in the loop, so the model's share of
+    the work and how much faster its threads already score in the loop set how far the ingest can pull ahead.
+
+    >>> print(describe_steps({"decode": 0.1, "score": 0.6, "store": 0.3}, {"decode": 0.1, "score": 0.4,
+    ...                                                                    "store": 0.3}, "2 torch threads"))
+    loop steps per video: decode 100, score 600, store 300 ms with one torch thread (scoring 60 % of them); \
+with 2 torch threads, score 400 ms (1.50x)
+    """
+    total = sum(one_thread.values())
+    steps = ", ".join(f"{step} {1000 * seconds:.0f}" for step, seconds in one_thread.items())
+    return (f"loop steps per video: {steps} ms with one torch thread (scoring {100 * one_thread['score'] / total:.0f}"
+            f" % of them); with {threads}, score {1000 * loop['score']:.0f} ms "
+            f"({one_thread['score'] / loop['score']:.2f}x)")
 
 
 if __name__ == "__main__":
