@@ -1,4 +1,4 @@
-"""Every `>>>` example in the library runs and prints what it says, one test per module.
+"""Every `>>>` example in the library and the benchmarks runs and prints what it says, one test per module.
 
 Examples that need a loaded model, a store with data, or files on disk are marked ``# doctest: +SKIP``;
 every other example is checked here. `__main__` modules (command lines) are left out.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("core", "annotations", "ui", "training")
+PACKAGES = ("core", "annotations", "ui", "training", "bench")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 
@@ -34,7 +34,7 @@ MODULES = [name for package in PACKAGES for name in module_names(package, REPO /
 
 
 def test_every_package_is_collected():
-    assert {"core.config", "annotations.schema", "ui.format", "training.synthetic"} <= set(MODULES)
+    assert {"core.config", "annotations.schema", "ui.format", "training.synthetic", "bench.clips"} <= set(MODULES)
     assert not [name for name in MODULES if name.endswith("__main__")]
 
 
