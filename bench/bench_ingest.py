@@ -12,7 +12,9 @@ and each figure is the median over the rounds: the loop's speed alone moved by u
 one machine. It prints videos/s for both, the packing bound (the loop's wall time over its work spread on every
 core: the best any overlap of the same work can do) and, last, the ratio. The loop's work is its CPU time per video
 with one torch thread, measured on the first ``--work-clips`` clips: with more threads the CPU time also counts
-torch's threads spinning while they wait for each other, which is not work an overlap has to do.
+torch's threads spinning while they wait for each other, which is not work an overlap has to do. Beside it, the
+loop's steps per video (decode, score, store) with one thread, and scoring as the loop ran: the steps an overlap
+can win back are the ones the loop runs on one core.
 """
 
 from __future__ import annotations
