@@ -130,7 +130,7 @@ def main(argv=None) -> None:
     from core.video import sample_frames
 
     score_frames(lm, sample_frames(paths[0], num_frames=4, limits=settings.video).frames)  # warm-up
-    loops, loop_cpus, loop_steps, ingests = [], [], [], []
+    loops, loop_cpus, loop_scores, ingests = [], [], [], []
     for round_ in range(args.rounds):
         order = ("loop", "ingest") if round_ % 2 == 0 else ("ingest", "loop")
         for kind in order:
@@ -140,7 +140,7 @@ def main(argv=None) -> None:
                                                            args.loop_threads)
                     loops.append(seconds)
                     loop_cpus.append(cpu_seconds)
-                    loop_steps.append(steps)
+                    loop_scores.append(steps["score"] / len(paths))
                 else:
                     ingests.append(run_ingest(lm, folder, len(paths), Path(tmp), args.frames, args.batch_size,
                                               args.workers, settings.video, args.model_threads).seconds)
@@ -173,26 +173,23 @@ def main(argv=None) -> None:
     else:
         print()
     if one_thread_steps is not None:
-        print(describe_steps(one_thread_steps, {step: statistics.median(s[step] for s in loop_steps) / len(paths)
-                                                for step in one_thread_steps}, threads))
+        print(describe_steps(one_thread_steps, statistics.median(loop_scores), threads))
     print(f"ingest_speedup: {loop_s / ingest_s:.2f}")
 
 
-def describe_steps(one_thread: dict[str, float], loop: dict[str, float], threads: str) -> str:
+def describe_steps(one_thread: dict[str, float], loop_score: float, threads: str) -> str:
     """Where a video's time goes in the loop, with one torch thread and as the loop ran: an overlap of decoding,
     scoring and storing can only win back the steps that run on one core in the loop, so the model's share of
     the work and how much faster its threads already score in the loop set how far the ingest can pull ahead.
 
-    >>> print(describe_steps({"decode": 0.1, "score": 0.6, "store": 0.3}, {"decode": 0.1, "score": 0.4,
-    ...                                                                    "store": 0.3}, "2 torch threads"))
+    >>> print(describe_steps({"decode": 0.1, "score": 0.6, "store": 0.3}, 0.4, "2 torch threads"))
     loop steps per video: decode 100, score 600, store 300 ms with one torch thread (scoring 60 % of them); \
 with 2 torch threads, score 400 ms (1.50x)
     """
     total = sum(one_thread.values())
     steps = ", ".join(f"{step} {1000 * seconds:.0f}" for step, seconds in one_thread.items())
     return (f"loop steps per video: {steps} ms with one torch thread (scoring {100 * one_thread['score'] / total:.0f}"
-            f" % of them); with {threads}, score {1000 * loop['score']:.0f} ms "
-            f"({one_thread['score'] / loop['score']:.2f}x)")
+            f" % of them); with {threads}, score {1000 * loop_score:.0f} ms ({one_thread['score'] / loop_score:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -68,19 +68,20 @@ def build_collection(root: Path, clips: int, frames_per_clip: int, noise: float,
             score_s += time.perf_counter() - t
             truth.update((f, synthetic.FrameTruth(clip.sludge, clip.layout, "", "")) for f in stored.frame_ids)
             video_of.update((f, k) for f in stored.frame_ids)
-    for k in range(clips if source == "synthetic" else 0):
-        t = time.perf_counter()
-        frames, truths = synthetic.make_clip(seed * 10_000 + k, num_frames=frames_per_clip, fps=4.0)
-        render_s += time.perf_counter() - t
-        video = store.add_video(db, f"bench-queue-{seed}-{k}".encode(), f"clip_{k:03d}.mp4", {"fps": 4.0},
-                                collection="bench-queue")
-        ids = store.add_frames(db, video, frames, [i / 4.0 for i in range(len(frames))], list(range(len(frames))))
-        t = time.perf_counter()
-        scores = score_frames(lm, frames)
-        score_s += time.perf_counter() - t
-        store.record_predictions(db, model_id, ids, [s.p_sludge for s in scores], [s.layout_scores for s in scores])
-        truth.update(zip(ids, truths))
-        video_of.update((f, k) for f in ids)
+    else:
+        for k in range(clips):
+            t = time.perf_counter()
+            frames, truths = synthetic.make_clip(seed * 10_000 + k, num_frames=frames_per_clip, fps=4.0)
+            render_s += time.perf_counter() - t
+            video = store.add_video(db, f"bench-queue-{seed}-{k}".encode(), f"clip_{k:03d}.mp4", {"fps": 4.0},
+                                    collection="bench-queue")
+            ids = store.add_frames(db, video, frames, [i / 4.0 for i in range(len(frames))], list(range(len(frames))))
+            t = time.perf_counter()
+            scores = score_frames(lm, frames)
+            score_s += time.perf_counter() - t
+            store.record_predictions(db, model_id, ids, [s.p_sludge for s in scores], [s.layout_scores for s in scores])
+            truth.update(zip(ids, truths))
+            video_of.update((f, k) for f in ids)
     raw = flip_labels(truth, noise, seed, clips=video_of if per_video else None)
     import_raw_labels(db, raw, root / "raw.jsonl")
     store.add_labeler(db, WALKER, "labeler")
@@ -90,8 +91,7 @@ def build_collection(root: Path, clips: int, frames_per_clip: int, noise: float,
     sludge = np.array([truth[f].sludge for f in sorted(truth)])
     db.close()
     return {"truth": truth, "flipped": flipped, "model_id": model_id, "render_s": render_s, "score_s": score_s,
-            "video_of": video_of,
-            "model_accuracy": float((said == sludge).mean())}
+            "video_of": video_of, "model_accuracy": float((said == sludge).mean())}
 
 
 def walk(root: Path, strategy: str, built: dict, budget: int, batch: int = 16, seed: int = 0) -> list[int]:

@@ -324,10 +324,6 @@ def labeling_app(tmp_path_factory):
         yield running
 
 
-
-
-
-
 def test_a_landscape_collection_gets_the_wide_workspace(labeling_app, browser):
     """Filtered to one collection, the queue keeps to its video; its landscape frames get the wide workspace:
     the frame's column takes about half the row and the stage keeps the frame's shape, where the portrait
@@ -353,7 +349,8 @@ def test_a_landscape_collection_gets_the_wide_workspace(labeling_app, browser):
     assert "sl-wide" in page.evaluate(f"{STAGE}.className")
     assert stage["width"] > 0.45 * row["width"]  # a portrait stage's column: a third of the row
     assert stage["width"] / stage["height"] == pytest.approx(448 / 252, rel=0.03)
-    page.wait_for_function(f"document.querySelector('#label-explain .sl-explain').dataset.frame === {STAGE}.dataset.frame"
+    page.wait_for_function(f"document.querySelector('#label-explain .sl-explain').dataset.frame"
+                           f" === {STAGE}.dataset.frame"
                            " && document.querySelectorAll('#label-explain img').length === 2", timeout=SLOW_S)
     ARTIFACTS.mkdir(exist_ok=True)
     page.locator("#label-workspace").scroll_into_view_if_needed()
@@ -429,7 +426,8 @@ def test_a_labeler_labels_200_frames_by_keyboard_alone(labeling_app, browser):
             noted = labeler.label("n")
             note_done = True
             continue
-        after = page.evaluate("() => { const t = Array.from(document.querySelectorAll('[data-testid=neighbours] figure'));"
+        after = page.evaluate("() => { const t = Array.from("
+                              "document.querySelectorAll('[data-testid=neighbours] figure'));"
                               " const c = t.findIndex(f => f.classList.contains('sl-current'));"
                               " return t.slice(c + 1).map(f => Number(f.dataset.frame)); }")
         if not range_done and i >= 40 and len(after) >= 3 and len(labeler.intended) <= LABEL_RUN - 4:
@@ -501,7 +499,8 @@ def test_screenshots_of_every_tab_at_desktop_and_phone_sizes(labeling_app, brows
     upload_and_wait(page, labeling_app.examples_dir / "picture_in_picture.mp4", timeout_ms=SLOW_S)
     page.wait_for_function("document.querySelector('#heatmap img') && document.querySelector('#mask img')",
                            timeout=SLOW_S)
-    page.wait_for_function("document.querySelector('#explanation').innerText.toLowerCase().includes('verdict')", timeout=SLOW_S)
+    page.wait_for_function("document.querySelector('#explanation').innerText.toLowerCase().includes('verdict')",
+                           timeout=SLOW_S)
     # Gallery frames keep their shape: a portrait frame is not cropped to a square.
     fit = page.evaluate("getComputedStyle(document.querySelector('#frame-gallery .thumbnail-item img')).objectFit")
     assert fit == "contain"
