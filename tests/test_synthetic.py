@@ -283,6 +283,19 @@ def test_degrade_frame_keeps_the_frame_and_changes_its_pixels():
     assert any(np.abs(out.astype(int) - frame).mean() > 0.5 for out in outs)
 
 
+def test_recolouring_a_frame_turns_every_stream_alike_and_keeps_black_and_white():
+    frame, _ = synthetic.make_frame(np.random.default_rng(4), "vertical", size=(128, 72))
+    frame = frame.copy()
+    frame[:8], frame[-8:] = 0, 255  # a black bar above, a white one below
+    rng = np.random.default_rng(0)
+    outs = [synthetic.recolour_frame(rng, frame) for _ in range(12)]
+    assert all(out.shape == frame.shape and out.dtype == np.uint8 for out in outs)
+    assert all(out[:8].max() <= 2 and out[-8:].min() >= 253 for out in outs)
+    assert all(np.abs(out.astype(int) - frame).mean() > 2 for out in outs)
+    # One of the three ways leaves no colour at all.
+    assert any((out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all() for out in outs)
+
+
 def test_a_stream_style_puts_games_in_any_tile_and_leaves_streams_ungraded_when_asked():
     # The renderer's own habits: a game under the stack and every stream colour-graded on its own.
     games = set(imagery.list_games("holdout")) or {"platformer"}

@@ -39,6 +39,15 @@ def test_draw_batch_balances_and_degrades_real_frames():
     assert {f.shape[:2] for f in frames} <= {(96, 54), (54, 96)}
 
 
+def test_a_recolour_share_recolours_the_frames_of_the_same_draw():
+    cfg = TrainTinyConfig(pool="real-holdout", sizes=((96, 54),), size_weights=(1,), batch_size=8)
+    specs, frames = draw_batch(np.random.default_rng(5), 8, cfg)
+    recoloured_specs, recoloured = draw_batch(np.random.default_rng(5), 8, replace(cfg, recolour_share=1.0))
+    assert [sp.truth for sp in recoloured_specs] == [sp.truth for sp in specs]
+    assert all(np.abs(a.astype(int) - b).mean() > 1 for a, b in zip(frames, recoloured))
+    assert parse_config(["--recolour-share", "0.5"]).recolour_share == 0.5
+
+
 def test_flags_parse_into_the_config():
     cfg = parse_config(["--kinds", "blip2", "--init-from", "embedded", "--vision-layers", "6",
                         "--sizes", "[[384, 216]]", "--size-weights", "[1]", "--balanced", "false"])

@@ -1403,6 +1403,26 @@ def degrade_frame(rng: np.random.Generator, frame: np.ndarray) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def recolour_frame(rng: np.random.Generator, frame: np.ndarray) -> np.ndarray:
+    """The whole frame in other colours, one of three ways: its channels swapped, its hues turned by a random
+    angle, or grey. Every stream turns alike, so no seam is added; black and white stay as they are, so a
+    letterbox bar or a caption bar keeps the colour its description names.
+
+    >>> int(recolour_frame(np.random.default_rng(0), np.zeros((4, 4, 3), np.uint8)).max())
+    0
+    """
+    way = int(rng.integers(3))
+    if way == 0:
+        order = [(0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)][int(rng.integers(5))]
+        return np.ascontiguousarray(frame[..., order])
+    if way == 1:
+        hsv = np.asarray(Image.fromarray(frame).convert("HSV")).copy()
+        hsv[..., 0] = (hsv[..., 0].astype(np.int16) + int(rng.integers(32, 224))) % 256
+        return np.asarray(Image.fromarray(hsv, "HSV").convert("RGB"), dtype=np.uint8)
+    grey = np.asarray(Image.fromarray(frame).convert("L"))
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Clips
 

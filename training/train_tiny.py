@@ -102,6 +102,10 @@ class TrainTinyConfig:
     # in content it has never seen that way up leans less on how familiar packages look; the task-mix stage
     # never turns a frame, since its descriptions say which stream is on top.
     transpose_share: float = 0.0
+    # Share of frames, in both stages, recoloured as a whole (training.synthetic.recolour_frame: channels
+    # swapped, hues turned, or grey). Held-out packages miss layout mostly where their look is unfamiliar;
+    # content in colours no package has leaves the seams, which every stream turns with alike, to go by.
+    recolour_share: float = 0.0
     # Frame sizes (height, width) and their shares: portrait short-form and landscape footage alike.
     sizes: tuple[tuple[int, int], ...] = ((384, 216), (216, 384))
     size_weights: tuple[float, ...] = (0.65, 0.35)
@@ -463,6 +467,9 @@ def draw_batch(rng: np.random.Generator, n: int, cfg: TrainTinyConfig):
     frames = [synthetic.render_frame(spec, size) for spec, size in pairs]
     if cfg.pool in synthetic.REAL_POOLS:
         frames = [synthetic.degrade_frame(rng, frame) for frame in frames]
+    if cfg.recolour_share:
+        frames = [synthetic.recolour_frame(rng, frame) if rng.random() < cfg.recolour_share else frame
+                  for frame in frames]
     return specs, frames
 
 
