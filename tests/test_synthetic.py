@@ -283,7 +283,7 @@ def test_degrade_frame_keeps_the_frame_and_changes_its_pixels():
     assert any(np.abs(out.astype(int) - frame).mean() > 0.5 for out in outs)
 
 
-def test_recolouring_a_frame_turns_every_stream_alike_and_keeps_black_and_white():
+def test_recolouring_a_frame_changes_its_colours_and_keeps_black_and_white():
     frame, _ = synthetic.make_frame(np.random.default_rng(4), "vertical", size=(128, 72))
     frame = frame.copy()
     frame[:8], frame[-8:] = 0, 255  # a black bar above, a white one below

@@ -104,8 +104,8 @@ class TrainTinyConfig:
     transpose_share: float = 0.0
     # Share of frames, in both stages, recoloured as a whole (training.synthetic.recolour_frame: channels
     # swapped, hues turned, or grey). Held-out packages miss layout mostly where their look is unfamiliar;
-    # content in colours no package has leaves the seams, which every stream turns with alike, to go by
-    # (measured on the shipped default: layout on held-out packages moved by about a point; EMBEDDED_MODELS.md).
+    # recolouring every stream alike adds no seam and leaves the seams as the cue. Measured on the shipped
+    # default: held-out layout moved by about a point (EMBEDDED_MODELS.md).
     recolour_share: float = 0.0
     # Frame sizes (height, width) and their shares: portrait short-form and landscape footage alike.
     sizes: tuple[tuple[int, int], ...] = ((384, 216), (216, 384))
