@@ -122,7 +122,8 @@ def test_last_line_is_the_headline(tiny_run):
     assert float(match.group(1)) == tiny_run["report"]["gain_pp"]
 
 
-@pytest.mark.parametrize("style, sludge, layout", [("stickers", False, "none"), ("blend_stack", True, "vertical")])
+@pytest.mark.parametrize("style, sludge, layout", [("stickers", False, "none"), ("blend_stack", True, "vertical"),
+                                                   ("blend_split", True, "horizontal")])
 def test_new_styles_carry_their_truth_and_move(style, sludge, layout):
     frames, truth = render_style(style, 3, [0.0, 1.0], (96, 54), "train")
     assert frames.shape == (2, 96, 54, 3) and frames.dtype == np.uint8

@@ -97,7 +97,7 @@ class LoopConfig:
     clip_frames: int = 24
     fps: float = 12.0
     # Share of clips per style (STYLES): ordinary synthetic clips the base knows, and the two styles its
-    # training never includes ("round_pip", "diagonal" and "single" can be mixed in too).
+    # training never includes ("round_pip", "diagonal", "blend_split" and "single" can be mixed in too).
     style_mix: dict = field(default_factory=lambda: {"plain": 0.4, "stickers": 0.3, "blend_stack": 0.3})
     # The held-out set uses photos the pool never shows, so it measures the styles, not the footage.
     heldout_pool: str = "holdout"
@@ -237,10 +237,13 @@ def render_style(style: str, seed: int, times: list[float], size: tuple[int, int
             "Not sludge: one scene; the stickers are graphics, not a second stream.", sources=main.truth.sources)
     other = draw_single_spec(seed + 7919, size, pool, avoid=main.truth.sources)
     sources = main.truth.sources + other.truth.sources
-    if style == "blend_stack":
+    if style in ("blend_stack", "blend_split"):
         top, bottom = main.streams[0], other.streams[0]
-        seam, width = rng.uniform(0.35, 0.65) * H, rng.uniform(0.1, 0.25) * H
-        blend = np.clip((np.arange(H, dtype=np.float32)[:, None, None] - (seam - width / 2)) / width, 0, 1)
+        stacked = style == "blend_stack"
+        extent = H if stacked else W  # a stack blends down the frame, a split across it
+        seam, width = rng.uniform(0.35, 0.65) * extent, rng.uniform(0.1, 0.25) * extent
+        ramp = np.clip((np.arange(extent, dtype=np.float32) - (seam - width / 2)) / width, 0, 1)
+        blend = ramp[:, None, None] if stacked else ramp[None, :, None]
         dark, light = pick_colour(rng, 0, 90), pick_colour(rng, 150, 256)
         strength = rng.uniform(0.75, 1.0)
         for k, t in enumerate(times):
@@ -248,6 +251,10 @@ def render_style(style: str, seed: int, times: list[float], size: tuple[int, int
             b = np.asarray(synthetic.render_stream(bottom, W, H, t))
             a, b = grade_to_palette(a, dark, light, strength), grade_to_palette(b, dark, light, strength)
             frames[k] = np.clip(a * (1 - blend) + b * blend, 0, 255).astype(np.uint8)
+        if not stacked:
+            return frames, synthetic.FrameTruth(
+                True, "horizontal", "Two streams side by side, blended at the seam, in one colour grade.",
+                "Sludge: two unrelated streams share the frame; the seam is only blurred.", sources=sources)
         return frames, synthetic.FrameTruth(
             True, "vertical", "Two streams stacked top and bottom, blended at the seam, in one colour grade.",
             "Sludge: two unrelated streams share the frame; the seam is only blurred.", sources=sources)
@@ -280,9 +287,9 @@ def render_style(style: str, seed: int, times: list[float], size: tuple[int, int
 
 # Style -> the truth it carries ("mixed": ordinary synthetic clips, whose segments carry their own).
 STYLES = {"plain": "mixed", "single": "not sludge", "stickers": "not sludge", "blend_stack": "sludge (vertical)",
-          "round_pip": "sludge (pip)", "diagonal": "sludge (other)"}
+          "blend_split": "sludge (horizontal)", "round_pip": "sludge (pip)", "diagonal": "sludge (other)"}
 # The styles the base's training never includes: the semantic noise falls on their frames first.
-NEW_STYLES = ("stickers", "blend_stack", "round_pip", "diagonal")
+NEW_STYLES = ("stickers", "blend_stack", "blend_split", "round_pip", "diagonal")
 
 
 def make_clips(seed: int, count: int, cfg: LoopConfig, pool: str, prefix: str) -> list[Clip]:
