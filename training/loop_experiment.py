@@ -238,7 +238,7 @@ def render_style(style: str, seed: int, times: list[float], size: tuple[int, int
     other = draw_single_spec(seed + 7919, size, pool, avoid=main.truth.sources)
     sources = main.truth.sources + other.truth.sources
     if style in ("blend_stack", "blend_split"):
-        top, bottom = main.streams[0], other.streams[0]
+        first, second = main.streams[0], other.streams[0]  # top and bottom, or left and right
         stacked = style == "blend_stack"
         extent = H if stacked else W  # a stack blends down the frame, a split across it
         seam, width = rng.uniform(0.35, 0.65) * extent, rng.uniform(0.1, 0.25) * extent
@@ -247,8 +247,8 @@ def render_style(style: str, seed: int, times: list[float], size: tuple[int, int
         dark, light = pick_colour(rng, 0, 90), pick_colour(rng, 150, 256)
         strength = rng.uniform(0.75, 1.0)
         for k, t in enumerate(times):
-            a = np.asarray(synthetic.render_stream(top, W, H, t))
-            b = np.asarray(synthetic.render_stream(bottom, W, H, t))
+            a = np.asarray(synthetic.render_stream(first, W, H, t))
+            b = np.asarray(synthetic.render_stream(second, W, H, t))
             a, b = grade_to_palette(a, dark, light, strength), grade_to_palette(b, dark, light, strength)
             frames[k] = np.clip(a * (1 - blend) + b * blend, 0, 255).astype(np.uint8)
         if not stacked:
