@@ -251,12 +251,9 @@ def render_style(style: str, seed: int, times: list[float], size: tuple[int, int
             b = np.asarray(synthetic.render_stream(second, W, H, t))
             a, b = grade_to_palette(a, dark, light, strength), grade_to_palette(b, dark, light, strength)
             frames[k] = np.clip(a * (1 - blend) + b * blend, 0, 255).astype(np.uint8)
-        if not stacked:
-            return frames, synthetic.FrameTruth(
-                True, "horizontal", "Two streams side by side, blended at the seam, in one colour grade.",
-                "Sludge: two unrelated streams share the frame; the seam is only blurred.", sources=sources)
+        layout, placed = ("vertical", "stacked top and bottom") if stacked else ("horizontal", "side by side")
         return frames, synthetic.FrameTruth(
-            True, "vertical", "Two streams stacked top and bottom, blended at the seam, in one colour grade.",
+            True, layout, f"Two streams {placed}, blended at the seam, in one colour grade.",
             "Sludge: two unrelated streams share the frame; the seam is only blurred.", sources=sources)
     if style == "round_pip":
         d = int(W * rng.uniform(0.35, 0.55))
